@@ -1,0 +1,22 @@
+"""The ``connect-pipeline`` command line. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline import __version__
+
+
+@click.group()
+@click.version_option(__version__, prog_name="connect-pipeline")
+def main() -> None:
+    """Kafka clickstream events to Connect createSignals calls."""
+
+
+def _register_commands() -> None:
+    from pipeline import schema_cli
+
+    main.add_command(schema_cli.avro)
+
+
+_register_commands()
