@@ -1,0 +1,285 @@
+"""Validation of a decoded event against the catalog.
+
+The pydantic models are derived from ``pipeline.catalog``, never written beside it:
+one TypedDict per signal type (envelope plus content), validated by pydantic-core.
+Validation also canonicalises what the catalog says has one canonical form
+(enumeration case, currency case), so the mapping downstream is pure reshaping.
+
+Input is the record as the Avro decoder returns it (absent optional fields are
+``None``) or the JSON form of the same record (the offline check).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Annotated, Any, Final, NotRequired, Required
+
+import pycountry
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+from typing_extensions import TypedDict
+
+from pipeline import catalog
+from pipeline.catalog import FieldSpec, Format, ItemSpec, Kind, SignalSpec
+from pipeline.outcomes import Problem, Reason, Rejection
+
+CURRENCY_CODES: Final = frozenset(c.alpha_3 for c in pycountry.currencies)
+_DATE_ADDED = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}")
+_FORBID_EXTRA = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, slots=True)
+class ValidEvent:
+    """An event that passed validation: envelope and content, canonicalised."""
+
+    signal_type: str
+    fields: dict[str, Any]
+
+
+# --- rule functions (pydantic after-validators) ---------------------------------------
+
+
+def _currency(value: str) -> str:
+    code = value.upper()
+    if code not in CURRENCY_CODES:
+        raise ValueError(f"{value!r} is not an ISO 4217 code")
+    return code
+
+
+def _date_added(value: str) -> str:
+    try:
+        ok = _DATE_ADDED.fullmatch(value) and datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f")
+    except ValueError:
+        ok = None
+    if not ok:
+        raise ValueError(f"{value!r} does not match yyyy-MM-dd HH:mm:ss.SSS")
+    return value
+
+
+def _enumeration(allowed: tuple[str, ...]) -> Callable[[str], str]:
+    """Accept any case, return the catalog's canonical spelling."""
+    canonical = {v.lower(): v for v in allowed}
+    listed = ", ".join(allowed)
+
+    def check(value: str) -> str:
+        try:
+            return canonical[value.lower()]
+        except KeyError:
+            raise ValueError(f"{value!r} is not one of {listed}") from None
+
+    return check
+
+
+def _event_time(value: object) -> object:
+    """eventTime: a datetime (Avro timestamp-millis), epoch millis, or ISO 8601 text."""
+    if isinstance(value, datetime) or value is None:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO 8601 date-time") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"{value!r} has no UTC offset (e.g. 2025-08-31T08:29:30.001Z)")
+        return parsed
+    raise ValueError("must be an ISO 8601 date-time or epoch milliseconds")
+
+
+# --- model derivation -----------------------------------------------------------------
+
+_STRICT: Final = {"strict": True}
+
+
+def _annotation(spec: FieldSpec) -> Any:
+    """The pydantic type of one catalog field."""
+    match spec.kind:
+        case Kind.STRING:
+            rules: list[Any] = []
+            if spec.format is Format.CURRENCY:
+                rules.append(AfterValidator(_currency))
+            elif spec.format is Format.DATE_ADDED:
+                rules.append(AfterValidator(_date_added))
+            if spec.enum is not None:
+                rules.append(AfterValidator(_enumeration(spec.enum)))
+            length = Field(
+                strict=True,
+                min_length=1 if spec.required else None,
+                max_length=spec.max_length,
+            )
+            return Annotated[str, length, *rules]
+        case Kind.NUMBER:
+            return Annotated[float, Field(strict=True, allow_inf_nan=False)]
+        case Kind.INTEGER:
+            return Annotated[int, Field(strict=True, ge=spec.minimum)]
+        case Kind.BOOLEAN:
+            return Annotated[bool, Field(strict=True)]
+        case Kind.STRING_LIST:
+            return list[Annotated[str, Field(strict=True)]]
+        case Kind.CUSTOM_ATTRIBUTES:
+            return list[_CustomAttribute]
+        case Kind.ITEMS:
+            assert spec.items is not None
+            return list[_item_model(spec.items)]  # type: ignore[misc]
+    raise AssertionError(spec.kind)
+
+
+class _CustomAttribute(TypedDict):
+    __pydantic_config__ = _FORBID_EXTRA  # type: ignore[misc]
+    name: Annotated[str, Field(strict=True, min_length=1)]
+    value: Annotated[str, Field(strict=True)]
+
+
+class _IdentifiableAttributes(TypedDict, total=False):
+    __pydantic_config__ = _FORBID_EXTRA  # type: ignore[misc]
+    contactKey: Annotated[str | None, Field(strict=True)]
+    email: Annotated[str | None, Field(strict=True)]
+    sms: Annotated[str | None, Field(strict=True)]
+    whatsapp: Annotated[str | None, Field(strict=True)]
+
+
+def _typed_fields(specs: tuple[FieldSpec, ...]) -> dict[str, Any]:
+    return {
+        s.name: Required[_annotation(s)] if s.required else NotRequired[_annotation(s) | None]
+        for s in specs
+    }
+
+
+def _typed_dict(name: str, fields: dict[str, Any]) -> Any:
+    make: Any = TypedDict  # the functional form, with a computed name and fields
+    model = make(name, fields)
+    model.__pydantic_config__ = _FORBID_EXTRA
+    return model
+
+
+@cache
+def _item_model(item: ItemSpec) -> Any:
+    return _typed_dict(item.record_name, _typed_fields(item.fields))
+
+
+_ENVELOPE: Final[dict[str, Any]] = {
+    "eventId": NotRequired[Annotated[str | None, Field(strict=True)]],
+    "sessionId": Required[Annotated[str, Field(strict=True, min_length=1)]],
+    "identifiableAttributes": NotRequired[_IdentifiableAttributes | None],
+    "appKey": NotRequired[Annotated[str | None, Field(strict=True)]],
+    "eventTime": Required[Annotated[datetime, BeforeValidator(_event_time)]],
+    # The JSON form names its type; the Avro form's record name does (see codec).
+    "signalType": NotRequired[str],
+}
+
+
+@cache
+def _adapter(signal_type: str) -> TypeAdapter[Any]:
+    spec = catalog.SIGNALS[signal_type]
+    return TypeAdapter(_typed_dict(spec.record_name, {**_ENVELOPE, **_typed_fields(spec.fields)}))
+
+
+# --- validation ---------------------------------------------------------------------
+
+_RENAMED_ITEM_FIELDS: Final = {
+    (spec.signal_type, fs.name): {i.v1_name: i.name for i in fs.items.fields if i.v1_name}
+    for spec in catalog.SIGNALS.values()
+    for fs in spec.fields
+    if fs.items is not None and any(i.v1_name for i in fs.items.fields)
+}
+
+
+def _upgrade_renamed_fields(signal_type: str, record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Earlier-edition names (order item ``quantity``) become the current ones.
+
+    Avro events get this from schema resolution (field aliases); the JSON form of an
+    earlier-edition event gets it here.
+    """
+    for (owner, list_field), renames in _RENAMED_ITEM_FIELDS.items():
+        items = record.get(list_field) if owner == signal_type else None
+        if not isinstance(items, list) or not any(
+            isinstance(i, dict) and old in i for i in items for old in renames
+        ):
+            continue
+        upgraded = [
+            {renames.get(k, k): v for k, v in i.items()}
+            if isinstance(i, dict) and not any(new in i for new in renames.values())
+            else i
+            for i in items
+        ]
+        record = {**record, list_field: upgraded}
+    return record
+
+
+def field_path(loc: tuple[str | int, ...]) -> str:
+    """``('orderedItems', 1, 'unitPrice')`` -> ``orderedItems[1].unitPrice``."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+_RULES: Final = {
+    "missing": "required",
+    "extra_forbidden": "unknown field",
+    "string_type": "must be a string",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "int_type": "must be an integer",
+    "bool_type": "must be true or false",
+    "list_type": "must be an array",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "datetime_type": "must be a date-time",
+}
+
+
+def _rule(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if error.get("input", 0) is None and kind.endswith("_type"):
+        return "required"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind == "string_too_long":
+        return f"longer than {ctx['max_length']} characters"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}"
+    return _RULES.get(kind, str(error["msg"]))
+
+
+def _problems(error: PydanticValidationError) -> tuple[Problem, ...]:
+    problems: list[Problem] = []
+    for e in error.errors(include_url=False):
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        problems.append(Problem(field_path(loc), _rule(e)))
+    return tuple(problems)
+
+
+def validate_event(signal_type: str, record: Mapping[str, Any]) -> ValidEvent | Rejection:
+    """Check one decoded event against the catalog's rules for its type."""
+    if signal_type not in catalog.SIGNALS:
+        known = ", ".join(catalog.SIGNAL_TYPES)
+        return Rejection.single(
+            Reason.VALIDATION, "signalType", f"{signal_type!r} is not one of {known}"
+        )
+    declared = record.get("signalType")
+    if declared is not None and declared != signal_type:
+        return Rejection.single(
+            Reason.VALIDATION, "signalType", f"{declared!r} does not match {signal_type!r}"
+        )
+    record = _upgrade_renamed_fields(signal_type, record)
+    try:
+        fields = _adapter(signal_type).validate_python(record)
+    except PydanticValidationError as error:
+        return Rejection(Reason.VALIDATION, _problems(error))
+    return ValidEvent(signal_type, fields)
+
+
+def spec_of(event: ValidEvent) -> SignalSpec:
+    return catalog.SIGNALS[event.signal_type]
