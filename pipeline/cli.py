@@ -14,9 +14,10 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from pipeline import schema_cli
+    from pipeline import check_cli, schema_cli
 
     main.add_command(schema_cli.avro)
+    main.add_command(check_cli.check)
 
 
 _register_commands()
