@@ -1,0 +1,56 @@
+import pytest
+
+from pipeline.config import ConfigError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
+
+
+def test_errors_name_the_environment_variable(monkeypatch):
+    monkeypatch.setenv("PIPELINE_TOPICS", "clicks")
+    monkeypatch.setenv("PIPELINE_BATCH_MAX_SIGNALS", "0")
+    monkeypatch.setenv("PIPELINE_CONNECT_URL", "ftp://nowhere")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    text = str(error.value)
+    assert "PIPELINE_BATCH_MAX_SIGNALS: Input should be greater than or equal to 1" in text
+    assert "PIPELINE_CONNECT_URL: must be an http:// or https:// URL" in text
+
+
+def test_topics_or_pattern_exactly_one(monkeypatch):
+    with pytest.raises(ConfigError, match="exactly one of PIPELINE_TOPICS"):
+        load_settings()
+    monkeypatch.setenv("PIPELINE_TOPIC_PATTERN", "clicks-.*")
+    assert load_settings().source_topics == ["^clicks-.*"]
+
+
+def test_comma_separated_and_json_topics(monkeypatch):
+    monkeypatch.setenv("PIPELINE_TOPICS", "a, b")
+    assert load_settings().topics == ["a", "b"]
+    monkeypatch.setenv("PIPELINE_TOPICS", '["c"]')
+    assert load_settings().topics == ["c"]
+
+
+def test_secrets_are_masked_and_passed_to_librdkafka(monkeypatch):
+    monkeypatch.setenv("PIPELINE_TOPICS", "a")
+    monkeypatch.setenv("PIPELINE_KAFKA_SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("PIPELINE_CONNECT_API_KEY", "sk-123")
+    settings = load_settings()
+    assert "hunter2" not in repr(settings) and "sk-123" not in repr(settings)
+    assert settings.kafka_common()["sasl.password"] == "hunter2"
+
+
+def test_toml_file_is_read_below_the_environment(monkeypatch, tmp_path):
+    config = tmp_path / "pipeline.toml"
+    config.write_text('topics = ["from-file"]\ngroup_id = "file-group"\n')
+    monkeypatch.setenv("PIPELINE_CONFIG_FILE", str(config))
+    monkeypatch.setenv("PIPELINE_GROUP_ID", "env-group")
+    settings = load_settings()
+    assert settings.topics == ["from-file"]
+    assert settings.group_id == "env-group"

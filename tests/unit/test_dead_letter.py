@@ -1,0 +1,42 @@
+from pipeline import __version__
+from pipeline.dead_letter import Source, dead_letter_headers, header_value
+from pipeline.outcomes import Problem, Reason, Rejection
+
+
+def test_headers_follow_kafka_connect_and_keep_the_source_headers():
+    rejection = Rejection(
+        Reason.VALIDATION,
+        (Problem("orderedItems[1].unitPrice", "required"), Problem("currency", "bad")),
+    )
+    source = Source("clicks", 3, 42, 1_700_000_000_000, b"k", b"v", (("trace", b"t1"),))
+    headers = dead_letter_headers(rejection, source, "grp")
+    names = [k for k, _ in headers]
+    assert names[0] == "trace"
+    assert header_value(headers, "__connect.errors.topic") == "clicks"
+    assert header_value(headers, "__connect.errors.partition") == "3"
+    assert header_value(headers, "__connect.errors.offset") == "42"
+    assert header_value(headers, "__connect.errors.stage") == "TRANSFORMATION"
+    assert header_value(headers, "__connect.errors.exception.class.name") == "validation"
+    assert header_value(headers, "__connect.errors.exception.message") == (
+        "orderedItems[1].unitPrice: required; currency: bad"
+    )
+    assert header_value(headers, "connect.signals.field") == "orderedItems[1].unitPrice"
+    assert header_value(headers, "connect.signals.timestamp") == "1700000000000"
+    assert header_value(headers, "connect.signals.group") == "grp"
+    assert header_value(headers, "connect.signals.pipeline.version") == __version__
+    assert header_value(headers, "connect.signals.attempt") == "1"
+
+
+def test_a_redriven_record_replaces_the_previous_error_headers():
+    first = dead_letter_headers(
+        Rejection.single(Reason.API_REJECTED, "", "old"), Source("t", 0, 1, None, None, b"v"), "g"
+    )
+    again = dead_letter_headers(
+        Rejection.single(Reason.VALIDATION, "x", "new"),
+        Source("t", 0, 1, None, None, b"v", tuple(first)),
+        "g",
+        attempt=2,
+    )
+    assert [v for k, v in again if k == "__connect.errors.exception.message"] == [b"x: new"]
+    assert header_value(again, "connect.signals.attempt") == "2"
+    assert header_value(again, "__connect.errors.stage") == "TRANSFORMATION"
