@@ -1,0 +1,51 @@
+"""Assembly: settings in, a running consumer out. The only place that wires parts."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+from pipeline.config import Settings
+from pipeline.consumer import RunSummary, SignalConsumer
+from pipeline.mapping import MappingOptions
+from pipeline.processor import EventProcessor
+
+
+def build_decoder(settings: Settings) -> object:
+    from pipeline.codec import EventDecoder, SchemaStore
+
+    registry = None
+    if settings.schema_registry_url:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        conf = {"url": settings.schema_registry_url}
+        if settings.schema_registry_basic_auth is not None:
+            conf["basic.auth.user.info"] = settings.schema_registry_basic_auth.get_secret_value()
+        registry = SchemaRegistryClient(conf)
+    return EventDecoder(SchemaStore.from_directory(settings.avro_dir), registry)
+
+
+def build_processor(settings: Settings, decoder: object | None = None) -> EventProcessor:
+    app_key = settings.default_app_key.get_secret_value() if settings.default_app_key else None
+    return EventProcessor(
+        decoder or build_decoder(settings),  # type: ignore[arg-type]
+        MappingOptions(app_key, settings.allow_anonymous),
+        settings.subscription_tier,
+        settings.out_of_tier,
+    )
+
+
+def install_signal_handlers(consumer: SignalConsumer) -> None:
+    """SIGTERM (Kubernetes) and SIGINT (a terminal) stop polling, drain and commit."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        consumer.stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def run(settings: Settings, *, stop_after_idle_s: float | None = None) -> RunSummary:
+    consumer = SignalConsumer(settings, build_processor(settings))
+    install_signal_handlers(consumer)
+    return consumer.run(stop_after_idle_s=stop_after_idle_s)
