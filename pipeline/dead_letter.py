@@ -7,8 +7,9 @@ is under ``connect.signals.*``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from pipeline import __version__
 from pipeline.outcomes import Reason, Rejection
@@ -79,9 +80,11 @@ def dead_letter_headers(
 _MESSAGE: Final = "__connect.errors.exception.message"
 
 
-def header_value(headers: list[tuple[str, bytes]] | None, name: str) -> str | None:
+def header_value(headers: Sequence[Sequence[Any]] | None, name: str) -> str | None:
     """The last value of a header, decoded (a redrive reads the previous attempt)."""
-    for key, value in reversed(headers or []):
+    for key, value in reversed(list(headers or [])):
         if key == name:
-            return value.decode(errors="replace") if value is not None else None
+            if isinstance(value, bytes):
+                return value.decode(errors="replace")
+            return None if value is None else str(value)
     return None
