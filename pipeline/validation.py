@@ -28,7 +28,7 @@ from pipeline.catalog import FieldSpec, Format, ItemSpec, Kind, SignalSpec
 from pipeline.outcomes import Problem, Reason, Rejection
 
 CURRENCY_CODES: Final = frozenset(c.alpha_3 for c in pycountry.currencies)
-_DATE_ADDED = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}")
+_DATE_ADDED = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}", re.ASCII)
 _FORBID_EXTRA = ConfigDict(extra="forbid")
 
 

@@ -127,3 +127,69 @@ def examples(name: str) -> tuple[SpecExample, ...]:
 
 def all_examples() -> tuple[SpecExample, ...]:
     return examples(CURRENT) + examples(EARLIER)
+
+
+# --- events derived from the catalog (shared by the rule and property tests) ----------
+
+#: A fixed, valid envelope for events built from the catalog.
+ENVELOPE: Final[dict[str, Any]] = {
+    "eventId": "evt-1",
+    "sessionId": "sess-1",
+    "identifiableAttributes": {"email": "visitor@example.com"},
+    "appKey": "app-1",
+    "eventTime": "2025-08-31T08:29:30.001Z",
+}
+
+
+def sample_value(spec: Any) -> Any:
+    """A valid value for one catalog field (``pipeline.catalog.FieldSpec``)."""
+    from pipeline.catalog import Format, Kind
+
+    match spec.kind:
+        case Kind.STRING:
+            if spec.enum is not None:
+                return spec.enum[0]
+            if spec.format is Format.CURRENCY:
+                return "EUR"
+            if spec.format is Format.DATE_ADDED:
+                return "2025-04-12 08:29:30.001"
+            return f"{spec.name}-value"
+        case Kind.NUMBER:
+            return 12.5
+        case Kind.INTEGER:
+            return (spec.minimum or 0) + 2
+        case Kind.BOOLEAN:
+            return True
+        case Kind.STRING_LIST:
+            return [f"https://www.example.com/{spec.name}"]
+        case Kind.CUSTOM_ATTRIBUTES:
+            return [{"name": "channel", "value": "web"}]
+        case Kind.ITEMS:
+            return [minimal_item(spec.items)]
+    raise AssertionError(spec.kind)
+
+
+def minimal_item(item: Any) -> dict[str, Any]:
+    """An item object (``pipeline.catalog.ItemSpec``) with its required fields only."""
+    return {fs.name: sample_value(fs) for fs in item.fields if fs.required}
+
+
+def minimal_event(signal_type: str) -> dict[str, Any]:
+    """A valid JSON-form event with the envelope and the type's required fields only."""
+    from pipeline import catalog
+
+    spec = catalog.SIGNALS[signal_type]
+    content = {fs.name: sample_value(fs) for fs in spec.fields if fs.required}
+    return {"signalType": signal_type, **ENVELOPE, **content}
+
+
+def full_event(signal_type: str) -> dict[str, Any]:
+    """A valid JSON-form event with every field of the type set."""
+    from pipeline import catalog
+
+    spec = catalog.SIGNALS[signal_type]
+    content = {fs.name: sample_value(fs) for fs in spec.fields}
+    for fs in spec.fields:
+        if fs.items is not None:
+            content[fs.name] = [{i.name: sample_value(i) for i in fs.items.fields}]
+    return {"signalType": signal_type, **ENVELOPE, **content}
