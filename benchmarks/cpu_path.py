@@ -1,0 +1,207 @@
+"""The CPU path per record: Avro decode alone vs decode -> validate -> map.
+
+    python -m benchmarks.cpu_path [--events N] [--runs 5] [--profile]
+
+A realistic clickstream mix of all 11 signal types (``pipeline.clickstream``: many
+page and product views, fewer orders; about 10% written with the earlier edition's
+schemas) is encoded once with the checked-in schemas (``avro/v2``, ``avro/v1``), in
+single-object encoding or Confluent framing. Both measurements then run on the same
+bytes, in the same process, with the same gc settings:
+
+(a) decode only: bare ``fastavro.schemaless_reader`` with the same writer and reader
+    schemas, framing already stripped (the floor any Avro consumer pays);
+(b) full path: ``pipeline.codec.EventDecoder.decode`` -> ``validate_event`` ->
+    ``map_event``.
+
+The ratio (b)/(a) in events/s says how much of the floor the pipeline keeps (target
+>= 0.6). Figures only: this is not a test and never fails on a slow machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import os
+import platform
+import pstats
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+from pipeline import catalog
+from pipeline.clickstream import clickstream
+from pipeline.mapping import MappedSignal, MappingOptions, map_event
+from pipeline.validation import ValidEvent, validate_event
+
+AVRO_DIR = Path(__file__).resolve().parents[1] / "avro"
+CONFLUENT_SHARE = 0.5  # half the records in Confluent framing, half single-object
+
+
+@dataclass(frozen=True)
+class Prepared:
+    value: bytes  # the Kafka record value (framed)
+    body: bytes  # the Avro body alone
+    writer: Any  # parsed writer schema
+    reader: Any  # parsed reader schema (v2)
+
+
+class _Registry:
+    """A stand-in Schema Registry client: schema id -> schema, no network."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, Any] = {}
+
+    def get_schema(self, schema_id: int, *args: Any, **kwargs: Any) -> Any:
+        import json
+
+        from confluent_kafka.schema_registry import Schema
+
+        return Schema(json.dumps(self.by_id[schema_id]), "AVRO")
+
+
+def _load(edition: int, signal_type: str) -> dict[str, Any]:
+    from pipeline.producer import load_schema
+
+    return load_schema(AVRO_DIR, edition, signal_type)
+
+
+def prepare(count: int, seed: int) -> tuple[list[Prepared], Any, dict[str, int]]:
+    from pipeline import codec
+
+    registry = _Registry()
+    raw: dict[tuple[int, str], dict[str, Any]] = {}
+    parsed: dict[tuple[int, str], Any] = {}
+    ids: dict[tuple[int, str], int] = {}
+    prepared: list[Prepared] = []
+    mix: dict[str, int] = {}
+    for number, event in enumerate(clickstream(count, seed=seed, invalid_ratio=0.0, v1_ratio=0.1)):
+        key = (event.edition, event.signal_type)
+        if key not in raw:
+            raw[key] = _load(*key)
+            parsed[key] = fastavro.parse_schema(raw[key], named_schemas={})
+            ids[key] = len(ids) + 1
+            registry.by_id[ids[key]] = raw[key]
+        reader_key = (2, event.signal_type)
+        if reader_key not in raw:
+            raw[reader_key] = _load(*reader_key)
+            parsed[reader_key] = fastavro.parse_schema(raw[reader_key], named_schemas={})
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, parsed[key], event.record)
+        if number % 2 == 0 and CONFLUENT_SHARE:
+            value = codec.encode_confluent(ids[key], raw[key], event.record)
+        else:
+            value = codec.encode_single_object(raw[key], event.record)
+        assert value.endswith(body.getvalue()), "framing is a header before the Avro body"
+        prepared.append(Prepared(value, body.getvalue(), parsed[key], parsed[reader_key]))
+        tag = f"{event.signal_type}{' (v1)' if event.edition == 1 else ''}"
+        mix[tag] = mix.get(tag, 0) + 1
+    decoder = codec.EventDecoder(codec.SchemaStore.from_directory(AVRO_DIR), registry)
+    return prepared, decoder, mix
+
+
+def decode_only(prepared: list[Prepared]) -> int:
+    reader = fastavro.schemaless_reader
+    n = 0
+    for p in prepared:
+        reader(io.BytesIO(p.body), p.writer, p.reader)
+        n += 1
+    return n
+
+
+def full_path(decoder: Any, options: MappingOptions) -> Callable[[list[Prepared]], int]:
+    signal_type_of = {name: t for name, t in catalog.BY_RECORD_NAME.items()}
+
+    def run(prepared: list[Prepared]) -> int:
+        ok = 0
+        for p in prepared:
+            decoded = decoder.decode(p.value)
+            record = decoded.record
+            signal_type = signal_type_of[decoded.record_name.rpartition(".")[2]]
+            valid = validate_event(signal_type, record)
+            if isinstance(valid, ValidEvent) and isinstance(
+                map_event(valid, options), MappedSignal
+            ):
+                ok += 1
+        return ok
+
+    return run
+
+
+def timed(fn: Callable[[list[Prepared]], int], prepared: list[Prepared], runs: int) -> list[float]:
+    """Events/s for each run; identical gc treatment for every measurement."""
+    rates = []
+    for _ in range(runs):
+        gc.collect()
+        start = time.perf_counter()
+        fn(prepared)
+        elapsed = time.perf_counter() - start
+        rates.append(len(prepared) / elapsed)
+    return rates
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}, "
+        f"Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"fastavro {fastavro.__version__}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--profile", action="store_true", help="cProfile the full path")
+    args = parser.parse_args(argv)
+
+    prepared, decoder, mix = prepare(args.events, args.seed)
+    options = MappingOptions(default_app_key="bench-app")
+    full = full_path(decoder, options)
+    valid = full(prepared)  # warm-up: caches (adapters, schemas) filled outside the timing
+    decode_only(prepared)
+
+    a = timed(decode_only, prepared, args.runs)
+    b = timed(full, prepared, args.runs)
+    a_med, b_med = statistics.median(a), statistics.median(b)
+
+    print(f"machine: {machine()}")
+    print(f"events: {len(prepared)} ({valid} valid), median of {args.runs} runs")
+    print("mix: " + ", ".join(f"{k} {v}" for k, v in sorted(mix.items(), key=lambda kv: -kv[1])))
+    print()
+    print("| path | events/s (median) | min | max | µs/event |")
+    print("|---|---:|---:|---:|---:|")
+    for label, rates, med in (
+        ("(a) decode only: fastavro.schemaless_reader", a, a_med),
+        ("(b) full: EventDecoder -> validate_event -> map_event", b, b_med),
+    ):
+        print(f"| {label} | {med:,.0f} | {min(rates):,.0f} | {max(rates):,.0f} | {1e6 / med:.1f} |")
+    print(f"| ratio (b)/(a) | {b_med / a_med:.2f} (target >= 0.6) | | | |")
+
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        full(prepared)
+        profiler.disable()
+        print()
+        stats = pstats.Stats(profiler).strip_dirs().sort_stats("tottime")
+        stats.print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
