@@ -45,9 +45,13 @@ class MappedSignal:
 
 
 def format_timestamp(moment: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds: ``2025-08-31T08:29:30.001Z``."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    """ISO 8601 in UTC with milliseconds: ``2025-08-31T08:29:30.001Z``.
+
+    Validation keeps event times within 1970..2100, so the year has four digits.
+    """
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def default_effect(signal_type: str, content: dict[str, Any]) -> str | None:
@@ -89,15 +93,26 @@ def _value(fs: FieldSpec, value: Any) -> Any:
     return value
 
 
+#: Per type, the fields whose values need more than a copy (item lists).
+_RESHAPED: Final = {
+    t: {fs.name: fs for fs in spec.fields if fs.kind is Kind.ITEMS}
+    for t, spec in catalog.SIGNALS.items()
+}
+_ENVELOPE_KEYS: Final = frozenset(
+    {"eventId", "sessionId", "identifiableAttributes", "appKey", "eventTime", "signalType"}
+)
+
+
 def signal_content(event: ValidEvent) -> dict[str, Any]:
     """The signalContent object: the event's fields plus the catalog's defaults."""
     fields = event.fields
-    spec = catalog.SIGNALS[event.signal_type]
-    content: dict[str, Any] = {"signalType": event.signal_type}
-    for fs in spec.fields:
-        value = fields.get(fs.name)
-        if value is not None:
-            content[fs.name] = _value(fs, value)
+    reshaped = _RESHAPED[event.signal_type]
+    # Validation returns only the fields the producer sent (no None values).
+    content = {"signalType": event.signal_type}
+    content.update((k, v) for k, v in fields.items() if k not in _ENVELOPE_KEYS)
+    for name, fs in reshaped.items():
+        if name in content:
+            content[name] = _value(fs, content[name])
     content.setdefault("category", DEFAULT_CATEGORY)
     if "effect" not in content:
         effect = default_effect(event.signal_type, content)

@@ -19,7 +19,7 @@ from functools import cache
 from typing import Annotated, Any, Final, NotRequired, Required
 
 import pycountry
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from typing_extensions import TypedDict
 
@@ -52,12 +52,18 @@ def _currency(value: str) -> str:
 
 def _date_added(value: str) -> str:
     try:
-        ok = _DATE_ADDED.fullmatch(value) and datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f")
+        ok = _DATE_ADDED.fullmatch(value) and datetime.fromisoformat(value)
     except ValueError:
         ok = None
     if not ok:
         raise ValueError(f"{value!r} does not match yyyy-MM-dd HH:mm:ss.SSS")
     return value
+
+
+#: signalTimestamp must be a date Connect and every ISO 8601 reader can take: a
+#: four-digit year, and nothing a clock could not plausibly say.
+EARLIEST_EVENT_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_EVENT_TIME: Final = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def _enumeration(allowed: tuple[str, ...]) -> Callable[[str], str]:
@@ -72,23 +78,6 @@ def _enumeration(allowed: tuple[str, ...]) -> Callable[[str], str]:
             raise ValueError(f"{value!r} is not one of {listed}") from None
 
     return check
-
-
-def _event_time(value: object) -> object:
-    """eventTime: a datetime (Avro timestamp-millis), epoch millis, or ISO 8601 text."""
-    if isinstance(value, datetime) or value is None:
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not an ISO 8601 date-time") from None
-        if parsed.tzinfo is None:
-            raise ValueError(f"{value!r} has no UTC offset (e.g. 2025-08-31T08:29:30.001Z)")
-        return parsed
-    raise ValueError("must be an ISO 8601 date-time or epoch milliseconds")
 
 
 # --- model derivation -----------------------------------------------------------------
@@ -167,7 +156,11 @@ _ENVELOPE: Final[dict[str, Any]] = {
     "sessionId": Required[Annotated[str, Field(strict=True, min_length=1)]],
     "identifiableAttributes": NotRequired[_IdentifiableAttributes | None],
     "appKey": NotRequired[Annotated[str | None, Field(strict=True)]],
-    "eventTime": Required[Annotated[datetime, BeforeValidator(_event_time)]],
+    # Native pydantic-core checks (no Python call per event): an aware datetime, or
+    # ISO 8601 text / epoch milliseconds in the JSON form, within the plausible range.
+    "eventTime": Required[
+        Annotated[AwareDatetime, Field(ge=EARLIEST_EVENT_TIME, lt=LATEST_EVENT_TIME)]
+    ],
     # The JSON form names its type; the Avro form's record name does (see codec).
     "signalType": NotRequired[str],
 }
@@ -187,6 +180,9 @@ _RENAMED_ITEM_FIELDS: Final = {
     for fs in spec.fields
     if fs.items is not None and any(i.v1_name for i in fs.items.fields)
 }
+
+
+_TYPES_WITH_RENAMES: Final = frozenset(owner for owner, _ in _RENAMED_ITEM_FIELDS)
 
 
 def _upgrade_renamed_fields(signal_type: str, record: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -233,7 +229,16 @@ _RULES: Final = {
     "list_type": "must be an array",
     "dict_type": "must be an object",
     "model_type": "must be an object",
-    "datetime_type": "must be a date-time",
+    "datetime_type": "must be an ISO 8601 date-time or epoch milliseconds",
+}
+
+
+#: Rules whose message starts with the offending value.
+_VALUE_RULES: Final = {
+    "datetime_parsing": "is not an ISO 8601 date-time",
+    "datetime_from_date_parsing": "is not an ISO 8601 date-time",
+    "datetime_object_invalid": "is not an ISO 8601 date-time",
+    "timezone_aware": "has no UTC offset (e.g. 2025-08-31T08:29:30.001Z)",
 }
 
 
@@ -242,6 +247,8 @@ def _rule(error: Mapping[str, Any]) -> str:
     ctx = error.get("ctx") or {}
     if error.get("input", 0) is None and kind.endswith("_type"):
         return "required"
+    if kind in _VALUE_RULES:
+        return f"{error.get('input')!r} {_VALUE_RULES[kind]}"
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     if kind == "string_too_long":
@@ -249,8 +256,14 @@ def _rule(error: Mapping[str, Any]) -> str:
     if kind == "string_too_short":
         return "must not be empty"
     if kind == "greater_than_equal":
-        return f"must be at least {ctx['ge']}"
+        return f"must be at least {_show(ctx['ge'])}"
+    if kind == "less_than":
+        return f"must be before {_show(ctx['lt'])}"
     return _RULES.get(kind, str(error["msg"]))
+
+
+def _show(limit: object) -> str:
+    return limit.isoformat() if isinstance(limit, datetime) else str(limit)
 
 
 def _problems(error: PydanticValidationError) -> tuple[Problem, ...]:
@@ -273,9 +286,13 @@ def validate_event(signal_type: str, record: Mapping[str, Any]) -> ValidEvent | 
         return Rejection.single(
             Reason.VALIDATION, "signalType", f"{declared!r} does not match {signal_type!r}"
         )
-    record = _upgrade_renamed_fields(signal_type, record)
+    if signal_type in _TYPES_WITH_RENAMES:
+        record = _upgrade_renamed_fields(signal_type, record)
+    # Absent optional fields arrive as None from Avro: leave them out, so the result
+    # holds only what the producer sent.
+    present = {k: v for k, v in record.items() if v is not None}
     try:
-        fields = _adapter(signal_type).validate_python(record)
+        fields = _adapter(signal_type).validate_python(present)
     except PydanticValidationError as error:
         return Rejection(Reason.VALIDATION, _problems(error))
     return ValidEvent(signal_type, fields)
