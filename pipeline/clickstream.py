@@ -242,7 +242,7 @@ def _spoil(rng: random.Random, signal_type: str, record: dict[str, Any]) -> str 
         choices.append("bad_currency")
     if signal_type in ("error", "richMediaInteraction"):
         choices.append("bad_enum")
-    if signal_type in ("productConfiguration", "cartAbandonment"):
+    if signal_type == "productConfiguration":  # currency: nullable in Avro, required now
         choices.append("missing_required")
     kind = rng.choice(choices)
     if kind == "long_name":
@@ -255,8 +255,7 @@ def _spoil(rng: random.Random, signal_type: str, record: dict[str, Any]) -> str 
         key = "errorType" if signal_type == "error" else "interactionType"
         record[key] = "SIDEWAYS"
     else:
-        key = "currency" if signal_type == "productConfiguration" else "abandonedCartValue"
-        record[key] = None
+        record["currency"] = None
     return kind
 
 
