@@ -1,0 +1,211 @@
+"""Wire formats: Avro events in Confluent Schema Registry framing or single-object encoding.
+
+The writer schema comes from the framing (a registry id, or a CRC-64-AVRO fingerprint
+of a schema in ``avro/``); the reader schema is always the current edition's record
+of the same full name, so earlier-edition events arrive in the current shape through
+Avro schema resolution. Decoding returns a value (``Decoded`` or ``DecodeFailure``),
+never raises, and never puts the raw bytes in a message.
+
+fastavro returns ``timestamp-millis`` fields as timezone-aware (UTC) datetimes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+CONFLUENT_MAGIC: Final = 0
+SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    record_name: str  # the writer's full name, e.g. connect.signals.OrderEvent
+    record: dict[str, Any]
+    writer_key: str  # "id:<n>" or "fp:<hex>"
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeFailure:
+    reason: Literal["undecodable", "unknown_schema"]
+    message: str
+
+
+class RegistryClient(Protocol):
+    def get_schema(self, schema_id: int) -> Any: ...
+
+
+def _full_name(schema: dict[str, Any]) -> str:
+    name = str(schema["name"])
+    namespace = schema.get("namespace")
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def crc64_fingerprint(schema: dict[str, Any]) -> bytes:
+    """The 8-byte little-endian CRC-64-AVRO fingerprint of the schema's canonical form."""
+    hex_digest = fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO")
+    return struct.pack("<Q", int(hex_digest, 16))
+
+
+class SchemaStore:
+    """The local schemas: readers by full name, writers by fingerprint."""
+
+    def __init__(self, schemas: list[tuple[int, dict[str, Any]]]) -> None:
+        self.readers: dict[str, Any] = {}
+        self.writers_by_fingerprint: dict[bytes, dict[str, Any]] = {}
+        for edition, schema in schemas:
+            self.writers_by_fingerprint[crc64_fingerprint(schema)] = schema
+            if edition == max(e for e, _ in schemas):
+                self.readers[_full_name(schema)] = schema
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> SchemaStore:
+        """``<dir>/v<edition>/*.avsc``; the highest edition gives the reader schemas."""
+        schemas = []
+        for path in sorted(directory.glob("v*/*.avsc")):
+            edition = int(path.parent.name.removeprefix("v"))
+            schemas.append((edition, json.loads(path.read_text())))
+        if not schemas:
+            raise FileNotFoundError(f"no Avro schemas under {directory}/v*/")
+        return cls(schemas)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How to read bodies written with one writer schema (parsed once, cached)."""
+
+    record_name: str
+    writer: Any
+    reader: Any | None  # None: writer == reader, no resolution needed
+    key: str
+
+
+class EventDecoder:
+    """Decodes record values; caches one plan per writer schema."""
+
+    def __init__(self, store: SchemaStore, registry: RegistryClient | None = None) -> None:
+        self._store = store
+        self._registry = registry
+        self._plans: dict[bytes | int, _Plan | DecodeFailure] = {}
+        self._parsed_readers: dict[str, Any] = {}
+
+    def _plan_for(self, writer_schema: dict[str, Any], key: str) -> _Plan | DecodeFailure:
+        name = _full_name(writer_schema)
+        reader = self._store.readers.get(name)
+        if reader is None:
+            return DecodeFailure("unknown_schema", f"no local reader schema for record {name!r}")
+        try:
+            writer = fastavro.parse_schema(writer_schema)
+            same = to_parsing_canonical_form(writer_schema) == to_parsing_canonical_form(reader)
+            if same:
+                return _Plan(name, writer, None, key)
+            if name not in self._parsed_readers:
+                self._parsed_readers[name] = fastavro.parse_schema(reader)
+            return _Plan(name, writer, self._parsed_readers[name], key)
+        except Exception as error:
+            return DecodeFailure("unknown_schema", f"writer schema {key} unusable: {error}")
+
+    def _single_object_plan(self, fp: bytes) -> _Plan | DecodeFailure:
+        plan = self._plans.get(fp)
+        if plan is None:
+            schema = self._store.writers_by_fingerprint.get(fp)
+            key = f"fp:{fp[::-1].hex()}"
+            if schema is None:
+                plan = DecodeFailure("unknown_schema", f"no schema with fingerprint {key}")
+            else:
+                plan = self._plan_for(schema, key)
+            self._plans[fp] = plan
+        return plan
+
+    def _registry_plan(self, schema_id: int) -> _Plan | DecodeFailure:
+        plan = self._plans.get(schema_id)
+        if plan is None:
+            key = f"id:{schema_id}"
+            if self._registry is None:
+                return DecodeFailure(
+                    "unknown_schema",
+                    f"schema id {schema_id}: Confluent framing but no Schema Registry configured",
+                )
+            try:
+                registered = self._registry.get_schema(schema_id)
+                schema = json.loads(registered.schema_str)
+            except Exception as error:
+                # Not cached: a registry outage must not turn into permanent failures.
+                if _is_not_found(error):
+                    plan = DecodeFailure("unknown_schema", f"schema id {schema_id} not found")
+                    self._plans[schema_id] = plan
+                    return plan
+                raise
+            plan = self._plan_for(schema, key)
+            self._plans[schema_id] = plan
+        return plan
+
+    def decode(self, value: bytes | None) -> Decoded | DecodeFailure:
+        """One Kafka record value to a record, or why it is not one."""
+        if not value:
+            return DecodeFailure("undecodable", "empty value")
+        if value[0] == CONFLUENT_MAGIC:
+            if len(value) < 5:
+                return DecodeFailure("undecodable", "truncated Confluent header")
+            plan = self._registry_plan(int.from_bytes(value[1:5], "big"))
+            start = 5
+        elif value[:2] == SINGLE_OBJECT_MAGIC:
+            if len(value) < 10:
+                return DecodeFailure("undecodable", "truncated single-object header")
+            plan = self._single_object_plan(bytes(value[2:10]))
+            start = 10
+        else:
+            return DecodeFailure(
+                "undecodable",
+                f"unknown framing: first byte 0x{value[0]:02x} is neither Confluent magic 0x00 "
+                "nor single-object marker C3 01",
+            )
+        if isinstance(plan, DecodeFailure):
+            return plan
+        return _read(value, start, plan)
+
+
+def _is_not_found(error: Exception) -> bool:
+    code = getattr(error, "http_status_code", None) or getattr(error, "error_code", None)
+    return code in (404, 40403) or "not found" in str(error).lower()
+
+
+def _read(value: bytes, start: int, plan: _Plan) -> Decoded | DecodeFailure:
+    stream = io.BytesIO(value)
+    stream.seek(start)
+    try:
+        record = fastavro.schemaless_reader(stream, plan.writer, plan.reader)
+    except EOFError:
+        return DecodeFailure("undecodable", f"truncated Avro body ({plan.key})")
+    except Exception as error:  # malformed data: fastavro raises many kinds
+        kind = type(error).__name__
+        return DecodeFailure("undecodable", f"malformed Avro body ({plan.key}): {kind}")
+    if stream.tell() != len(value):
+        extra = len(value) - stream.tell()
+        return DecodeFailure("undecodable", f"{extra} trailing bytes after the record ({plan.key})")
+    if not isinstance(record, dict):
+        return DecodeFailure("undecodable", f"not a record ({plan.key})")
+    return Decoded(plan.record_name, record, plan.key)
+
+
+def _body(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
+    return out.getvalue()
+
+
+def encode_single_object(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    """Avro single-object encoding: C3 01, the CRC-64-AVRO fingerprint, the body."""
+    return SINGLE_OBJECT_MAGIC + crc64_fingerprint(schema) + _body(schema, record)
+
+
+def encode_confluent(schema_id: int, schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+    """Confluent Schema Registry framing: magic 0, the schema id (big-endian), the body."""
+    return bytes([CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big") + _body(schema, record)
