@@ -119,6 +119,7 @@ class SignalConsumer:
         self.summary = RunSummary()
         self._offsets: dict[TopicPartitionKey, PartitionOffsets] = {}
         self._assigned: set[TopicPartitionKey] = set()
+        self._ever_assigned = False
         self._paused = False
         self._buffered_bytes = 0
         self._open: list[tuple[MappedSignal, bytes, Pending]] = []
@@ -179,6 +180,7 @@ class SignalConsumer:
                 self._step()
                 if (
                     stop_after_idle_s is not None
+                    and self._ever_assigned
                     and self.idle
                     and time.monotonic() - self._last_record > stop_after_idle_s
                 ):
@@ -433,6 +435,8 @@ class SignalConsumer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        self._ever_assigned = True
+        self._last_record = time.monotonic()
         if self._paused:
             consumer.pause(partitions)
         log.info(
