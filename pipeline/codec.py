@@ -195,17 +195,32 @@ def _read(value: bytes, start: int, plan: _Plan) -> Decoded | DecodeFailure:
     return Decoded(plan.record_name, record, plan.key)
 
 
-def _body(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
+# Keyed by the schema object's id; the entry keeps the object alive so ids stay unique.
+_PARSED_FOR_WRITING: dict[int, tuple[dict[str, Any], Any, bytes]] = {}
+
+
+def _writer(schema: dict[str, Any]) -> tuple[Any, bytes]:
+    """The parsed schema and its fingerprint, cached per schema object."""
+    cached = _PARSED_FOR_WRITING.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = (schema, fastavro.parse_schema(schema), crc64_fingerprint(schema))
+        _PARSED_FOR_WRITING[id(schema)] = cached
+    return cached[1], cached[2]
+
+
+def _body(parsed: Any, record: dict[str, Any]) -> bytes:
     out = io.BytesIO()
-    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
+    fastavro.schemaless_writer(out, parsed, record)
     return out.getvalue()
 
 
 def encode_single_object(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
     """Avro single-object encoding: C3 01, the CRC-64-AVRO fingerprint, the body."""
-    return SINGLE_OBJECT_MAGIC + crc64_fingerprint(schema) + _body(schema, record)
+    parsed, fp = _writer(schema)
+    return SINGLE_OBJECT_MAGIC + fp + _body(parsed, record)
 
 
 def encode_confluent(schema_id: int, schema: dict[str, Any], record: dict[str, Any]) -> bytes:
     """Confluent Schema Registry framing: magic 0, the schema id (big-endian), the body."""
-    return bytes([CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big") + _body(schema, record)
+    parsed, _ = _writer(schema)
+    return bytes([CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big") + _body(parsed, record)
