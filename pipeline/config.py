@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     http_port: int = Field(
         9400, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz (0: off)."
     )
+    http_host: str = Field(
+        "127.0.0.1", description="Address of that endpoint (the container image sets 0.0.0.0)."
+    )
+    liveness_timeout_s: float = Field(
+        60.0, gt=0, description="/healthz fails when the poll loop has not turned for this long."
+    )
 
     @field_validator("topics", mode="before")
     @classmethod

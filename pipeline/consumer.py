@@ -11,6 +11,8 @@ partition is delivered, dead-lettered (write acknowledged) or deliberately dropp
 
 from __future__ import annotations
 
+import json
+import logging
 import queue
 import threading
 import time
@@ -26,7 +28,9 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from pipeline.config import Settings
 from pipeline.dead_letter import Source, dead_letter_headers
 from pipeline.delivery import Batch, ConnectClient, DeliveryReport, RetryPolicy, encode_signal
+from pipeline.health import HealthState
 from pipeline.mapping import MappedSignal
+from pipeline.metrics import PipelineMetrics
 from pipeline.offsets import PartitionOffsets
 from pipeline.outcomes import Reason, Rejection
 from pipeline.processor import Dropped, EventProcessor
@@ -68,6 +72,8 @@ class RunSummary:
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = {
+        # consumer lag and broker state for /metrics and /readyz (kafka_config may override)
+        "statistics.interval.ms": 5000,
         **settings.kafka_common(),
         "group.id": settings.group_id,
         "enable.auto.commit": False,
@@ -110,13 +116,20 @@ def _header_pairs(message: Message) -> list[tuple[str, bytes]]:
 class SignalConsumer:
     """One member of the consumer group. ``run()`` blocks until ``stop()``."""
 
-    def __init__(self, settings: Settings, processor: EventProcessor) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        processor: EventProcessor,
+        metrics: PipelineMetrics | None = None,
+    ) -> None:
         self._settings = settings
         self._processor = processor
         self._stop_requested = threading.Event()
         self._abandon = threading.Event()  # shutdown drain timed out: stop retrying
         self._api_failing = threading.Event()
         self.summary = RunSummary()
+        self.metrics = metrics or PipelineMetrics()
+        self.health = HealthState(settings.liveness_timeout_s, api_failing=self._api_failing.is_set)
         self._offsets: dict[TopicPartitionKey, PartitionOffsets] = {}
         self._assigned: set[TopicPartitionKey] = set()
         self._ever_assigned = False
@@ -131,8 +144,18 @@ class SignalConsumer:
         self._dlq_failed: deque[tuple[Pending, Rejection]] = deque()
         self._last_commit = time.monotonic()
         self._last_record = time.monotonic()
-        self._consumer = Consumer(consumer_config(settings))
-        self._producer = Producer(producer_config(settings))
+        kafka_logger = logging.getLogger("librdkafka")
+        self._consumer = Consumer(
+            {**consumer_config(settings), "stats_cb": self._on_stats, "logger": kafka_logger}
+        )
+        self._producer = Producer({**producer_config(settings), "logger": kafka_logger})
+        self.metrics.watch(
+            in_flight=lambda: self._in_flight,
+            buffered_bytes=lambda: self._buffered_bytes,
+            assigned=lambda: len(self._assigned),
+            paused=lambda: len(self._assigned) if self._paused else 0,
+            api_failing=lambda: self._api_failing.is_set(),
+        )
         self._client = ConnectClient(
             settings.connect_url,
             settings.connect_auth_header,
@@ -194,6 +217,9 @@ class SignalConsumer:
     def _step(self) -> None:
         timeout = self._settings.linger_ms / 1000 if self._open else 0.1
         messages = self._consumer.consume(CONSUME_BATCH, timeout=min(timeout, 0.1))
+        self.health.beat()
+        if messages:
+            self.metrics.consumed.inc(len(messages))
         for message in messages:
             self._handle(message)
         self._producer.poll(0)
@@ -291,6 +317,8 @@ class SignalConsumer:
     def _settle(self, report: DeliveryReport) -> None:
         self.summary.api_calls += report.calls
         self.summary.api_retries += report.retries
+        if report.retries:
+            self.metrics.api_retries.inc(report.retries)
         if report.abandoned:
             return  # not finished: the offsets stay uncommitted and are read again
         for index, pending in enumerate(report.batch.refs):
@@ -301,6 +329,9 @@ class SignalConsumer:
             else:
                 rejection = Rejection.single(Reason.API_REJECTED, "", message)
                 self._dead_letter(pending, rejection)
+        delivered = len(report.batch.refs) - len(report.rejected)
+        if delivered:
+            self.metrics.observe_delivered(delivered, report.batch.fragments[0])
 
     # --- finishing records ------------------------------------------------------------------
 
@@ -313,6 +344,7 @@ class SignalConsumer:
 
     def _drop(self, pending: Pending, dropped: Dropped) -> None:
         self.summary.dropped[f"{dropped.signal_type}:{dropped.reason}"] += 1
+        self.metrics.dropped.inc()
         self._finish(pending)
 
     def _dead_letter(self, pending: Pending, rejection: Rejection) -> None:
@@ -346,6 +378,7 @@ class SignalConsumer:
                 self._dlq_failed.append((pending, rejection))
                 return
             self.summary.dead_lettered[str(rejection.reason)] += 1
+            self.metrics.dead_lettered[str(rejection.reason)].inc()
             self._finish(pending)
 
         try:
@@ -368,7 +401,12 @@ class SignalConsumer:
     # --- flow control ----------------------------------------------------------------------
 
     def _on_call(self, outcome: str, seconds: float, signals: int) -> None:
-        pass  # metrics hook
+        self.metrics.observe_call(outcome, seconds, signals)
+
+    def _on_stats(self, stats_json: str) -> None:
+        stats = json.loads(stats_json)
+        self.metrics.on_statistics(stats)
+        self.health.on_statistics(stats)
 
     def _on_failing(self, failing: bool) -> None:
         if failing:
@@ -436,6 +474,7 @@ class SignalConsumer:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
         self._ever_assigned = True
+        self.health.joined = True
         self._last_record = time.monotonic()
         if self._paused:
             consumer.pause(partitions)

@@ -1,0 +1,134 @@
+"""Liveness, readiness and the metrics page over HTTP: /healthz, /readyz, /metrics.
+
+Liveness (/healthz): the poll loop iterated within ``liveness_timeout_s``. It is the
+one thing a restart can fix (a stuck thread); a broker or API outage is not, so
+liveness ignores them and the pod is not restarted in a loop during an outage.
+
+Readiness (/readyz), all of:
+- live (as above);
+- joined: the member has joined its consumer group and received an assignment, which
+  may be empty (more replicas than partitions is a valid standby, not a fault);
+- broker reachable: librdkafka's latest statistics show at least one broker
+  connection up, and those statistics are recent;
+- API not failing: the latest createSignals attempts did not end in a transient
+  failure (5xx, timeout, network error, 401/403/404), i.e. no batch is being retried.
+
+Each endpoint answers 200 or 503 with a small JSON body naming every check.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class HealthState:
+    """What the consumer reports and the probes read (plain attributes: cheap to set)."""
+
+    liveness_timeout_s: float = 60.0
+    stats_max_age_s: float = 30.0
+    api_failing: Callable[[], bool] = lambda: False
+    last_loop: float = field(default_factory=time.monotonic)
+    joined: bool = False
+    brokers_up: int = 0
+    last_stats: float | None = None
+    group_state: str = ""
+
+    def beat(self) -> None:
+        """The poll loop iterated."""
+        self.last_loop = time.monotonic()
+
+    def on_statistics(self, stats: dict[str, Any]) -> None:
+        brokers = (stats.get("brokers") or {}).values()
+        # nodeid -1 is the bootstrap placeholder; it says nothing about the cluster
+        self.brokers_up = sum(
+            1 for b in brokers if b.get("state") == "UP" and b.get("nodeid", -1) >= 0
+        )
+        self.group_state = str((stats.get("cgrp") or {}).get("state", ""))
+        self.last_stats = time.monotonic()
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        since = time.monotonic() - self.last_loop
+        live = since <= self.liveness_timeout_s
+        return live, {"poll_loop": live, "seconds_since_poll": round(since, 3)}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        live, details = self.liveness()
+        fresh = (
+            self.last_stats is not None
+            and time.monotonic() - self.last_stats <= self.stats_max_age_s
+        )
+        checks = {
+            "poll_loop": live,
+            "group_joined": self.joined,
+            "broker_reachable": fresh and self.brokers_up > 0,
+            "api_ok": not self.api_failing(),
+        }
+        return all(checks.values()), {**checks, **details, "brokers_up": self.brokers_up}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: HealthServer
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            body, content_type = self.server.metrics_page()
+            self._send(200, body, content_type)
+        elif path in ("/healthz", "/livez"):
+            self._check(*self.server.health.liveness())
+        elif path == "/readyz":
+            self._check(*self.server.health.readiness())
+        else:
+            self._send(404, b"not found\n", "text/plain")
+
+    def _check(self, ok: bool, details: dict[str, Any]) -> None:
+        body = json.dumps({"ok": ok, **details}).encode() + b"\n"
+        self._send(200 if ok else 503, body, "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # probes every few seconds would drown the logs
+
+
+class HealthServer(ThreadingHTTPServer):
+    """The operations endpoint, in daemon threads beside the consumer."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        health: HealthState,
+        metrics_page: Callable[[], tuple[bytes, str]],
+    ) -> None:
+        super().__init__((host, port), _Handler)
+        self.health = health
+        self.metrics_page = metrics_page
+        self._thread = threading.Thread(target=self.serve_forever, name="ops-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(5)

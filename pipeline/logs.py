@@ -1,0 +1,121 @@
+"""Logging: structlog, one JSON object per line in production, readable in a terminal.
+
+Every log line, ours and the libraries' (httpx, librdkafka through the stdlib logger),
+goes through one formatter on stderr. Its last step removes every configured secret
+(API key, the auth header value, appKey, SASL password, Schema Registry credentials)
+from the rendered line, whatever field or exception text it hid in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from collections.abc import Iterable
+from typing import Any, Final, TextIO
+
+import structlog
+from pydantic import SecretStr
+
+from pipeline.config import LogFormat, Settings
+
+MASK: Final = "**********"
+
+
+class Redactor:
+    """Replaces known secret strings by a mask. Thread-safe, process-wide."""
+
+    def __init__(self) -> None:
+        self._secrets: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    def add(self, secrets: Iterable[str]) -> None:
+        with self._lock:
+            known = set(self._secrets)
+            for secret in secrets:
+                if secret:
+                    known.add(secret)
+                    # the same secret as it appears inside a JSON string
+                    known.add(json.dumps(secret)[1:-1])
+            # longest first: "Bearer key" is masked whole, not around "key"
+            self._secrets = tuple(sorted(known, key=len, reverse=True))
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+
+#: The process's redactor: logs and dead-letter messages pass through it.
+redact = Redactor()
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """Every secret value a setting holds, and the forms it travels in."""
+    values: list[str] = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            values.append(value.get_secret_value())
+    if settings.connect_api_key is not None:
+        key = settings.connect_api_key.get_secret_value()
+        values.append(f"{settings.connect_auth_scheme} {key}".strip())
+    if settings.schema_registry_basic_auth is not None:
+        user_info = settings.schema_registry_basic_auth.get_secret_value()
+        values.append(user_info.partition(":")[2])  # the password alone
+    for key, value in settings.kafka_config.items():
+        if any(word in key.lower() for word in ("password", "secret", "token", "key")):
+            values.append(value)
+    return [v for v in values if v]
+
+
+def _redact_rendered(_: Any, __: str, rendered: Any) -> Any:
+    return redact(rendered) if isinstance(rendered, str) else rendered
+
+
+def _use_console(settings: Settings, stream: TextIO) -> bool:
+    if "log_format" in settings.model_fields_set:
+        return settings.log_format is LogFormat.CONSOLE
+    # not chosen explicitly: JSON for machines, readable text for a person at a terminal
+    return stream.isatty()
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+    """Route structlog and stdlib logging to ``stream`` (stderr), secrets removed."""
+    out = stream or sys.stderr
+    redact.add(secrets_of(settings))
+    level = logging.getLevelName(settings.log_level.upper())
+    if not isinstance(level, int):
+        level = logging.INFO
+    console = _use_console(settings, out)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        if console
+        else structlog.processors.JSONRenderer()
+    )
+    final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    if not console:
+        final.append(structlog.processors.dict_tracebacks)
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        processors=[*final, renderer, _redact_rendered],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=False,
+    )
