@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
@@ -49,9 +48,13 @@ def _full_name(schema: dict[str, Any]) -> str:
 
 
 def crc64_fingerprint(schema: dict[str, Any]) -> bytes:
-    """The 8-byte little-endian CRC-64-AVRO fingerprint of the schema's canonical form."""
-    hex_digest = fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO")
-    return struct.pack("<Q", int(hex_digest, 16))
+    """The 8-byte little-endian CRC-64-AVRO fingerprint of the schema's canonical form.
+
+    fastavro's hex digest already lists the bytes in that (little-endian) order, as
+    Apache Avro's ``SchemaNormalization.parsingFingerprint`` and its single-object
+    encoders write them; reading it as a number and packing it again would reverse it.
+    """
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
 
 
 class SchemaStore:
