@@ -14,12 +14,13 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from pipeline import check_cli, demo, run_cli, schema_cli
+    from pipeline import chaos, check_cli, demo, run_cli, schema_cli
 
     main.add_command(schema_cli.avro)
     main.add_command(check_cli.check)
     main.add_command(run_cli.run)
     main.add_command(demo.demo)
+    main.add_command(chaos.chaos)
 
 
 _register_commands()
