@@ -3,14 +3,25 @@
 Strict on purpose: it validates from its own SDL (``schema.graphql``) and rules
 (``connect_sim.rules``), honours the Idempotency-Key header, records what it
 accepts, and injects faults deterministically under a seed.
+
+HTTP surface (the tests, the demo and the benchmarks rely on it):
+
+- ``POST /graphql``: createSignals; auth header, ``Idempotency-Key`` (sf-string),
+  ``Signal-Idempotency-Keys`` (List of sf-strings, one per signal).
+- ``GET /stats``: counts (accepted, rejected, duplicates, replayed, unique_keys,
+  requests by status, faults injected).
+- ``GET /signals``: accepted signals as JSON Lines (key, batchKey, receivedAt, signal).
+- ``POST /reset``: forget everything recorded; re-seed the faults.
+- ``GET|POST /admin/faults``: fault settings (``connect_sim.faults.Faults``).
+- ``GET|POST /admin/idempotency``: ``{"enabled": bool, "ttl_s": float}``.
+- ``GET /healthz``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
-import random
+import hmac
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,179 +30,118 @@ from typing import Any, Final
 import orjson
 from graphql import (
     DocumentNode,
-    GraphQLInputObjectType,
-    GraphQLInputType,
+    FieldNode,
+    GraphQLError,
     GraphQLList,
     GraphQLNonNull,
-    GraphQLScalarType,
     GraphQLSchema,
     OperationDefinitionNode,
+    OperationType,
+    ValueNode,
+    VariableNode,
     build_schema,
     parse,
+    specified_rules,
     validate,
-    value_from_ast,
 )
-from graphql.error import GraphQLError
+from graphql.validation import ValuesOfCorrectTypeRule
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from connect_sim.rules import Problem, signal_problems
+from connect_sim import faults as fault_names
+from connect_sim.faults import FaultPlan, Faults
+from connect_sim.headers import parse_sf_list, parse_sf_string
+from connect_sim.idempotency import IdempotencyStore, Verdict
+from connect_sim.rules import VALUE_RULES, signal_problems
+from connect_sim.shape import Checker, compile_input, literal_value
 
 SDL_PATH: Final = Path(__file__).with_name("schema.graphql")
-INT_MIN, INT_MAX = -(2**31), 2**31 - 1
-
-
-@dataclass
-class Faults:
-    """Fault injection; every decision comes from one seeded random generator."""
-
-    seed: int = 0
-    error_rate: float = 0.0  # probability of 500/502/503
-    rate_limit_rate: float = 0.0  # probability of 429
-    rate_limit_burst: int = 0  # the next N requests get 429
-    retry_after_s: float = 0.2
-    latency_ms: float = 0.0
-    latency_jitter_ms: float = 0.0  # uniform extra
-    drop_connection_rate: float = 0.0  # close the connection mid-response
-    timeout_rate: float = 0.0  # hang for timeout_s before answering
-    timeout_s: float = 30.0
-    reject_whole_batch: bool = False  # any invalid signal rejects the batch
+# Literal values are checked by connect_sim.shape, per signal and with its index.
+DOCUMENT_RULES: Final = tuple(r for r in specified_rules if r is not ValuesOfCorrectTypeRule)
+DOCUMENT_CACHE_SIZE: Final = 256
 
 
 @dataclass
 class Config:
     api_key: str = "sim-api-key"
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"  # "" expects the bare key
     app_keys: frozenset[str] = frozenset({"sim-app-key"})
     idempotency: bool = True
     idempotency_ttl_s: float = 3600.0
     faults: Faults = field(default_factory=Faults)
 
-
-@dataclass
-class _Stored:
-    body_hash: str
-    expires: float
-    status: int | None = None  # None while the first request is processing
-    body: bytes = b""
+    @property
+    def expected_auth(self) -> bytes:
+        scheme = self.auth_scheme.strip()
+        return (f"{scheme} {self.api_key}" if scheme else self.api_key).encode()
 
 
-class _SchemaShape:
-    """The SDL, for type-checking the variables form without graphql-core's coercion."""
+@dataclass(frozen=True)
+class Plan:
+    """What a cached GraphQL document asks: where the signals are, what to answer."""
 
-    def __init__(self, schema: GraphQLSchema) -> None:
-        mutation = schema.mutation_type
-        assert mutation is not None
-        self.signal_list = mutation.fields["createSignals"].args["signals"].type
-
-    def problems(self, value: Any, gql: GraphQLInputType, path: str) -> list[Problem]:
-        if isinstance(gql, GraphQLNonNull):
-            if value is None:
-                return [(path, "required")]
-            return self.problems(value, gql.of_type, path)
-        if value is None:
-            return []
-        if isinstance(gql, GraphQLList):
-            if not isinstance(value, list):
-                return [(path, "must be a list")]
-            out: list[Problem] = []
-            for i, item in enumerate(value):
-                out.extend(self.problems(item, gql.of_type, f"{path}[{i}]"))
-            return out
-        if isinstance(gql, GraphQLInputObjectType):
-            if not isinstance(value, dict):
-                return [(path, "must be an object")]
-            out = []
-            fields = gql.fields
-            for key, item in value.items():
-                sub = f"{path}.{key}" if path else key
-                if key not in fields:
-                    out.append((sub, f"unknown field of {gql.name}"))
-                else:
-                    out.extend(self.problems(item, fields[key].type, sub))
-            for key, spec in fields.items():
-                if isinstance(spec.type, GraphQLNonNull) and key not in value:
-                    out.append((f"{path}.{key}" if path else key, "required"))
-            return out
-        assert isinstance(gql, GraphQLScalarType)
-        return [(path, f"must be {gql.name}")] if not _scalar_ok(value, gql.name) else []
+    response_key: str  # createSignals or its alias
+    argument: ValueNode  # the signals argument
+    variable: str | None  # its variable's name in the variables form
+    selections: tuple[tuple[str, str], ...]  # (response key, field name) of the result
 
 
-def _scalar_ok(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return name == "Boolean"
-    if name == "String":
-        return isinstance(value, str)
-    if name == "Int":
-        return isinstance(value, int) and INT_MIN <= value <= INT_MAX
-    if name == "Float":
-        return isinstance(value, int | float) and math.isfinite(value)
-    if name == "ID":
-        return isinstance(value, str | int)
-    return False
+class RequestError(Exception):
+    """A request the server answers with 400 and these GraphQL errors."""
+
+    def __init__(self, *messages: str) -> None:
+        super().__init__(messages)
+        self.errors = [{"message": m} for m in messages]
 
 
-def parse_sf_string(text: str) -> str | None:
-    """An RFC 8941 sf-string, or None when malformed."""
-    text = text.strip()
-    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
-        return None
-    out, i, inner = [], 0, text[1:-1]
-    while i < len(inner):
-        c = inner[i]
-        if c == "\\":
-            if i + 1 >= len(inner) or inner[i + 1] not in '"\\':
-                return None
-            out.append(inner[i + 1])
-            i += 2
-            continue
-        if c == '"' or not (0x20 <= ord(c) <= 0x7E):
-            return None
-        out.append(c)
-        i += 1
-    return "".join(out)
+def _plan(schema: GraphQLSchema, query: str, operation_name: str | None) -> Plan:
+    try:
+        document = parse(query)
+    except GraphQLError as error:
+        raise RequestError(error.message) from None
+    errors = validate(schema, document, DOCUMENT_RULES)
+    if errors:
+        raise RequestError(*(e.message for e in errors))
+    operation = _operation(document, operation_name)
+    if operation.operation is not OperationType.MUTATION:
+        raise RequestError("only the createSignals mutation is served")
+    fields = [s for s in operation.selection_set.selections if isinstance(s, FieldNode)]
+    creates = [f for f in fields if f.name.value == "createSignals"]
+    if len(creates) != 1 or len(fields) != 1:
+        raise RequestError("a request carries exactly one createSignals field")
+    (create,) = creates
+    argument = next(a.value for a in create.arguments or () if a.name.value == "signals")
+    variable = argument.name.value if isinstance(argument, VariableNode) else None
+    selections = tuple(
+        ((s.alias or s.name).value, s.name.value)
+        for s in (create.selection_set.selections if create.selection_set else ())
+        if isinstance(s, FieldNode)
+    )
+    return Plan((create.alias or create.name).value, argument, variable, selections)
 
 
-def parse_sf_list(text: str) -> list[str] | None:
-    """An RFC 8941 List of sf-strings, or None when malformed."""
-    items: list[str] = []
-    rest = text.strip()
-    while rest:
-        if rest[0] != '"':
-            return None
-        end, i = None, 1
-        while i < len(rest):
-            if rest[i] == "\\":
-                i += 2
-                continue
-            if rest[i] == '"':
-                end = i
-                break
-            i += 1
-        if end is None:
-            return None
-        item = parse_sf_string(rest[: end + 1])
-        if item is None:
-            return None
-        items.append(item)
-        rest = rest[end + 1 :].lstrip()
-        if rest:
-            if rest[0] != ",":
-                return None
-            rest = rest[1:].lstrip()
-            if not rest:
-                return None
-    return items
+def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode:
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if name is not None:
+        named = [o for o in operations if o.name is not None and o.name.value == name]
+        if len(named) != 1:
+            raise RequestError(f"no operation named {name!r}")
+        return named[0]
+    if len(operations) != 1:
+        raise RequestError("several operations: operationName is required")
+    return operations[0]
 
 
-def _error(index: int, field_path: str, rule: str) -> dict[str, Any]:
+def signal_error(index: int, field_path: str, rule: str) -> dict[str, Any]:
+    """A GraphQL error naming the signal's index and field, in message and path."""
     parts: list[str | int] = ["createSignals", "signals", index]
     for part in field_path.replace("[", ".[").split("."):
-        if not part:
-            continue
-        parts.append(int(part[1:-1]) if part.startswith("[") else part)
+        if part:
+            parts.append(int(part[1:-1]) if part.startswith("[") else part)
     return {
         "message": f"signals[{index}].{field_path}: {rule}",
         "path": parts,
@@ -205,103 +155,95 @@ class Simulator:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.schema = build_schema(SDL_PATH.read_text())
-        self.shape = _SchemaShape(self.schema)
-        self.documents: dict[str, DocumentNode | list[dict[str, Any]]] = {}
+        mutation = self.schema.mutation_type
+        assert mutation is not None
+        signals_type = mutation.fields["createSignals"].args["signals"].type
+        assert isinstance(signals_type, GraphQLNonNull)
+        assert isinstance(signals_type.of_type, GraphQLList)
+        rules = {"SignalContentInput": VALUE_RULES, "ItemInput": VALUE_RULES}
+        self.check_signal: Checker = compile_input(signals_type.of_type.of_type, rules)
+        self.plans: dict[tuple[str, str | None], Plan | RequestError] = {}
         self.reset()
 
     def reset(self) -> None:
-        self.accepted: list[dict[str, Any]] = []
+        # One JSON line per accepted signal: bytes keep memory small and the garbage
+        # collector out of the hot path (no container to traverse per signal).
+        self.accepted: list[bytes] = []
         self.keys_seen: set[str] = set()
         self.counts = {"accepted": 0, "rejected": 0, "duplicates": 0, "replayed": 0}
         self.statuses: dict[str, int] = {}
         self.faults_injected: dict[str, int] = {}
-        self.idempotency: dict[str, _Stored] = {}
-        self.rng = random.Random(self.config.faults.seed)
-        self.burst_left = self.config.faults.rate_limit_burst
+        self.store = IdempotencyStore(self.config.idempotency_ttl_s)
+        self.plan = FaultPlan(self.config.faults)
         self.next_id = 0
 
     def set_faults(self, faults: Faults) -> None:
         self.config.faults = faults
-        self.rng = random.Random(faults.seed)
-        self.burst_left = faults.rate_limit_burst
+        self.plan = FaultPlan(faults)
 
-    # --- faults -----------------------------------------------------------------------
+    def set_idempotency(self, enabled: bool, ttl_s: float) -> None:
+        self.config.idempotency, self.config.idempotency_ttl_s = enabled, ttl_s
+        self.store.ttl_s = ttl_s
 
-    def choose_fault(self) -> str | None:
-        f, r = self.config.faults, self.rng
-        if self.burst_left > 0:
-            self.burst_left -= 1
-            return "429"
-        draws = (r.random(), r.random(), r.random(), r.random())
-        if draws[0] < f.drop_connection_rate:
-            return "drop"
-        if draws[1] < f.timeout_rate:
-            return "timeout"
-        if draws[2] < f.error_rate:
-            return r.choice(("500", "502", "503"))
-        if draws[3] < f.rate_limit_rate:
-            return "429"
-        return None
-
-    def latency(self) -> float:
-        f = self.config.faults
-        return (f.latency_ms + self.rng.uniform(0, f.latency_jitter_ms)) / 1000
+    def count_status(self, status: int) -> None:
+        self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
 
     # --- the mutation ---------------------------------------------------------------
 
-    def document_errors(self, query: str) -> DocumentNode | list[dict[str, Any]]:
-        cached = self.documents.get(query)
-        if cached is None:
+    def plan_for(self, query: str, operation_name: str | None) -> Plan:
+        """The parsed and validated document, cached by its text (the pipeline's repeats)."""
+        cache_key = (query, operation_name)
+        plan = self.plans.get(cache_key)
+        if plan is None:
             try:
-                document = parse(query)
-                errors = validate(self.schema, document)
-            except GraphQLError as error:
-                errors = [error]
-                document = None
-            formatted: list[dict[str, Any]] = [dict(e.formatted) for e in errors]
-            cached = formatted if errors or document is None else document
-            if len(self.documents) < 1000:
-                self.documents[query] = cached
-        return cached
+                plan = _plan(self.schema, query, operation_name)
+            except RequestError as error:
+                plan = error
+            if len(self.plans) >= DOCUMENT_CACHE_SIZE:
+                self.plans.pop(next(iter(self.plans)))
+            self.plans[cache_key] = plan
+        if isinstance(plan, RequestError):
+            raise plan
+        return plan
 
-    def extract_signals(
-        self, document: DocumentNode, variables: dict[str, Any]
-    ) -> tuple[list[Any] | None, list[dict[str, Any]]]:
-        operation = next(
-            (d for d in document.definitions if isinstance(d, OperationDefinitionNode)), None
-        )
-        if operation is None or operation.operation.value != "mutation":
-            return None, [{"message": "only the createSignals mutation is served"}]
-        selection = operation.selection_set.selections[0]
-        arguments = getattr(selection, "arguments", None) or ()
-        argument = next((a for a in arguments if a.name.value == "signals"), None)
-        if argument is None:
-            return None, [{"message": "createSignals needs signals"}]
-        value = argument.value
-        if value.kind == "variable":
-            signals = variables.get(value.name.value)
-            if not isinstance(signals, list):
-                return None, [{"message": "variable $signals must be a list"}]
-            return signals, []
-        signals = value_from_ast(value, self.shape.signal_list, variables)
-        if signals is None:
-            return None, [{"message": "signals: not a valid [SignalInput!]!"}]
-        return signals, []
+    def signals_of(self, payload: Any) -> tuple[Plan, list[Any]]:
+        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+            raise RequestError("the body needs a GraphQL query")
+        variables = payload.get("variables") or {}
+        operation_name = payload.get("operationName")
+        if not isinstance(variables, dict):
+            raise RequestError("variables must be an object")
+        if operation_name is not None and not isinstance(operation_name, str):
+            raise RequestError("operationName must be a string")
+        plan = self.plan_for(payload["query"], operation_name)
+        if plan.variable is not None:
+            signals = variables.get(plan.variable)
+        else:
+            signals = literal_value(plan.argument, variables)
+        if not isinstance(signals, list):
+            raise RequestError(f"signals: must be a list of SignalInput, got {signals!r:.80}")
+        return plan, signals
 
     def create_signals(
-        self, signals: list[Any], keys: list[str | None], batch_key: str | None
+        self,
+        plan: Plan,
+        signals: list[Any],
+        keys: list[str] | list[None],
+        batch_key: str | None,
     ) -> dict[str, Any]:
         errors: list[dict[str, Any]] = []
         bad: set[int] = set()
-        signal_type = self.shape.signal_list.of_type.of_type
+        app_keys = self.config.app_keys
         for i, signal in enumerate(signals):
-            problems = self.shape.problems(signal, signal_type, "")
-            if not problems:
-                problems = signal_problems(signal, self.config.app_keys)
-            for field_path, rule in problems:
-                errors.append(_error(i, field_path, rule))
+            problems: list[tuple[str, str]] = []
+            if type(signal) is dict:
+                self.check_signal(signal, "", problems)
+                problems.extend(signal_problems(signal, app_keys))
+            else:
+                problems.append(("", "must be an object (SignalInput)"))
             if problems:
                 bad.add(i)
+                errors.extend(signal_error(i, path, rule) for path, rule in problems)
         self.counts["rejected"] += len(bad)
         if bad and self.config.faults.reject_whole_batch:
             return {"data": None, "errors": errors}
@@ -315,86 +257,59 @@ class Simulator:
             if key is not None:
                 if key in self.keys_seen:
                     self.counts["duplicates"] += 1
-                self.keys_seen.add(key)
+                else:
+                    self.keys_seen.add(key)
             self.next_id += 1
             ids.append(f"sig-{self.next_id}")
-            self.accepted.append(
-                {"key": key, "batchKey": batch_key, "receivedAt": now, "signal": signal}
-            )
+            row = {"key": key, "batchKey": batch_key, "receivedAt": now, "signal": signal}
+            self.accepted.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
         self.counts["accepted"] += len(signals) - len(bad)
-        result: dict[str, Any] = {"data": {"createSignals": {"signalIds": ids}}}
+        result = {
+            response_key: ids if name == "signalIds" else "CreateSignalsResult"
+            for response_key, name in plan.selections
+        }
+        document: dict[str, Any] = {"data": {plan.response_key: result}}
         if errors:
-            result["errors"] = errors
-        return result
+            document["errors"] = errors
+        return document
+
+    def answer(
+        self, body: bytes, key_header: str | None, batch_key: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        """Status and JSON document for one createSignals body (no I/O)."""
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return 400, {"errors": [{"message": "the body is not JSON"}]}
+        try:
+            plan, signals = self.signals_of(payload)
+        except RequestError as error:
+            return 400, {"errors": error.errors}
+        keys: list[str] | list[None] = [None] * len(signals)
+        if key_header is not None:
+            parsed = parse_sf_list(key_header)
+            if parsed is None or len(parsed) != len(signals):
+                message = "Signal-Idempotency-Keys: needs one sf-string per signal, in order"
+                return 400, {"errors": [{"message": message}]}
+            keys = parsed
+        return 200, self.create_signals(plan, signals, keys, batch_key)
 
 
 def _json(status: int, document: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(document), status, headers, media_type="application/json")
 
 
-def build_app(config: Config) -> Starlette:
-    sim = Simulator(config)
-    lock = asyncio.Lock()
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json(status, {"errors": [{"message": message}]}, headers)
 
-    def count(status: int) -> None:
-        sim.statuses[str(status)] = sim.statuses.get(str(status), 0) + 1
+
+def build_app(config: Config) -> ASGIApp:
+    sim = Simulator(config)
 
     async def graphql_endpoint(request: Request) -> Response:
-        auth = request.headers.get("authorization", "")
-        if auth != f"Bearer {sim.config.api_key}":
-            count(401)
-            return _json(401, {"errors": [{"message": "missing or wrong API key"}]})
-        fault = request.scope.get(FAULT_SCOPE_KEY)
-        delay = sim.latency()
-        if delay:
-            await asyncio.sleep(delay)
-        if fault == "timeout":
-            await asyncio.sleep(sim.config.faults.timeout_s)
-        if fault in ("500", "502", "503"):
-            count(int(fault))
-            return _json(int(fault), {"errors": [{"message": "injected failure"}]})
-        if fault == "429":
-            count(429)
-            retry = {"retry-after": f"{sim.config.faults.retry_after_s:g}"}
-            return _json(429, {"errors": [{"message": "rate limited"}]}, retry)
-        body = await request.body()
-        batch_key: str | None = None
-        stored: _Stored | None = None
-        header = request.headers.get("idempotency-key")
-        if header is not None and sim.config.idempotency:
-            batch_key = parse_sf_string(header)
-            if batch_key is None:
-                count(400)
-                return _json(400, {"errors": [{"message": "Idempotency-Key: not an sf-string"}]})
-            body_hash = hashlib.sha256(body).hexdigest()
-            now = time.monotonic()
-            previous = sim.idempotency.get(batch_key)
-            if previous is not None and previous.expires > now:
-                if previous.status is None:
-                    count(409)
-                    return _json(409, {"errors": [{"message": "request still in progress"}]})
-                if previous.body_hash != body_hash:
-                    count(422)
-                    message = "Idempotency-Key reused with a different payload"
-                    return _json(422, {"errors": [{"message": message}]})
-                sim.counts["replayed"] += 1
-                count(previous.status)
-                return Response(previous.body, previous.status, media_type="application/json")
-            stored = _Stored(body_hash, now + sim.config.idempotency_ttl_s)
-            sim.idempotency[batch_key] = stored
-        elif header is not None:
-            batch_key = parse_sf_string(header)
-        try:
-            status, document = await _handle(sim, request, body, batch_key, lock)
-        except BaseException:
-            if stored is not None and batch_key is not None:
-                sim.idempotency.pop(batch_key, None)
-            raise
-        payload = orjson.dumps(document)
-        if stored is not None:
-            stored.status, stored.body = status, payload
-        count(status)
-        return Response(payload, status, media_type="application/json")
+        response = await _graphql(sim, request)
+        sim.count_status(response.status_code)
+        return response
 
     async def stats(request: Request) -> Response:
         return _json(
@@ -408,7 +323,7 @@ def build_app(config: Config) -> Starlette:
         )
 
     async def signals(request: Request) -> Response:
-        lines = b"".join(orjson.dumps(row) + b"\n" for row in sim.accepted)
+        lines = b"".join(sim.accepted)
         return Response(lines, media_type="application/x-ndjson")
 
     async def reset(request: Request) -> Response:
@@ -417,13 +332,22 @@ def build_app(config: Config) -> Starlette:
 
     async def faults(request: Request) -> Response:
         if request.method == "POST":
-            given = orjson.loads(await request.body() or b"{}")
-            known = set(Faults.__dataclass_fields__)
-            unknown = set(given) - known
-            if unknown:
-                return _json(400, {"error": f"unknown fault settings: {sorted(unknown)}"})
-            sim.set_faults(Faults(**given))
+            try:
+                sim.set_faults(Faults.from_json(orjson.loads(await request.body() or b"{}")))
+            except (ValueError, TypeError) as error:
+                return _json(400, {"error": str(error)})
         return _json(200, asdict(sim.config.faults))
+
+    async def idempotency(request: Request) -> Response:
+        if request.method == "POST":
+            given = orjson.loads(await request.body() or b"{}")
+            enabled = given.pop("enabled", sim.config.idempotency)
+            ttl_s = given.pop("ttl_s", sim.config.idempotency_ttl_s)
+            if given or not isinstance(enabled, bool) or not isinstance(ttl_s, int | float):
+                return _json(400, {"error": "expected {enabled: bool, ttl_s: number}"})
+            sim.set_idempotency(enabled, float(ttl_s))
+        settings = {"enabled": sim.config.idempotency, "ttl_s": sim.config.idempotency_ttl_s}
+        return _json(200, settings)
 
     async def health(request: Request) -> Response:
         return _json(200, {"ok": True})
@@ -435,39 +359,61 @@ def build_app(config: Config) -> Starlette:
             Route("/signals", signals),
             Route("/reset", reset, methods=["POST"]),
             Route("/admin/faults", faults, methods=["GET", "POST"]),
+            Route("/admin/idempotency", idempotency, methods=["GET", "POST"]),
             Route("/healthz", health),
         ]
     )
     app.state.simulator = sim
-    return _FaultMiddleware(app, sim)  # type: ignore[return-value]
+    return _FaultMiddleware(app, sim)
 
 
-async def _handle(
-    sim: Simulator, request: Request, body: bytes, batch_key: str | None, lock: asyncio.Lock
-) -> tuple[int, dict[str, Any]]:
+async def _graphql(sim: Simulator, request: Request) -> Response:
+    config = sim.config
+    given = request.headers.get(config.auth_header, "").encode()
+    if not hmac.compare_digest(given, config.expected_auth):
+        return _error(401, "missing or wrong API key")
+    fault = request.scope.get(FAULT_SCOPE_KEY)
+    if fault == fault_names.TIMEOUT:
+        await asyncio.sleep(config.faults.timeout_s)  # stuck in a queue, then served
+    elif fault in fault_names.SERVER_ERRORS:
+        return _error(int(fault), "injected failure")
+    elif fault == fault_names.RATE_LIMITED:
+        return _error(429, "rate limited", {"retry-after": f"{config.faults.retry_after_s:g}"})
+    body = await request.body()
+    header = request.headers.get("idempotency-key")
+    batch_key = None if header is None else parse_sf_string(header)
+    if header is not None and batch_key is None:
+        return _error(400, "Idempotency-Key: not an sf-string")
+    stored = batch_key is not None and config.idempotency
+    if stored:
+        assert batch_key is not None
+        fingerprint = hashlib.sha256(body).hexdigest()
+        verdict, entry = sim.store.begin(batch_key, fingerprint, time.monotonic())
+        if verdict is Verdict.IN_PROGRESS:
+            return _error(409, "a request with this Idempotency-Key is being processed")
+        if verdict is Verdict.MISMATCH:
+            return _error(422, "Idempotency-Key reused with a different payload")
+        if verdict is Verdict.REPLAY:
+            assert entry is not None and entry.status is not None
+            sim.counts["replayed"] += 1
+            return Response(entry.body, entry.status, media_type="application/json")
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return 400, {"errors": [{"message": "body is not JSON"}]}
-    if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
-        return 400, {"errors": [{"message": "body needs a GraphQL query"}]}
-    document = sim.document_errors(payload["query"])
-    if isinstance(document, list):
-        return 400, {"errors": document}
-    variables = payload.get("variables") or {}
-    signals, errors = sim.extract_signals(document, variables)
-    if signals is None:
-        return 400, {"errors": errors}
-    keys: list[str | None] = [None] * len(signals)
-    header = request.headers.get("signal-idempotency-keys")
-    if header is not None:
-        parsed = parse_sf_list(header)
-        if parsed is None or len(parsed) != len(signals):
-            message = "Signal-Idempotency-Keys: needs one sf-string per signal"
-            return 400, {"errors": [{"message": message}]}
-        keys = list(parsed)
-    async with lock:
-        return 200, sim.create_signals(signals, keys, batch_key)
+        delay = sim.plan.latency_s()
+        if delay:
+            await asyncio.sleep(delay)  # processing time: a repeat meanwhile gets 409
+        status, document = sim.answer(
+            body, request.headers.get("signal-idempotency-keys"), batch_key
+        )
+    except BaseException:
+        if stored:
+            assert batch_key is not None
+            sim.store.abandon(batch_key)
+        raise
+    payload = orjson.dumps(document)
+    if stored:
+        assert batch_key is not None
+        sim.store.complete(batch_key, status, payload)
+    return Response(payload, status, media_type="application/json")
 
 
 FAULT_SCOPE_KEY: Final = "connect_sim.fault"
@@ -477,7 +423,9 @@ class _FaultMiddleware:
     """Decides each createSignals call's fault before routing.
 
     A dropped connection is a half-sent response followed by an error: uvicorn then
-    aborts the socket and the client sees the connection die mid-response.
+    aborts the socket and the client sees the connection die mid-response, either
+    before the call was processed (DROP) or after its signals were recorded
+    (DROP_AFTER, the case only an idempotent server and client survive).
     """
 
     def __init__(self, app: Starlette, sim: Simulator) -> None:
@@ -486,22 +434,35 @@ class _FaultMiddleware:
         self.sim = sim
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/graphql":
-            fault = self.sim.choose_fault()
-            if fault is not None:
-                injected = self.sim.faults_injected
-                injected[fault] = injected.get(fault, 0) + 1
-            if fault == "drop":
-                start = {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-length", b"1000"),
-                        (b"content-type", b"application/json"),
-                    ],
-                }
-                await send(start)
-                await send({"type": "http.response.body", "body": b'{"data":', "more_body": True})
+        if scope["type"] != "http" or scope["path"] != "/graphql":
+            await self.app(scope, receive, send)
+            return
+        fault = self.sim.plan.next_fault()
+        if fault is not None:
+            injected = self.sim.faults_injected
+            injected[fault] = injected.get(fault, 0) + 1
+        if fault == fault_names.DROP:
+            await _send_truncated(send, b'{"data":')
+            raise ConnectionAbortedError("injected dropped connection")
+        scope[FAULT_SCOPE_KEY] = fault
+        if fault != fault_names.DROP_AFTER:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_then_drop(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                await send({**message, "body": message.get("body", b"")[:8], "more_body": True})
                 raise ConnectionAbortedError("injected dropped connection")
-            scope[FAULT_SCOPE_KEY] = fault
-        await self.app(scope, receive, send)
+            await send(message)
+
+        await self.app(scope, receive, send_then_drop)
+
+
+async def _send_truncated(send: Send, head: bytes) -> None:
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-length", b"1000"), (b"content-type", b"application/json")],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": head, "more_body": True})

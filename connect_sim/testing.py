@@ -42,6 +42,11 @@ class SimulatorHandle:
     def graphql_url(self) -> str:
         return f"{self.base_url}/graphql"
 
+    @property
+    def pid(self) -> int | None:
+        """The simulator process's id while it runs (for CPU figures)."""
+        return self._process.pid if self._process is not None else None
+
     def start(self) -> SimulatorHandle:
         command = [
             sys.executable,
