@@ -8,6 +8,7 @@ the environment variable and the rule. Secrets are ``SecretStr``: they print as
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from enum import StrEnum
@@ -194,9 +195,10 @@ class Settings(BaseSettings):
             return [pattern if pattern.startswith("^") else "^" + pattern]
         return list(self.topics)
 
-    def kafka_common(self) -> dict[str, str]:
+    def kafka_common(self) -> dict[str, Any]:
         """librdkafka settings shared by the consumer and the producers."""
-        conf: dict[str, str] = {}
+        # librdkafka's own lines go through the process's log formatter (JSON, redacted)
+        conf: dict[str, Any] = {"logger": logging.getLogger("librdkafka")}
         if self.kafka_bootstrap_servers:
             conf["bootstrap.servers"] = self.kafka_bootstrap_servers
         optional = {

@@ -317,8 +317,6 @@ class SignalConsumer:
     def _settle(self, report: DeliveryReport) -> None:
         self.summary.api_calls += report.calls
         self.summary.api_retries += report.retries
-        if report.retries:
-            self.metrics.api_retries.inc(report.retries)
         if report.abandoned:
             return  # not finished: the offsets stay uncommitted and are read again
         for index, pending in enumerate(report.batch.refs):
@@ -367,6 +365,8 @@ class SignalConsumer:
             topic=topic,
             partition=partition,
             offset=offset,
+            signal_type=pending.signal_type or None,
+            event_id=rejection.event_id,
             reason=str(rejection.reason),
             field=rejection.field,
             error=rejection.message[:500],

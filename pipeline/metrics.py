@@ -33,6 +33,8 @@ CALL_OUTCOMES: Final = (
     "timeout",
     "network_error",
 )
+#: Outcomes after which delivery backs off and sends the same batch again.
+TRANSIENT_OUTCOMES: Final = frozenset({"retryable", "timeout", "network_error"})
 BATCH_SIZE_BUCKETS: Final = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 CALL_SECONDS_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 E2E_SECONDS_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -71,7 +73,9 @@ class PipelineMetrics:
         self.api_calls = {outcome: calls.labels(outcome) for outcome in CALL_OUTCOMES}
         self._api_calls_family = calls
         self.api_retries = Counter(
-            f"{PREFIX}_api_retries", "createSignals attempts that were retries.", registry=r
+            f"{PREFIX}_api_retries",
+            "createSignals attempts that failed transiently; the batch is sent again.",
+            registry=r,
         )
         self.batch_size = Histogram(
             f"{PREFIX}_batch_size_signals",
@@ -108,7 +112,7 @@ class PipelineMetrics:
         )
         self.consumer_lag = Gauge(
             f"{PREFIX}_consumer_lag",
-            "Records behind the high watermark, per assigned partition (librdkafka statistics).",
+            "Records behind the end of each fetched partition (librdkafka statistics).",
             ["topic", "partition"],
             registry=r,
         )
@@ -131,6 +135,9 @@ class PipelineMetrics:
             child = self.api_calls[outcome] = self._api_calls_family.labels(outcome)
         child.inc()
         self.call_seconds.observe(seconds)
+        self.batch_size.observe(signals)
+        if outcome in TRANSIENT_OUTCOMES:  # counted now, not when the batch settles
+            self.api_retries.inc()
 
     def observe_delivered(self, count: int, first_fragment: bytes | None) -> None:
         """A settled batch: ``count`` accepted; latency sampled from its first signal."""
@@ -171,18 +178,26 @@ class PipelineMetrics:
 
 
 def partition_lags(stats: dict[str, Any]) -> Iterable[tuple[tuple[str, str], int]]:
-    """(topic, partition) -> consumer_lag from a librdkafka statistics object.
+    """(topic, partition) -> lag from a librdkafka statistics object.
 
-    Only partitions this member consumes (``fetch_state`` active) with a known lag;
-    librdkafka reports -1 until it knows both the high watermark and a position.
+    Only partitions this member fetches. librdkafka's ``consumer_lag`` (watermark minus
+    committed offset) when it knows it; it does not see offsets committed inside a
+    transaction (the ledger's mode), so then the records between the application's
+    position and the last stable offset: what is not read yet.
     """
     for topic, info in (stats.get("topics") or {}).items():
         for partition, p in (info.get("partitions") or {}).items():
             if partition == "-1" or p.get("fetch_state") in (None, "none", "stopped"):
                 continue
             lag = p.get("consumer_lag", -1)
-            if isinstance(lag, int) and lag >= 0:
-                yield (topic, partition), lag
+            if not (isinstance(lag, int) and lag >= 0):
+                end, position = p.get("ls_offset", -1), p.get("app_offset", -1)
+                if not (isinstance(end, int) and isinstance(position, int)):
+                    continue
+                if end < 0 or position < 0:
+                    continue
+                lag = max(0, end - position)
+            yield (topic, partition), lag
 
 
 def event_latency_s(fragment: bytes, now_s: float) -> float | None:

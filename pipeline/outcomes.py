@@ -37,6 +37,9 @@ class Rejection:
 
     reason: Reason
     problems: tuple[Problem, ...]
+    # for the log line of a dead-lettered event, when known (never in DLQ headers)
+    signal_type: str = ""
+    event_id: str | None = None
 
     @property
     def field(self) -> str:

@@ -6,7 +6,7 @@ it joins a batch or the dead-letter topic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from pipeline import catalog
@@ -78,12 +78,27 @@ class EventProcessor:
         if signal_type not in self._in_tier:
             if self._drop_out_of_tier:
                 return Dropped(signal_type, "subscription")
-            return Rejection.single(
-                Reason.SUBSCRIPTION,
-                "signalType",
-                f"{signal_type!r} is not included in the {self._tier} subscription",
+            return _about(
+                Rejection.single(
+                    Reason.SUBSCRIPTION,
+                    "signalType",
+                    f"{signal_type!r} is not included in the {self._tier} subscription",
+                ),
+                signal_type,
+                record,
             )
         valid = validate_event(signal_type, record)
         if isinstance(valid, Rejection):
-            return valid
-        return map_event(valid, self._mapping)
+            return _about(valid, signal_type, record)
+        mapped = map_event(valid, self._mapping)
+        if isinstance(mapped, Rejection):
+            return _about(mapped, signal_type, record)
+        return mapped
+
+
+def _about(rejection: Rejection, signal_type: str, record: dict[str, object]) -> Rejection:
+    """The rejection, naming the event it is about (for the logs)."""
+    event_id = record.get("eventId")
+    return replace(
+        rejection, signal_type=signal_type, event_id=event_id if isinstance(event_id, str) else None
+    )

@@ -7,6 +7,7 @@ from types import FrameType
 
 from pipeline.config import Settings
 from pipeline.consumer import RunSummary, SignalConsumer
+from pipeline.health import HealthServer
 from pipeline.mapping import MappingOptions
 from pipeline.processor import EventProcessor
 
@@ -45,7 +46,30 @@ def install_signal_handlers(consumer: SignalConsumer) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
+def start_ops_server(settings: Settings, consumer: SignalConsumer) -> HealthServer | None:
+    """/metrics, /healthz and /readyz on PIPELINE_HTTP_HOST:PIPELINE_HTTP_PORT (0: off)."""
+    if settings.http_port == 0:
+        return None
+    from pipeline.metrics import CONTENT_TYPE
+
+    metrics = consumer.metrics
+    return HealthServer(
+        settings.http_host,
+        settings.http_port,
+        consumer.health,
+        lambda: (metrics.exposition(), CONTENT_TYPE),
+    ).start()
+
+
 def run(settings: Settings, *, stop_after_idle_s: float | None = None) -> RunSummary:
+    from pipeline.logs import configure_logging
+
+    configure_logging(settings)
     consumer = SignalConsumer(settings, build_processor(settings))
     install_signal_handlers(consumer)
-    return consumer.run(stop_after_idle_s=stop_after_idle_s)
+    server = start_ops_server(settings, consumer)
+    try:
+        return consumer.run(stop_after_idle_s=stop_after_idle_s)
+    finally:
+        if server is not None:
+            server.stop()
