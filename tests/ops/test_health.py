@@ -1,0 +1,137 @@
+"""/healthz and /readyz flip as the broker and the Connect API go away and come back.
+
+The consumer runs in a thread of this process with the real operations endpoint. The
+broker phase stops a broker, so it needs the embedded one: with KAFKA_BOOTSTRAP_SERVERS
+set (a real Apache Kafka), only the API phase runs against it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from pipeline.clickstream import clickstream
+from pipeline.consumer import SignalConsumer
+from pipeline.embedded_broker import EmbeddedBroker, free_port
+from pipeline.health import HealthState
+from pipeline.runner import build_processor, start_ops_server
+from tests.integration.consumer_harness import (
+    API_KEY,
+    APP_KEY,
+    new_topics,
+    produce,
+    settings_for,
+    wait_for,
+)
+from tests.ops.ops_harness import probe
+
+pytestmark = pytest.mark.integration
+
+
+def _until(port: int, path: str, status: int, timeout_s: float, why: str) -> dict:
+    seen: dict = {}
+
+    def check() -> bool:
+        code, body = probe(port, path)
+        seen.update(body)
+        return code == status
+
+    wait_for(check, timeout_s, f"{path} {status}: {why} (last: {seen})")
+    return seen
+
+
+def test_probes_follow_the_broker_and_the_api(kafka_bootstrap):
+    from connect_sim.testing import run_simulator
+
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    broker = None if external else EmbeddedBroker().start()
+    bootstrap = external or broker.bootstrap_servers  # type: ignore[union-attr]
+    port = free_port()
+    try:
+        with run_simulator(api_key=API_KEY, app_keys=[APP_KEY]) as sim:
+            topic, dlq = new_topics(bootstrap, partitions=2)
+            settings = settings_for(
+                bootstrap,
+                topic,
+                dlq,
+                sim.graphql_url,
+                http_port=port,
+                http_host="127.0.0.1",
+                liveness_timeout_s=2.0,
+                kafka_config={"statistics.interval.ms": "300", "reconnect.backoff.max.ms": "500"},
+                # a fresh in-memory broker forgets producer ids: health is the subject here
+                ledger_enabled=False,
+                transactions=False,
+            )
+            consumer = SignalConsumer(settings, build_processor(settings))
+            server = start_ops_server(settings, consumer)
+            assert server is not None
+            thread = threading.Thread(target=consumer.run, daemon=True)
+            thread.start()
+            try:
+                body = _until(port, "/readyz", 200, 30, "joined, broker up, API fine")
+                assert body["group_joined"] and body["broker_reachable"] and body["api_ok"]
+                assert probe(port, "/healthz")[0] == 200
+
+                # The API goes away while there is work: not ready, still alive.
+                sim.stop()
+                produce(bootstrap, topic, list(clickstream(20, seed=3, invalid_ratio=0)))
+                body = _until(port, "/readyz", 503, 30, "API failing")
+                assert body["api_ok"] is False and body["broker_reachable"] is True
+                assert probe(port, "/healthz")[0] == 200
+                sim.start()  # same port
+                _until(port, "/readyz", 200, 30, "the retried batch went through")
+                wait_for(lambda: len(sim.signals()) == 20, 30, "the 20 signals delivered")
+
+                if broker is not None:
+                    # The broker goes away: not ready, still alive; a new one: ready again.
+                    broker.stop()
+                    body = _until(port, "/readyz", 503, 30, "broker unreachable")
+                    assert body["broker_reachable"] is False
+                    assert probe(port, "/healthz")[0] == 200
+                    broker = EmbeddedBroker(port=broker.port).start()
+                    body = _until(port, "/readyz", 200, 30, "broker back")
+                    assert body["broker_reachable"] is True
+            finally:
+                consumer.stop()
+                thread.join(30)
+            assert not thread.is_alive()
+            # The loop has stopped turning: liveness fails once its timeout passes.
+            _until(port, "/healthz", 503, 10, "poll loop stopped")
+            server.stop()
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def test_liveness_and_readiness_rules():
+    failing = False
+    state = HealthState(liveness_timeout_s=0.2, stats_max_age_s=0.3, api_failing=lambda: failing)
+    assert state.liveness()[0] is True
+    assert state.readiness()[0] is False  # no statistics yet, not joined
+    state.joined = True
+    stats = {
+        "brokers": {
+            "bootstrap": {"state": "UP", "nodeid": -1},
+            "b1": {"state": "UP", "nodeid": 1},
+        },
+        "cgrp": {"state": "up"},
+    }
+    state.on_statistics(stats)
+    assert state.readiness() == (True, state.readiness()[1])
+    failing = True
+    ok, details = state.readiness()
+    assert not ok and details["api_ok"] is False and details["broker_reachable"] is True
+    failing = False
+    # the bootstrap placeholder alone says nothing about the cluster
+    state.on_statistics({"brokers": {"bootstrap": {"state": "UP", "nodeid": -1}}})
+    assert state.readiness()[1]["broker_reachable"] is False
+    state.on_statistics(stats)
+    time.sleep(0.35)  # statistics stop coming: the broker state is unknown
+    assert state.readiness()[1]["broker_reachable"] is False
+    assert state.liveness()[0] is False  # and the loop has not beaten for 0.35 s
+    state.beat()
+    assert state.liveness()[0] is True
