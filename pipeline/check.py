@@ -34,7 +34,8 @@ def process_record(record: Any, options: CheckOptions) -> MappedSignal | Rejecti
         return Rejection.single(Reason.VALIDATION, "", "an event must be a JSON object")
     signal_type = record.get("signalType")
     if not isinstance(signal_type, str):
-        return Rejection.single(Reason.VALIDATION, "signalType", "required")
+        rule = "required" if signal_type is None else "must be a string"
+        return Rejection.single(Reason.VALIDATION, "signalType", rule)
     valid = validate_event(signal_type, record)
     if isinstance(valid, Rejection):
         return valid
@@ -73,8 +74,17 @@ def check_lines(lines: Iterable[str], options: CheckOptions) -> Iterator[dict[st
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as error:
-            rejection = Rejection.single(Reason.UNDECODABLE, "", f"not valid JSON: {error.msg}")
-            yield verdict(number, rejection)
+        except (ValueError, RecursionError) as error:
+            problem = _json_problem(error)
+            yield verdict(number, Rejection.single(Reason.UNDECODABLE, "", problem))
             continue
         yield verdict(number, process_record(record, options))
+
+
+def _json_problem(error: ValueError | RecursionError) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return f"not valid JSON: {error.msg}"
+    if isinstance(error, RecursionError):
+        return "not valid JSON: nested too deeply"
+    # CPython refuses integer literals over sys.get_int_max_str_digits() digits.
+    return "not valid JSON: a number has too many digits"

@@ -19,7 +19,7 @@ from typing import Any, Final
 from pipeline import catalog
 from pipeline.catalog import FieldSpec, ItemSpec, Kind
 from pipeline.outcomes import Reason, Rejection
-from pipeline.validation import ValidEvent
+from pipeline.validation import GRAPHQL_INT_MAX, ValidEvent
 
 DEFAULT_CATEGORY: Final = catalog.CATEGORIES[0]
 # Keys travel as RFC 8941 sf-strings in a header: printable ASCII without `"` or `\`.
@@ -71,18 +71,23 @@ def merge_repeated_products(items: list[dict[str, Any]]) -> list[dict[str, Any]]
 
     Items are the same product when productId, unitPrice, discount and currency
     agree; lines of one product at different prices stay apart, since merging them
-    would lose a price. A line without itemQuantity counts as one unit.
+    would lose a price. A line without itemQuantity counts as one unit. A sum that
+    would not fit a GraphQL Int starts a new line instead.
     """
-    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    lines: list[dict[str, Any]] = []
+    open_line: dict[tuple[Any, ...], int] = {}  # key -> index of the line that grows
     for item in items:
         key = (item["productId"], item["unitPrice"], item.get("discount"), item.get("currency"))
-        first = merged.get(key)
-        if first is None:
-            merged[key] = item
-        else:
+        at = open_line.get(key)
+        if at is not None:
+            first = lines[at]
             quantity = first.get("itemQuantity", 1) + item.get("itemQuantity", 1)
-            merged[key] = {**first, "itemQuantity": quantity}
-    return list(merged.values())
+            if quantity <= GRAPHQL_INT_MAX:
+                lines[at] = {**first, "itemQuantity": quantity}
+                continue
+        open_line[key] = len(lines)
+        lines.append(item)
+    return lines
 
 
 def _value(fs: FieldSpec, value: Any) -> Any:

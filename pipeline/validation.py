@@ -30,6 +30,12 @@ from pipeline.outcomes import Problem, Reason, Rejection
 CURRENCY_CODES: Final = frozenset(c.alpha_3 for c in pycountry.currencies)
 _DATE_ADDED = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}", re.ASCII)
 _FORBID_EXTRA = ConfigDict(extra="forbid")
+#: Rejection messages travel in dead-letter headers and logs: a few problems, short values.
+MAX_PROBLEMS: Final = 10
+#: DECISION: the spec's "Number (integer)" fields are GraphQL Int, a signed 32-bit
+#: integer; a larger count (Avro longs reach 2^63) would only be refused by the API.
+GRAPHQL_INT_MAX: Final = 2**31 - 1
+MAX_SHOWN_CHARS: Final = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +46,21 @@ class ValidEvent:
     fields: dict[str, Any]
 
 
+def shown(value: object) -> str:
+    """``repr(value)``, cut short: a hostile value must not make a huge message."""
+    text = repr(value)
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    return f"{text[: MAX_SHOWN_CHARS - 1]}…({len(text)} characters)"
+
+
 # --- rule functions (pydantic after-validators) ---------------------------------------
 
 
 def _currency(value: str) -> str:
     code = value.upper()
     if code not in CURRENCY_CODES:
-        raise ValueError(f"{value!r} is not an ISO 4217 code")
+        raise ValueError(f"{shown(value)} is not an ISO 4217 code")
     return code
 
 
@@ -56,7 +70,7 @@ def _date_added(value: str) -> str:
     except ValueError:
         ok = None
     if not ok:
-        raise ValueError(f"{value!r} does not match yyyy-MM-dd HH:mm:ss.SSS")
+        raise ValueError(f"{shown(value)} does not match yyyy-MM-dd HH:mm:ss.SSS")
     return value
 
 
@@ -75,7 +89,7 @@ def _enumeration(allowed: tuple[str, ...]) -> Callable[[str], str]:
         try:
             return canonical[value.lower()]
         except KeyError:
-            raise ValueError(f"{value!r} is not one of {listed}") from None
+            raise ValueError(f"{shown(value)} is not one of {listed}") from None
 
     return check
 
@@ -105,7 +119,7 @@ def _annotation(spec: FieldSpec) -> Any:
         case Kind.NUMBER:
             return Annotated[float, Field(strict=True, allow_inf_nan=False)]
         case Kind.INTEGER:
-            return Annotated[int, Field(strict=True, ge=spec.minimum)]
+            return Annotated[int, Field(strict=True, ge=spec.minimum, le=GRAPHQL_INT_MAX)]
         case Kind.BOOLEAN:
             return Annotated[bool, Field(strict=True)]
         case Kind.STRING_LIST:
@@ -222,6 +236,7 @@ _RULES: Final = {
     "missing": "required",
     "extra_forbidden": "unknown field",
     "string_type": "must be a string",
+    "string_unicode": "must be valid Unicode text (it has an unpaired surrogate)",
     "float_type": "must be a number",
     "finite_number": "must be a finite number",
     "int_type": "must be an integer",
@@ -248,7 +263,7 @@ def _rule(error: Mapping[str, Any]) -> str:
     if error.get("input", 0) is None and kind.endswith("_type"):
         return "required"
     if kind in _VALUE_RULES:
-        return f"{error.get('input')!r} {_VALUE_RULES[kind]}"
+        return f"{shown(error.get('input'))} {_VALUE_RULES[kind]}"
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     if kind == "string_too_long":
@@ -257,6 +272,8 @@ def _rule(error: Mapping[str, Any]) -> str:
         return "must not be empty"
     if kind == "greater_than_equal":
         return f"must be at least {_show(ctx['ge'])}"
+    if kind == "less_than_equal":
+        return f"must be at most {_show(ctx['le'])}"
     if kind == "less_than":
         return f"must be before {_show(ctx['lt'])}"
     return _RULES.get(kind, str(error["msg"]))
@@ -267,10 +284,15 @@ def _show(limit: object) -> str:
 
 
 def _problems(error: PydanticValidationError) -> tuple[Problem, ...]:
+    """The first MAX_PROBLEMS problems, then a count of the rest (5,000 bad items must
+    not make a 250 kB dead-letter header)."""
     problems: list[Problem] = []
-    for e in error.errors(include_url=False):
+    errors = error.errors(include_url=False)
+    for e in errors[:MAX_PROBLEMS]:
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         problems.append(Problem(field_path(loc), _rule(e)))
+    if len(errors) > MAX_PROBLEMS:
+        problems.append(Problem("", f"and {len(errors) - MAX_PROBLEMS} more problems"))
     return tuple(problems)
 
 
@@ -279,12 +301,12 @@ def validate_event(signal_type: str, record: Mapping[str, Any]) -> ValidEvent | 
     if signal_type not in catalog.SIGNALS:
         known = ", ".join(catalog.SIGNAL_TYPES)
         return Rejection.single(
-            Reason.VALIDATION, "signalType", f"{signal_type!r} is not one of {known}"
+            Reason.VALIDATION, "signalType", f"{shown(signal_type)} is not one of {known}"
         )
     declared = record.get("signalType")
     if declared is not None and declared != signal_type:
         return Rejection.single(
-            Reason.VALIDATION, "signalType", f"{declared!r} does not match {signal_type!r}"
+            Reason.VALIDATION, "signalType", f"{shown(declared)} does not match {signal_type!r}"
         )
     if signal_type in _TYPES_WITH_RENAMES:
         record = _upgrade_renamed_fields(signal_type, record)
