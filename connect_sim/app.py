@@ -373,13 +373,14 @@ async def _graphql(sim: Simulator, request: Request) -> Response:
     if not hmac.compare_digest(given, config.expected_auth):
         return _error(401, "missing or wrong API key")
     fault = request.scope.get(FAULT_SCOPE_KEY)
-    if fault == fault_names.TIMEOUT:
-        await asyncio.sleep(config.faults.timeout_s)  # stuck in a queue, then served
-    elif fault in fault_names.SERVER_ERRORS:
+    if fault in fault_names.SERVER_ERRORS:
         return _error(int(fault), "injected failure")
-    elif fault == fault_names.RATE_LIMITED:
+    if fault == fault_names.RATE_LIMITED:
         return _error(429, "rate limited", {"retry-after": f"{config.faults.retry_after_s:g}"})
     body = await request.body()
+    if fault == fault_names.TIMEOUT:
+        # Received, then stuck (a slow backend): served late, after the client gave up.
+        await asyncio.sleep(config.faults.timeout_s)
     header = request.headers.get("idempotency-key")
     batch_key = None if header is None else parse_sf_string(header)
     if header is not None and batch_key is None:

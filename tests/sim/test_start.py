@@ -1,0 +1,66 @@
+"""Starting the simulator: command-line options and CONNECT_SIM_* environment."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from connect_sim.__main__ import config_from, parse_args
+from connect_sim.testing import run_simulator
+from tests.sim.conftest import CREATE_SIGNALS, signal
+
+
+def test_start_options_over_http() -> None:
+    args = [
+        "--auth-header", "X-Api-Key", "--auth-scheme", "",
+        "--no-idempotency", "--seed", "3", "--rate-limit-burst", "1", "--retry-after", "1",
+    ]  # fmt: skip
+    with run_simulator("k-1", ["app-1"], args) as sim:
+        body = {
+            "query": CREATE_SIGNALS,
+            "variables": {"signals": [{**signal(), "appKey": "app-1"}]},
+        }
+        headers = {"X-Api-Key": "k-1", "Idempotency-Key": '"b-1"'}
+        limited = httpx.post(sim.graphql_url, json=body, headers=headers)
+        assert limited.status_code == 429 and limited.headers["retry-after"] == "1"
+        bearer = httpx.post(sim.graphql_url, json=body, headers={"authorization": "Bearer k-1"})
+        assert bearer.status_code == 401
+        for _ in range(2):
+            assert httpx.post(sim.graphql_url, json=body, headers=headers).status_code == 200
+        assert sim.stats()["accepted"] == 2  # idempotency is off: the repeat is recorded
+        assert httpx.get(f"{sim.base_url}/admin/faults").json()["seed"] == 3
+        assert httpx.get(f"{sim.base_url}/admin/idempotency").json()["enabled"] is False
+
+
+def test_environment_configures_every_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "PORT": "9999", "API_KEY": "env-key", "AUTH_HEADER": "X-Key", "AUTH_SCHEME": "",
+        "APP_KEYS": "a, b", "NO_IDEMPOTENCY": "1", "IDEMPOTENCY_TTL": "5", "SEED": "4",
+        "ERROR_RATE": "0.1", "RATE_LIMIT_RATE": "0.2", "RATE_LIMIT_BURST": "2",
+        "RETRY_AFTER": "3", "LATENCY_MS": "4", "LATENCY_JITTER_MS": "5", "DROP_RATE": "0.3",
+        "DROP_AFTER_RATE": "0.4", "TIMEOUT_RATE": "0.5", "TIMEOUT_S": "6",
+        "REJECT_WHOLE_BATCH": "true",
+    }  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(f"CONNECT_SIM_{name}", value)
+    args = parse_args([])
+    config = config_from(args)
+    assert args.port == 9999
+    assert (config.api_key, config.auth_header, config.expected_auth) == (
+        "env-key",
+        "X-Key",
+        b"env-key",
+    )
+    assert config.app_keys == frozenset({"a", "b"})
+    assert (config.idempotency, config.idempotency_ttl_s) == (False, 5)
+    f = config.faults
+    assert (f.seed, f.error_rate, f.rate_limit_rate, f.rate_limit_burst) == (4, 0.1, 0.2, 2)
+    assert (f.retry_after_s, f.latency_ms, f.latency_jitter_ms) == (3, 4, 5)
+    assert (f.drop_connection_rate, f.drop_after_processing_rate) == (0.3, 0.4)
+    assert (f.timeout_rate, f.timeout_s, f.reject_whole_batch) == (0.5, 6, True)
+
+
+def test_command_line_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONNECT_SIM_API_KEY", "env-key")
+    config = config_from(parse_args(["--api-key", "cli-key"]))
+    assert config.expected_auth == b"Bearer cli-key"
