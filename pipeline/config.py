@@ -88,6 +88,9 @@ class Settings(BaseSettings):
         None, description="Schema Registry basic auth user:password (secret)."
     )
     avro_dir: Path = Field(DEFAULT_AVRO_DIR, description="Directory of the generated .avsc.")
+    max_event_bytes: int = Field(
+        1024 * 1024, ge=1_024, description="Larger record values are dead-lettered undecoded."
+    )
 
     # --- Connect API ---------------------------------------------------------------------
     connect_url: str = Field(

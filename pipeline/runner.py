@@ -23,7 +23,8 @@ def build_decoder(settings: Settings) -> object:
         if settings.schema_registry_basic_auth is not None:
             conf["basic.auth.user.info"] = settings.schema_registry_basic_auth.get_secret_value()
         registry = SchemaRegistryClient(conf)
-    return EventDecoder(SchemaStore.from_directory(settings.avro_dir), registry)
+    store = SchemaStore.from_directory(settings.avro_dir)
+    return EventDecoder(store, registry, max_value_bytes=settings.max_event_bytes)
 
 
 def build_processor(settings: Settings, decoder: object | None = None) -> EventProcessor:
