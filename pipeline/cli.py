@@ -21,6 +21,10 @@ def _register_commands() -> None:
     main.add_command(run_cli.run)
     main.add_command(demo.demo)
     main.add_command(chaos.chaos)
+    from pipeline import config_doc, produce_cli
+
+    main.add_command(produce_cli.produce)
+    main.add_command(config_doc.config_reference)
 
 
 _register_commands()

@@ -1,0 +1,43 @@
+"""The operations commands: the generated configuration reference, the demo producer."""
+
+from __future__ import annotations
+
+import uuid
+
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.config import Settings
+from pipeline.config_doc import DEFAULT_PATH, render_reference
+from tests.integration.consumer_harness import read_topic
+
+
+def test_configuration_reference_is_current():
+    # stale? run `connect-pipeline config-reference` and commit docs/configuration.md
+    assert DEFAULT_PATH.read_text() == render_reference()
+    result = CliRunner().invoke(main, ["config-reference", "--check"])
+    assert result.exit_code == 0, result.output
+
+
+def test_configuration_reference_names_every_setting_and_hides_no_secret():
+    text = render_reference()
+    for name in Settings.model_fields:
+        assert f"`PIPELINE_{name.upper()}`" in text
+    assert "| `PIPELINE_CONNECT_API_KEY` | secret (optional) | unset |" in text
+
+
+def test_stale_reference_fails_the_check(tmp_path):
+    stale = tmp_path / "configuration.md"
+    stale.write_text(render_reference().replace("Consumer group id.", "Old words."))
+    result = CliRunner().invoke(main, ["config-reference", "--check", "--out", str(stale)])
+    assert result.exit_code == 1
+
+
+def test_produce_writes_the_demo_clickstream(kafka_bootstrap):
+    topic = f"produced-{uuid.uuid4().hex[:8]}"
+    args = ["produce", "--bootstrap-servers", kafka_bootstrap, "--topic", topic]
+    result = CliRunner().invoke(main, [*args, "--events", "60", "--partitions", "2"])
+    assert result.exit_code == 0, result.output
+    records = read_topic(kafka_bootstrap, topic, 60)
+    assert len(records) == 60
+    assert all(r.value()[:2] == b"\xc3\x01" for r in records)  # single-object encoding
