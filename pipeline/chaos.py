@@ -281,6 +281,10 @@ class Replica:
     def __init__(self, name: str, settings: Settings, log_dir: Path) -> None:
         self.name = name
         self._env = settings_env(settings)
+        if "transactional_id" in Settings.model_fields:
+            # Two replicas on one host: the default id (group + host name) would make
+            # them fence each other; a restart keeps its id and fences its old self.
+            self._env["PIPELINE_TRANSACTIONAL_ID"] = f"{settings.group_id}-{name}"
         self._log_dir = log_dir
         self._starts = 0
         self._stopped = False  # ended on purpose: not a crash

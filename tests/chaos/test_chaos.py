@@ -1,0 +1,104 @@
+"""The chaos run, small: kills, a rebalance, a broker pause and API faults mid-stream.
+
+Real processes throughout: ``connect-pipeline run`` replicas killed with SIGKILL, the
+embedded broker frozen with SIGSTOP (or KAFKA_BOOTSTRAP_SERVERS, then without the
+pause), the simulator over HTTP with server-side idempotency off.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+
+from pipeline.chaos import (
+    ChaosConfig,
+    ChaosReport,
+    ChaosRun,
+    duplicate_bound,
+    max_calls_in_window,
+    plan_actions,
+    tally_accepted,
+)
+from pipeline.config import Settings
+
+
+def test_the_plan_follows_the_seed():
+    config = ChaosConfig(kills=3, pause_s=10)
+    plan = plan_actions(config)
+    assert plan == plan_actions(ChaosConfig(kills=3, pause_s=10))
+    assert plan != plan_actions(ChaosConfig(kills=3, pause_s=10, seed=2))
+    kinds = [a.kind for a in plan]
+    assert kinds.count("kill") == 3 and kinds.count("pause") == 1
+    assert kinds.index("join") < kinds.index("leave")
+    assert [a.at for a in plan] == sorted(a.at for a in plan)
+    assert all(0 < a.at < 1 for a in plan)  # every action lands mid-stream
+
+
+def test_the_plan_leaves_out_what_is_switched_off():
+    assert plan_actions(ChaosConfig(kills=0, pause_s=0, rebalance=False, faults=False)) == []
+    kinds = sorted(a.kind for a in plan_actions(ChaosConfig(kills=1, pause_s=0, rebalance=False)))
+    assert kinds == ["burst", "burst", "kill"]
+
+
+def test_calls_in_window_counts_the_busiest_stretch():
+    assert max_calls_in_window([], 1.0) == 0
+    assert max_calls_in_window([5.0, 0.0, 0.5, 1.0, 3.0], 1.0) == 3
+    assert max_calls_in_window([0.0, 2.0, 4.0], 1.0) == 1
+
+
+def test_tally_separates_duplicates_lost_and_unexpected():
+    rows, unique, duplicates, unexpected, lost = tally_accepted(
+        ["a", "b", "a", "x", "a"], {"a", "b", "c"}
+    )
+    assert (rows, unique, duplicates, unexpected, lost) == (5, 2, 2, 1, ["c"])
+
+
+def test_local_duplicate_bound_is_kills_times_the_window():
+    settings = Settings(topics=["t"], max_in_flight_batches=4, batch_max_signals=50)
+    assert duplicate_bound(3, settings, batches_per_commit_interval=6) == 3 * (4 + 6) * 50
+    assert duplicate_bound(0, settings, batches_per_commit_interval=6) == 0
+
+
+def test_report_fails_on_loss_dead_letter_mismatch_and_excess_duplicates():
+    ok = ChaosReport(seed=1, events=10, produced=10, valid=9, invalid=1, dead_lettered=1)
+    ok.drained, ok.bound, ok.duplicates = True, 5, 5
+    assert ok.failures() == []
+    for change in (
+        {"lost": 1},
+        {"dead_lettered": 0},
+        {"dead_lettered_wrongly": 1},
+        {"duplicates": 6},
+        {"unexpected_accepted": 1},
+        {"drained": False},
+        {"crashes": ["A exited 1"]},
+    ):
+        assert replace(ok, **change).failures(), change
+
+
+@pytest.mark.integration
+def test_small_chaos_run_loses_nothing(tmp_path):
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    config = ChaosConfig(
+        events=3_000,
+        seed=1,
+        kills=2,
+        pause_s=3.0,
+        produce_rate=150.0,  # the stream lasts ~20 s, so every action lands mid-stream
+        timeout_s=150.0,
+    )
+    report = ChaosRun(config, bootstrap=external, log_dir=tmp_path).run()
+    print("\n".join(report.lines()))
+    assert report.produced == 3_000
+    assert report.kills == 2 and report.joins == 1 and report.leaves == 1
+    assert report.pause_s == (0.0 if external else 3.0)
+    assert report.crashes == []
+    assert report.lost == 0, report.lost_sample
+    assert report.unexpected_accepted == 0
+    assert report.accepted_unique == report.valid
+    assert report.invalid > 0 and report.dead_lettered == report.invalid
+    assert report.dead_lettered_wrongly == 0
+    assert report.duplicates <= report.bound
+    assert report.simulator["faults"], "the simulator injected no fault"
+    assert report.failures() == []
