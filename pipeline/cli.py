@@ -20,6 +20,10 @@ def _register_commands() -> None:
     main.add_command(check_cli.check)
     main.add_command(run_cli.run)
     main.add_command(demo.demo)
+    from pipeline import redrive, replay
+
+    main.add_command(replay.replay)
+    main.add_command(redrive.redrive)
     main.add_command(chaos.chaos)
     from pipeline import config_doc, produce_cli
 

@@ -130,6 +130,29 @@ class Settings(BaseSettings):
         25.0, ge=0, description="On shutdown, time to finish in-flight calls."
     )
 
+    # --- delivery ledger and transactions ----------------------------------------------------
+    ledger_enabled: bool = Field(
+        True, description="Skip signals the ledger says Connect already accepted."
+    )
+    ledger_topic: str | None = Field(
+        None, description="Ledger topic (compacted); unset: '<group_id>-ledger'."
+    )
+    ledger_retention_hours: float = Field(
+        168.0, gt=0, description="Keys accepted within this window are never sent again."
+    )
+    ledger_max_keys: int = Field(
+        2_000_000, ge=1_000, description="In-memory ledger bound (oldest evicted first)."
+    )
+    transactions: bool = Field(
+        True, description="Ledger, dead letters and offsets in one Kafka transaction."
+    )
+    transactional_id: str | None = Field(
+        None, description="Stable per replica; unset: '<group_id>-<group_instance_id|hostname>'."
+    )
+    transaction_timeout_ms: int = Field(
+        60_000, ge=1_000, description="transaction.timeout.ms of the producer."
+    )
+
     # --- operations --------------------------------------------------------------------------
     log_format: LogFormat = Field(LogFormat.JSON, description="json or console.")
     log_level: str = Field("INFO", description="Log level.")
@@ -189,6 +212,10 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+    @property
+    def ledger_topic_name(self) -> str:
+        return self.ledger_topic or f"{self.group_id}-ledger"
 
     @property
     def source_topics(self) -> list[str]:

@@ -19,21 +19,39 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from pipeline.config import Settings
 from pipeline.dead_letter import Source, dead_letter_headers
 from pipeline.delivery import Batch, ConnectClient, DeliveryReport, RetryPolicy, encode_signal
 from pipeline.health import HealthState
+from pipeline.ledger import (
+    LedgerIndex,
+    LedgerLoader,
+    ensure_ledger_topic,
+    ledger_partition,
+    ledger_value,
+    source_partition_count,
+    transactional_id,
+)
 from pipeline.mapping import MappedSignal
 from pipeline.metrics import PipelineMetrics
 from pipeline.offsets import PartitionOffsets
 from pipeline.outcomes import Reason, Rejection
 from pipeline.processor import Dropped, EventProcessor
+from pipeline.transactions import TransactionFatal, Transactions
 
 log = structlog.get_logger("pipeline.consumer")
 
@@ -48,6 +66,46 @@ class Pending:
     message: Message
     size: int
     signal_type: str
+    key: str = ""  # the signal's idempotency key
+    ledger_partition: int = 0  # the source partition (a redrive reads it from headers)
+    epoch: int = 0  # records of an aborted transaction's epoch are read again
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """Replay and redrive: explicit partitions, each read from start up to end (excl.)."""
+
+    start: dict[tuple[str, int], int]
+    end: dict[tuple[str, int], int]
+    #: load every ledger partition (a redrive: its records come from any partition)
+    whole_ledger: bool = False
+
+
+class RecordOrigin:
+    """Where a record came from: itself, or (in a redrive) what its DLQ headers say."""
+
+    def wanted(self, message: Message) -> bool:
+        """False: finish the record untouched (a redrive filtered by reason)."""
+        return True
+
+    def partition(self, message: Message) -> int:
+        return message.partition() or 0
+
+    def source(self, message: Message) -> tuple[Source, int]:
+        """The source for dead-letter headers, and the attempt number."""
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        assert topic is not None and partition is not None and offset is not None
+        timestamp_type, timestamp = message.timestamp()
+        source = Source(
+            topic,
+            partition,
+            offset,
+            timestamp if timestamp_type else None,
+            message.key(),
+            message.value(),
+            tuple(_header_pairs(message)),
+        )
+        return source, 1
 
 
 @dataclass(slots=True)
@@ -60,6 +118,8 @@ class RunSummary:
     dropped: Counter[str] = field(default_factory=Counter)
     api_calls: int = 0
     api_retries: int = 0
+    skipped: int = 0  # already accepted by Connect (the ledger): never sent again
+    filtered: int = 0  # a redrive's records of other reasons, left alone
 
     @property
     def delivered_total(self) -> int:
@@ -92,12 +152,16 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
-    return {
+    conf: dict[str, Any] = {
         **settings.kafka_common(),
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 5,
+        "linger.ms": 5,  # pipeline.ledger.PRODUCER_LINGER_MS
     }
+    if settings.transactions:
+        conf["transactional.id"] = transactional_id(settings)
+        conf["transaction.timeout.ms"] = settings.transaction_timeout_ms
+    return conf
 
 
 def _auth_value(settings: Settings) -> str | None:
@@ -121,8 +185,13 @@ class SignalConsumer:
         settings: Settings,
         processor: EventProcessor,
         metrics: PipelineMetrics | None = None,
+        *,
+        bounds: Bounds | None = None,
+        origin: RecordOrigin | None = None,
     ) -> None:
         self._settings = settings
+        self._bounds = bounds
+        self._origin = origin or RecordOrigin()
         self._processor = processor
         self._stop_requested = threading.Event()
         self._abandon = threading.Event()  # shutdown drain timed out: stop retrying
@@ -145,10 +214,30 @@ class SignalConsumer:
         self._last_commit = time.monotonic()
         self._last_record = time.monotonic()
         kafka_logger = logging.getLogger("librdkafka")
+        eof = {"enable.partition.eof": True} if bounds is not None else {}
         self._consumer = Consumer(
-            {**consumer_config(settings), "stats_cb": self._on_stats, "logger": kafka_logger}
+            {
+                **consumer_config(settings),
+                **eof,
+                "stats_cb": self._on_stats,
+                "logger": kafka_logger,
+            }
         )
         self._producer = Producer({**producer_config(settings), "logger": kafka_logger})
+        # --- idempotency: the ledger, one transaction per commit cycle, rewinds
+        self._epoch = 0
+        self._fatal = False
+        self._bounded: set[TopicPartitionKey] = set()  # bounded mode: partitions to read
+        self._done: set[TopicPartitionKey] = set()  # bounded mode: partitions read to end
+        self._in_flight_keys: set[str] = set()  # batched or sent, not yet settled
+        self._last_committed: dict[TopicPartitionKey, int] = {}
+        self._txn_ledger: list[tuple[int, str, int]] = []  # ledger records in the open txn
+        self._txn_dirty = False
+        self._txn = Transactions(self._producer, self._consumer) if settings.transactions else None
+        retention_ms = int(settings.ledger_retention_hours * 3_600_000)
+        self.ledger = LedgerIndex(settings.ledger_max_keys, retention_ms)
+        self._ledger_loader: LedgerLoader | None = None
+        self._ledger_partitions = 1
         self.metrics.watch(
             in_flight=lambda: self._in_flight,
             buffered_bytes=lambda: self._buffered_bytes,
@@ -190,17 +279,27 @@ class SignalConsumer:
         )
 
     def run(self, *, stop_after_idle_s: float | None = None) -> RunSummary:
-        """Consume until stopped (or idle that long, for the demo and tests)."""
-        self._consumer.subscribe(
-            self._settings.source_topics,
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        """Consume until stopped (or idle that long, for the demo and tests).
+
+        With ``bounds`` (replay, redrive): read the given partitions up to their end
+        offsets, then stop.
+        """
+        self._prepare_idempotency()
+        if self._bounds is None:
+            self._consumer.subscribe(
+                self._settings.source_topics,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+        else:
+            self._assign_bounds(self._bounds)
         log.info("consumer started", topics=self._settings.source_topics)
         try:
             while not self._stop_requested.is_set():
                 self._step()
+                if self._bounds is not None and not self._assigned and self.idle:
+                    break
                 if (
                     stop_after_idle_s is not None
                     and self._ever_assigned
@@ -208,9 +307,166 @@ class SignalConsumer:
                     and time.monotonic() - self._last_record > stop_after_idle_s
                 ):
                     break
+        except TransactionFatal:
+            self._fatal = True
+            log.error("producer fenced or failed fatally: stopping without committing")
+            raise
         finally:
             self._shutdown()
         return self.summary
+
+    # --- idempotency: ledger, transactions, bounded reads ---------------------------------
+
+    def _prepare_idempotency(self) -> None:
+        settings = self._settings
+        conf = settings.kafka_common()
+        if settings.ledger_enabled:
+            partitions = source_partition_count(conf, settings)
+            topic = settings.ledger_topic_name
+            retention_ms = self.ledger.retention_ms
+            self._ledger_partitions = ensure_ledger_topic(conf, topic, partitions, retention_ms)
+            self._ledger_loader = LedgerLoader(conf, topic, self.ledger)
+        if self._txn is not None:
+            self._txn.start()
+
+    def _load_ledger(self, source_partitions: set[int]) -> None:
+        if self._ledger_loader is not None:
+            n = self._ledger_partitions
+            self._ledger_loader.load({ledger_partition(p, n) for p in source_partitions})
+
+    def _assign_bounds(self, bounds: Bounds) -> None:
+        todo = {tp: start for tp, start in bounds.start.items() if start < bounds.end[tp]}
+        self._done.update(tp for tp in bounds.start if tp not in todo)
+        if not bounds.whole_ledger:
+            self._load_ledger({p for _, p in todo})
+        elif self._ledger_loader is not None:
+            self._ledger_loader.load(range(self._ledger_partitions))
+        self._consumer.assign([TopicPartition(t, p, start) for (t, p), start in todo.items()])
+        self._bounded = set(todo)
+        self._assigned.update(todo)
+        self._ever_assigned = True
+
+    def _reached_end(self, key: TopicPartitionKey) -> None:
+        """Bounded mode: this partition is read up to its end offset."""
+        if key in self._done:
+            return
+        self._done.add(key)
+        self._assigned.discard(key)
+        self._consumer.pause([TopicPartition(*key)])
+        log.info("partition read to its end offset", partition=f"{key[0]}[{key[1]}]")
+
+    def _skip_if_delivered(self, signal: MappedSignal, pending: Pending) -> bool:
+        """Already accepted by Connect (ledger) or on its way in this process: skip it."""
+        key = signal.idempotency_key
+        if not self._settings.ledger_enabled:
+            return False
+        if key in self.ledger or key in self._in_flight_keys:
+            self.summary.skipped += 1
+            self._finish(pending)
+            return True
+        self._in_flight_keys.add(key)
+        return False
+
+    def _delivered(self, pending: Pending) -> None:
+        """Connect accepted it: remember it in the ledger, finish on the write's ack."""
+        self.summary.delivered[pending.signal_type] += 1
+        if not self._settings.ledger_enabled:
+            self._finish(pending)
+            return
+        self._in_flight_keys.discard(pending.key)
+        accepted_ms = int(time.time() * 1000)
+        self.ledger.add(pending.key, accepted_ms)
+        self._write_ledger(pending.ledger_partition, pending.key, accepted_ms, pending)
+
+    def _write_ledger(
+        self, partition: int, key: str, accepted_ms: int, pending: Pending | None
+    ) -> None:
+        def acknowledged(error: KafkaError | None, _: Message) -> None:
+            if error is None:
+                if pending is not None:
+                    self._finish(pending)
+            elif self._txn is None:
+                log.warning("ledger write failed, retrying", error=str(error))
+                self._write_ledger(partition, key, accepted_ms, pending)
+            # in a transaction, the commit fails, aborts and the records are read again
+
+        if self._txn is not None:
+            self._txn_ledger.append((partition, key, accepted_ms))
+        self._produce(
+            self._settings.ledger_topic_name,
+            partition=ledger_partition(partition, self._ledger_partitions),
+            key=key.encode(),
+            value=ledger_value(accepted_ms),
+            on_delivery=acknowledged,
+        )
+
+    def _produce(self, topic: str, **kwargs: Any) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                self._txn_dirty = True
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+            except KafkaException as error:  # the transaction needs an abort: commit now
+                log.warning("produce refused", error=str(error))
+                self._last_commit = 0.0
+                return
+
+    def _commit_transaction(self) -> None:
+        assert self._txn is not None
+        offsets = []
+        for key, tracker in self._offsets.items():
+            offset = tracker.committable()
+            if offset is not None and offset != self._last_committed.get(key):
+                offsets.append(TopicPartition(key[0], key[1], offset))
+        if not offsets and not self._txn_dirty:
+            return
+        self.ledger.expire()
+        if self._txn.commit(offsets):
+            for tp in offsets:
+                self._last_committed[(tp.topic, tp.partition)] = tp.offset
+            self._txn_ledger.clear()
+            self._txn_dirty = False
+        else:
+            self._rewind()
+
+    def _rewind(self) -> None:
+        """The transaction was aborted: re-read everything after the committed offsets.
+
+        What Connect accepted stays accepted: those keys are in the in-memory ledger and
+        their ledger records are written again in the new transaction, so the records
+        read again are skipped, not re-sent.
+        """
+        self._epoch += 1
+        self._open, self._open_bytes = [], 0
+        self._ready.clear()
+        self._dlq_failed.clear()
+        rewritten, self._txn_ledger = self._txn_ledger, []
+        for partition, signal_key, accepted_ms in rewritten:
+            self._write_ledger(partition, signal_key, accepted_ms, None)
+        deadline = time.monotonic() + self._settings.drain_timeout_s
+        while self._in_flight and time.monotonic() < deadline:
+            self._collect_reports(block_s=0.1)  # stale reports: ledger records only
+        self._in_flight_keys.clear()
+        self._offsets.clear()
+        self._buffered_bytes = 0
+        if self._bounds is not None:  # partitions read to their end are read again
+            self._done.clear()
+            self._assigned.update(self._bounded)
+            self._consumer.resume([TopicPartition(*key) for key in self._bounded])
+        positions = []
+        for key in sorted(self._assigned):
+            offset = self._last_committed.get(key)
+            if offset is None and self._bounds is not None:
+                offset = self._bounds.start[key]
+            if offset is None:
+                (committed,) = self._consumer.committed([TopicPartition(*key)], timeout=30)
+                offset = committed.offset if committed.offset >= 0 else OFFSET_BEGINNING
+            positions.append(TopicPartition(key[0], key[1], offset))
+        for tp in positions:
+            self._consumer.seek(tp)
+        log.warning("rewound to the committed offsets", partitions=len(positions))
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -236,11 +492,19 @@ class SignalConsumer:
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("kafka error", error=str(error))
+            elif self._bounds is not None:
+                self._reached_end((message.topic() or "", message.partition() or 0))
             return
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         assert topic is not None and partition is not None and offset is not None
         self._last_record = time.monotonic()
         key = (topic, partition)
+        if self._bounds is not None:
+            if key in self._done or offset >= self._bounds.end[key]:
+                self._reached_end(key)
+                return
+            if offset + 1 >= self._bounds.end[key]:
+                self._reached_end(key)  # the last one: handled below, nothing after it
         tracker = self._offsets.get(key)
         if tracker is None:
             tracker = self._offsets[key] = PartitionOffsets()
@@ -249,13 +513,28 @@ class SignalConsumer:
         size = len(value or b"") + len(message.key() or b"")
         self._buffered_bytes += size
         self.summary.consumed += 1
+        if not self._origin.wanted(message):
+            self.summary.filtered += 1
+            self._finish(Pending(message, size, "", epoch=self._epoch))
+            return
         outcome = self._processor.process(value)
         if isinstance(outcome, MappedSignal):
-            self._add_to_batch(outcome, Pending(message, size, outcome.signal_type))
+            pending = Pending(
+                message,
+                size,
+                outcome.signal_type,
+                outcome.idempotency_key,
+                self._origin.partition(message),
+                self._epoch,
+            )
+            if not self._skip_if_delivered(outcome, pending):
+                self._add_to_batch(outcome, pending)
         elif isinstance(outcome, Rejection):
-            self._dead_letter(Pending(message, size, ""), outcome)
+            self._dead_letter(
+                Pending(message, size, outcome.signal_type, epoch=self._epoch), outcome
+            )
         else:
-            self._drop(Pending(message, size, outcome.signal_type), outcome)
+            self._drop(Pending(message, size, outcome.signal_type, epoch=self._epoch), outcome)
 
     # --- batching ----------------------------------------------------------------------------
 
@@ -322,10 +601,13 @@ class SignalConsumer:
         for index, pending in enumerate(report.batch.refs):
             message = report.rejected.get(index)
             if message is None:
-                self.summary.delivered[pending.signal_type] += 1
-                self._finish(pending)
+                self._delivered(pending)
+            elif pending.epoch != self._epoch:
+                continue  # its transaction was aborted: it is read and sent again
             else:
                 rejection = Rejection.single(Reason.API_REJECTED, "", message)
+                # the idempotency key: the eventId when it is plain ASCII
+                rejection = replace(rejection, event_id=report.batch.keys[index])
                 self._dead_letter(pending, rejection)
         delivered = len(report.batch.refs) - len(report.rejected)
         if delivered:
@@ -334,6 +616,8 @@ class SignalConsumer:
     # --- finishing records ------------------------------------------------------------------
 
     def _finish(self, pending: Pending) -> None:
+        if pending.epoch != self._epoch:
+            return  # read again since (an aborted transaction): not this record any more
         message = pending.message
         tracker = self._offsets.get((message.topic() or "", message.partition() or 0))
         if tracker is not None:
@@ -349,17 +633,9 @@ class SignalConsumer:
         message = pending.message
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         assert topic is not None and partition is not None and offset is not None
-        timestamp_type, timestamp = message.timestamp()
-        source = Source(
-            topic,
-            partition,
-            offset,
-            timestamp if timestamp_type else None,
-            message.key(),
-            message.value(),
-            tuple(_header_pairs(message)),
-        )
-        headers = dead_letter_headers(rejection, source, self._settings.group_id)
+        self._in_flight_keys.discard(pending.key)
+        source, attempt = self._origin.source(message)
+        headers = dead_letter_headers(rejection, source, self._settings.group_id, attempt)
         log.info(
             "dead-lettered",
             topic=topic,
@@ -374,24 +650,24 @@ class SignalConsumer:
 
         def acknowledged(error: KafkaError | None, _: Message) -> None:
             if error is not None:
+                if self._txn is not None:
+                    return  # the commit fails and aborts: the record is read again
                 log.warning("dead-letter write failed, retrying", error=str(error))
                 self._dlq_failed.append((pending, rejection))
+                return
+            if pending.epoch != self._epoch:
                 return
             self.summary.dead_lettered[str(rejection.reason)] += 1
             self.metrics.dead_lettered[str(rejection.reason)].inc()
             self._finish(pending)
 
-        try:
-            self._producer.produce(
-                self._settings.dlq_topic,
-                key=source.key,
-                value=source.value,
-                headers=list[tuple[str, str | bytes | None]](headers),
-                on_delivery=acknowledged,
-            )
-        except BufferError:
-            self._producer.poll(0.1)
-            self._dlq_failed.append((pending, rejection))
+        self._produce(
+            self._settings.dlq_topic,
+            key=source.key,
+            value=source.value,
+            headers=list[tuple[str, str | bytes | None]](headers),
+            on_delivery=acknowledged,
+        )
 
     def _retry_failed_dead_letters(self) -> None:
         for _ in range(len(self._dlq_failed)):
@@ -433,6 +709,9 @@ class SignalConsumer:
 
     def _commit(self, *, asynchronous: bool, only: set[TopicPartitionKey] | None = None) -> None:
         self._last_commit = time.monotonic()
+        if self._txn is not None:
+            self._commit_transaction()  # every partition's offsets: never too many
+            return
         offsets = []
         for key, tracker in self._offsets.items():
             if only is not None and key not in only:
@@ -472,6 +751,8 @@ class SignalConsumer:
         return self._in_flight == 0 and not self._ready
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Before a record of these partitions is read: what was delivered from them.
+        self._load_ledger({tp.partition for tp in partitions})
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
         self._ever_assigned = True
         self.health.joined = True
@@ -488,12 +769,14 @@ class SignalConsumer:
         self._commit(asynchronous=False, only=revoked)
         for key in revoked:
             self._offsets.pop(key, None)
+            self._last_committed.pop(key, None)
             self._assigned.discard(key)
         log.info("partitions revoked", partitions=sorted(f"{t}[{p}]" for t, p in revoked))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._offsets.pop((tp.topic, tp.partition), None)
+            self._last_committed.pop((tp.topic, tp.partition), None)
             self._assigned.discard((tp.topic, tp.partition))
         log.warning("partitions lost", count=len(partitions))
 
@@ -504,7 +787,8 @@ class SignalConsumer:
             log.warning("drain timed out: unfinished records stay uncommitted")
             self._abandon.set()
             self._collect_reports(block_s=1.0)
-        self._commit(asynchronous=False)
+        if not self._fatal:
+            self._commit(asynchronous=False)
         self._consumer.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._client.close()

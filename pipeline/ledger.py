@@ -1,0 +1,266 @@
+"""The delivery ledger: which signals Connect accepted, so that none is sent twice.
+
+The ledger is a Kafka topic (compacted, and trimmed by time) keyed by the signal's
+idempotency key; a key lands in the ledger partition numbered like the source
+partition it was read from, so a re-read of source partition ``p`` needs ledger
+partition ``p`` only. A record is written only after Connect accepted the signal,
+inside the consumer's transaction when transactions are on.
+
+The in-memory index holds the keys accepted within the retention window, bounded by
+a maximum count (oldest evicted first, counted and logged).
+
+Ledger partitions are read *uncommitted*, on purpose: a ledger record states a fact
+("Connect accepted this key") that is true as soon as it is written, even when the
+transaction that carried it is later aborted or its producer dies. Reading only
+committed records would re-send everything a crashed replica delivered since its
+last commit; reading them all narrows the duplicate window to the batches whose
+acceptance had not yet reached the ledger (see ``duplicate_bound``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+import struct
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from pipeline.config import Settings
+
+log = structlog.get_logger("pipeline.ledger")
+
+LOAD_TIMEOUT_S: Final = 300.0
+#: linger.ms of the consumer's producer (ledger and dead-letter records).
+PRODUCER_LINGER_MS: Final = 5
+_VALUE: Final = struct.Struct(">q")
+
+
+def ledger_value(accepted_ms: int) -> bytes:
+    """A ledger record's value: when Connect accepted the signal (ms since epoch)."""
+    return _VALUE.pack(accepted_ms)
+
+
+def ledger_partition(source_partition: int, ledger_partitions: int) -> int:
+    """The ledger partition of a source partition (modulo, should sources grow)."""
+    return source_partition % ledger_partitions
+
+
+def transactional_id(settings: Settings) -> str:
+    """Stable per replica: a restarted replica fences its own previous incarnation."""
+    if settings.transactional_id:
+        return settings.transactional_id
+    replica = settings.group_instance_id or socket.gethostname()
+    return f"{settings.group_id}-{replica}"
+
+
+def duplicate_bound(settings: Settings, *, min_call_latency_s: float = 0.0) -> int:
+    """The most signals one replica's crash (SIGKILL) can make Connect receive twice.
+
+    A signal is sent again only when Connect accepted it but its ledger record had not
+    reached the broker when the process died: the batches in flight (sent, answer not
+    yet processed) plus the batches settled within the producer's last linger
+    (``PRODUCER_LINGER_MS``), whose ledger records were still queued. A transaction
+    open at the crash is aborted, but its ledger records are read all the same (read
+    uncommitted). The settled batches are bounded by how many calls can complete in
+    one linger at ``min_call_latency_s``; without it, by one more round in flight.
+    """
+    in_flight = settings.max_in_flight_batches
+    if min_call_latency_s > 0:
+        rounds = math.ceil(PRODUCER_LINGER_MS / 1000 / min_call_latency_s)
+    else:
+        rounds = 1
+    return settings.batch_max_signals * in_flight * (1 + rounds)
+
+
+class LedgerIndex:
+    """Keys accepted within the retention window, at most ``max_keys`` of them.
+
+    One dict in insertion order (about time order: the ledger is read in offset order
+    and appended as Connect accepts), key -> minute of acceptance. Minutes are shared
+    int objects, so a key costs its string and one dict slot.
+    """
+
+    __slots__ = ("_clock", "_keys", "_minutes", "evicted", "expired", "max_keys", "retention_ms")
+
+    def __init__(
+        self,
+        max_keys: int,
+        retention_ms: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_keys = max_keys
+        self.retention_ms = retention_ms
+        self._clock = clock
+        self._keys: dict[str, int] = {}
+        self._minutes: dict[int, int] = {}
+        self.evicted = 0  # dropped to stay under max_keys
+        self.expired = 0  # dropped for being older than the retention window
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def cutoff_ms(self) -> int:
+        return int(self._clock() * 1000) - self.retention_ms
+
+    def add(self, key: str, accepted_ms: int) -> bool:
+        """Remember a key; False when it is already older than the retention window."""
+        if accepted_ms < self.cutoff_ms():
+            return False
+        minute = accepted_ms // 60_000
+        shared = self._minutes.setdefault(minute, minute)
+        if key in self._keys:
+            del self._keys[key]  # re-inserted at the end: it is now among the newest
+        self._keys[key] = shared
+        if len(self._keys) > self.max_keys:
+            self._evict(len(self._keys) - self.max_keys)
+        return True
+
+    def _evict(self, count: int) -> None:
+        first = self.evicted == 0
+        for _ in range(count):
+            self._keys.pop(next(iter(self._keys)))
+        self.evicted += count
+        if first or self.evicted % 100_000 < count:
+            log.warning(
+                "ledger over PIPELINE_LEDGER_MAX_KEYS: oldest keys evicted",
+                evicted=self.evicted,
+                max_keys=self.max_keys,
+            )
+
+    def expire(self) -> int:
+        """Drop keys older than the retention window (from the oldest end)."""
+        cutoff_minute = self.cutoff_ms() // 60_000
+        dropped = 0
+        while self._keys:
+            key = next(iter(self._keys))
+            if self._keys[key] >= cutoff_minute:
+                break
+            del self._keys[key]
+            dropped += 1
+        if dropped:
+            self.expired += dropped
+            live = set(self._keys.values())
+            self._minutes = {m: m for m in self._minutes if m in live}
+        return dropped
+
+
+def ensure_ledger_topic(
+    kafka_conf: dict[str, Any], topic: str, partitions: int, retention_ms: int
+) -> int:
+    """Create the ledger topic when absent; returns its partition count."""
+    admin = AdminClient(kafka_conf)
+    existing = admin.list_topics(timeout=30).topics.get(topic)
+    if existing is not None and existing.partitions:
+        return len(existing.partitions)
+    config = {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
+    futures = admin.create_topics([NewTopic(topic, partitions, -1, config=config)])
+    try:
+        futures[topic].result(30)
+        log.info("ledger topic created", topic=topic, partitions=partitions)
+    except Exception as error:  # created meanwhile by another replica
+        if "TOPIC_ALREADY_EXISTS" not in str(error) and "already exists" not in str(error):
+            raise
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        created = admin.list_topics(topic, timeout=10).topics.get(topic)
+        if created is not None and created.partitions and created.error is None:
+            return len(created.partitions)
+        time.sleep(0.2)
+    raise RuntimeError(f"ledger topic {topic} did not appear")
+
+
+def source_partition_count(kafka_conf: dict[str, Any], settings: Settings) -> int:
+    """The largest partition count among the source topics (1 if none exists yet)."""
+    metadata = AdminClient(kafka_conf).list_topics(timeout=30).topics
+    if settings.topic_pattern:
+        pattern = re.compile(settings.source_topics[0])
+        topics = [t for t in metadata if pattern.match(t)]
+    else:
+        topics = [t for t in settings.topics if t in metadata]
+    return max((len(metadata[t].partitions) for t in topics), default=1)
+
+
+class LedgerLoader:
+    """Reads ledger partitions into the index, each from where it last stopped."""
+
+    def __init__(self, kafka_conf: dict[str, Any], topic: str, index: LedgerIndex) -> None:
+        self._conf = {
+            **kafka_conf,
+            "group.id": f"ledger-loader-{uuid.uuid4().hex[:12]}",  # never commits
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_uncommitted",  # see the module docstring
+            "auto.offset.reset": "earliest",
+        }
+        self.topic = topic
+        self.index = index
+        self._positions: dict[int, int] = {}
+
+    def load(self, partitions: Iterable[int]) -> int:
+        """Read each partition to its end; returns how many records were read."""
+        wanted = sorted(set(partitions))
+        if not wanted:
+            return 0
+        started = time.monotonic()
+        consumer = Consumer(self._conf)
+        try:
+            assignment = self._start_offsets(consumer, wanted)
+            consumer.assign(assignment)
+            read = self._read_to_end(consumer, set(wanted))
+        finally:
+            consumer.close()
+        log.info(
+            "ledger loaded",
+            topic=self.topic,
+            partitions=wanted,
+            records=read,
+            keys=len(self.index),
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return read
+
+    def _start_offsets(self, consumer: Consumer, partitions: list[int]) -> list[TopicPartition]:
+        fresh = [p for p in partitions if p not in self._positions]
+        starts = {p: self._positions[p] for p in partitions if p in self._positions}
+        if fresh:
+            # Skip what is older than the retention window without reading it.
+            since = self.index.cutoff_ms()
+            query = [TopicPartition(self.topic, p, since) for p in fresh]
+            for tp in consumer.offsets_for_times(query, timeout=30):
+                starts[tp.partition] = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+        return [TopicPartition(self.topic, p, starts[p]) for p in partitions]
+
+    def _read_to_end(self, consumer: Consumer, remaining: set[int]) -> int:
+        read = 0
+        deadline = time.monotonic() + LOAD_TIMEOUT_S
+        while remaining:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ledger {self.topic}: partitions {remaining} not loaded")
+            for message in consumer.consume(1000, timeout=0.5):
+                partition = message.partition()
+                assert partition is not None
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        remaining.discard(partition)
+                        self._positions[partition] = message.offset() or 0
+                        continue
+                    raise RuntimeError(f"ledger {self.topic}: {error}")
+                key, value = message.key(), message.value()
+                self._positions[partition] = (message.offset() or 0) + 1
+                if key is None or value is None or len(value) != _VALUE.size:
+                    continue
+                self.index.add(key.decode(), _VALUE.unpack(value)[0])
+                read += 1
+        return read
