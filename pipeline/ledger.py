@@ -247,7 +247,7 @@ class LedgerLoader:
         while remaining:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"ledger {self.topic}: partitions {remaining} not loaded")
-            for message in consumer.consume(1000, timeout=0.5):
+            for message in consumer.consume(1000, timeout=0.1):
                 partition = message.partition()
                 assert partition is not None
                 error = message.error()
