@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench install
+.PHONY: demo test lint bench install checks-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,6 +13,17 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# Static checks of k8s/, Dockerfile and docker-compose.yml (checkov, kubectl kustomize,
+# kubernetes-validate, check-jsonschema): their own virtualenv, their pins clash with ours.
+CHECKS := .venv-checks
+$(CHECKS)/.installed: tests/ops/requirements-checks.txt
+	$(PY) -m venv $(CHECKS)
+	$(CHECKS)/bin/pip install --quiet --upgrade pip
+	$(CHECKS)/bin/pip install --quiet -r tests/ops/requirements-checks.txt
+	touch $@
+
+checks-venv: $(CHECKS)/.installed
+
 demo: install
 	$(BIN)/connect-pipeline demo
 
@@ -21,8 +32,8 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy pipeline connect_sim
 
-test: install lint
-	$(BIN)/pytest -q
+test: install lint checks-venv
+	PIPELINE_REQUIRE_CHECKS=1 $(BIN)/pytest -q
 
 bench: install
 	$(BIN)/python -m benchmarks
