@@ -362,6 +362,7 @@ class SignalConsumer:
             return False
         if key in self.ledger or key in self._in_flight_keys:
             self.summary.skipped += 1
+            self.metrics.skipped.inc()
             self._finish(pending)
             return True
         self._in_flight_keys.add(key)
