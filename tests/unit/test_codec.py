@@ -229,3 +229,13 @@ def test_registry_outage_raises_and_is_not_cached() -> None:
     assert isinstance(decoder.decode(value), Decoded)
     assert isinstance(decoder.decode(value), Decoded)
     assert flaky.calls == 2  # the plan is cached after the first success
+
+
+def test_values_over_the_size_limit_are_refused_undecoded() -> None:
+    value = encode_single_object(schema(2, "order"), sample(2, "order"))
+    decoder = EventDecoder(STORE, max_value_bytes=len(value))
+    assert isinstance(decoder.decode(value), Decoded)
+    refused = decoder.decode(value + b"\x00")
+    assert refused == DecodeFailure(
+        "undecodable", f"value of {len(value) + 1} bytes exceeds the {len(value)}-byte limit"
+    )
