@@ -36,6 +36,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--idempotency-ttl", type=float, default=float(_env("IDEMPOTENCY_TTL", "3600")), help="s"
     )
+    p.add_argument(
+        "--idempotency-max-keys", type=int, default=int(_env("IDEMPOTENCY_MAX_KEYS", "100000"))
+    )
+    p.add_argument(
+        "--record-limit",
+        type=int,
+        default=int(_env("RECORD_LIMIT", "-1")) if _env("RECORD_LIMIT", "") else None,
+        help="keep only the latest N accepted signals for /signals (counts stay exact)",
+    )
     p.add_argument("--seed", type=int, default=int(_env("SEED", "0")))
     p.add_argument("--error-rate", type=float, default=float(_env("ERROR_RATE", "0")))
     p.add_argument("--rate-limit-rate", type=float, default=float(_env("RATE_LIMIT_RATE", "0")))
@@ -75,6 +84,8 @@ def config_from(args: argparse.Namespace) -> Config:
         app_keys=frozenset(k.strip() for k in args.app_keys.split(",") if k.strip()),
         idempotency=not args.no_idempotency,
         idempotency_ttl_s=args.idempotency_ttl,
+        idempotency_max_keys=args.idempotency_max_keys,
+        record_limit=args.record_limit,
         faults=faults,
     )
 

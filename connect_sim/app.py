@@ -10,7 +10,8 @@ HTTP surface (the tests, the demo and the benchmarks rely on it):
   ``Signal-Idempotency-Keys`` (List of sf-strings, one per signal).
 - ``GET /stats``: counts (accepted, rejected, duplicates, replayed, unique_keys,
   requests by status, faults injected).
-- ``GET /signals``: accepted signals as JSON Lines (key, batchKey, receivedAt, signal).
+- ``GET /signals``: accepted signals as JSON Lines (key, batchKey, receivedAt, signal);
+  the latest ``record_limit`` of them when one is set (long benchmarks).
 - ``POST /reset``: forget everything recorded; re-seed the faults.
 - ``GET|POST /admin/faults``: fault settings (``connect_sim.faults.Faults``).
 - ``GET|POST /admin/idempotency``: ``{"enabled": bool, "ttl_s": float}``.
@@ -23,6 +24,7 @@ import asyncio
 import hashlib
 import hmac
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -72,6 +74,8 @@ class Config:
     app_keys: frozenset[str] = frozenset({"sim-app-key"})
     idempotency: bool = True
     idempotency_ttl_s: float = 3600.0
+    idempotency_max_keys: int = 100_000  # oldest keys go first beyond this (memory bound)
+    record_limit: int | None = None  # keep only the latest N accepted signals for /signals
     faults: Faults = field(default_factory=Faults)
 
     @property
@@ -168,12 +172,14 @@ class Simulator:
     def reset(self) -> None:
         # One JSON line per accepted signal: bytes keep memory small and the garbage
         # collector out of the hot path (no container to traverse per signal).
-        self.accepted: list[bytes] = []
+        self.accepted: deque[bytes] = deque(maxlen=self.config.record_limit)
         self.keys_seen: set[str] = set()
         self.counts = {"accepted": 0, "rejected": 0, "duplicates": 0, "replayed": 0}
         self.statuses: dict[str, int] = {}
         self.faults_injected: dict[str, int] = {}
-        self.store = IdempotencyStore(self.config.idempotency_ttl_s)
+        self.store = IdempotencyStore(
+            self.config.idempotency_ttl_s, self.config.idempotency_max_keys
+        )
         self.plan = FaultPlan(self.config.faults)
         self.next_id = 0
 

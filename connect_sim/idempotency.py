@@ -2,7 +2,8 @@
 
 A key first seen is reserved while its request is processed; a repeat meanwhile is
 a conflict (409). Once answered, a repeat with the same payload fingerprint gets the
-stored response and a different payload is a misuse (422). Keys expire after ttl_s.
+stored response and a different payload is a misuse (422). Keys expire after ttl_s;
+beyond max_keys the oldest go first, so memory stays bounded at any request rate.
 Time is passed in, so the rules are plain functions of their inputs.
 """
 
@@ -28,8 +29,9 @@ class Entry:
 
 
 class IdempotencyStore:
-    def __init__(self, ttl_s: float) -> None:
+    def __init__(self, ttl_s: float, max_keys: int = 100_000) -> None:
         self.ttl_s = ttl_s
+        self.max_keys = max_keys
         self.entries: dict[str, Entry] = {}
         self._next_prune = 0.0
 
@@ -42,7 +44,10 @@ class IdempotencyStore:
             if entry.fingerprint != fingerprint:
                 return Verdict.MISMATCH, entry
             return Verdict.REPLAY, entry
+        self.entries.pop(key, None)  # an expired entry: the new one goes last in order
         self.entries[key] = Entry(fingerprint, now + self.ttl_s)
+        if len(self.entries) > self.max_keys:
+            del self.entries[next(iter(self.entries))]  # the oldest (insertion order)
         return Verdict.NEW, None
 
     def complete(self, key: str, status: int, body: bytes) -> None:
