@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
 import fastavro
+from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 CONFLUENT_MAGIC: Final = 0
@@ -202,6 +203,12 @@ def _read(value: bytes, start: int, plan: _Plan) -> Decoded | DecodeFailure:
         record = fastavro.schemaless_reader(stream, plan.writer, plan.reader)
     except EOFError:
         return DecodeFailure("undecodable", f"truncated Avro body ({plan.key})")
+    except SchemaResolutionError as error:
+        # The writer's schema, not the bytes, is at fault: say how it breaks resolution.
+        reason = str(error)[:200]
+        return DecodeFailure(
+            "unknown_schema", f"writer schema {plan.key} does not resolve to the reader: {reason}"
+        )
     except Exception as error:  # malformed data: fastavro raises many kinds
         kind = type(error).__name__
         return DecodeFailure("undecodable", f"malformed Avro body ({plan.key}): {kind}")

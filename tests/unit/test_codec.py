@@ -239,3 +239,17 @@ def test_values_over_the_size_limit_are_refused_undecoded() -> None:
     assert refused == DecodeFailure(
         "undecodable", f"value of {len(value) + 1} bytes exceeds the {len(value)}-byte limit"
     )
+
+
+def test_registered_writer_schema_that_does_not_resolve() -> None:
+    """A producer registered an incompatible schema (subject at NONE): the schema's fault."""
+    changed = json.loads(json.dumps(schema(2, "order")))
+    changed["fields"] = [f for f in changed["fields"] if f["name"] != "sessionId"]
+    client, (changed_id,) = registry_with(("loose-value", changed))
+    record = {k: v for k, v in sample(2, "order").items() if k != "sessionId"}
+    result = failure(encode_confluent(changed_id, changed, record), client)
+    assert result.reason == "unknown_schema"
+    assert result.message == (
+        f"writer schema id:{changed_id} does not resolve to the reader: "
+        "No default value for field sessionId in connect.signals.OrderEvent"
+    )
