@@ -15,6 +15,7 @@ when the duplicates exceed the stated bound.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -98,8 +99,12 @@ def plan_actions(config: ChaosConfig) -> list[Action]:
 
 
 def simulator_faults(seed: int, *, burst: int = 0) -> dict[str, Any]:
-    """The simulator's fault settings: 5xx, 429 (bursts), latency, timeouts, drops."""
-    return {
+    """The simulator's fault settings: 5xx, 429 (bursts), latency, timeouts, drops.
+
+    Timeouts and drops after processing make Connect accept a batch whose answer the
+    client never sees: the retry sends it again (counted apart, see ``retried``).
+    """
+    wanted: dict[str, Any] = {
         "seed": seed,
         "error_rate": 0.05,
         "rate_limit_rate": 0.01,
@@ -108,9 +113,19 @@ def simulator_faults(seed: int, *, burst: int = 0) -> dict[str, Any]:
         "latency_ms": 5,
         "latency_jitter_ms": 20,
         "drop_connection_rate": 0.02,
+        "drop_after_processing_rate": 0.002,
         "timeout_rate": 0.002,
         "timeout_s": 3.0,
     }
+    return {k: v for k, v in wanted.items() if k in _simulator_fault_names()}
+
+
+def _simulator_fault_names() -> set[str]:
+    try:
+        from connect_sim.faults import Faults  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        from connect_sim.app import Faults  # type: ignore[attr-defined, no-redef, unused-ignore]
+    return {f.name for f in dataclasses.fields(Faults)}
 
 
 # --- the duplicate bound ---------------------------------------------------------------
@@ -150,6 +165,18 @@ def ledger_bound(kills: int, settings: Settings) -> int | None:
         return None
 
 
+def retry_allowance(simulator_stats: dict[str, Any], settings: Settings) -> int:
+    """Duplicates a correct client must send without any crash.
+
+    A call the simulator served after the client timed out, or whose connection it
+    dropped after recording the signals, is retried: with server-side idempotency off
+    (as here) its signals are accepted twice. At most one batch per such call.
+    """
+    faults = simulator_stats.get("faults", {})
+    served_unseen = int(faults.get("timeout", 0)) + int(faults.get("drop_after", 0))
+    return served_unseen * settings.batch_max_signals
+
+
 def max_calls_in_window(call_times: Sequence[float], window_s: float) -> int:
     """The most accepted calls in any ``window_s``-long stretch (times sorted or not)."""
     times = sorted(call_times)
@@ -175,6 +202,8 @@ class ChaosReport:
     accepted_rows: int = 0
     accepted_unique: int = 0
     duplicates: int = 0
+    resent: int = 0  # of which from re-reading (kills, rebalances)
+    retried: int = 0  # of which from retrying a call Connect had served (same batch)
     lost: int = 0
     unexpected_accepted: int = 0  # keys that are no valid event's (invalid accepted?)
     dead_lettered: int = 0  # distinct invalid events found on the dead-letter topic
@@ -185,16 +214,24 @@ class ChaosReport:
     leaves: int = 0
     pause_s: float = 0.0
     crashes: list[str] = field(default_factory=list)
+    exits: dict[str, list[int]] = field(default_factory=dict)  # per replica, in order
     batches_per_commit_interval: int = 0
     bound: int = 0
     ledger_bound: int | None = None
+    retry_allowance: int = 0  # calls served after the client gave up x batch size
     simulator: dict[str, Any] = field(default_factory=dict)
     drained: bool = False
     duration_s: float = 0.0
     lost_sample: list[str] = field(default_factory=list)
 
+    @property
+    def allowed_duplicates(self) -> int:
+        """The crash bound (the ledger's when it exists) plus the served-then-lost calls."""
+        crash = self.ledger_bound if self.ledger_bound is not None else self.bound
+        return crash + self.retry_allowance
+
     def failures(self) -> list[str]:
-        governing = self.ledger_bound if self.ledger_bound is not None else self.bound
+        governing = self.allowed_duplicates
         problems = []
         if self.produced != self.events:
             problems.append(f"only {self.produced} of {self.events} events were produced")
@@ -225,10 +262,11 @@ class ChaosReport:
             ("kills (SIGKILL)", self.kills),
             ("replica joins / leaves", f"{self.joins} / {self.leaves}"),
             ("broker paused", f"{self.pause_s:g} s"),
+            ("replica exit statuses", "; ".join(f"{k} {v}" for k, v in self.exits.items())),
             ("simulator faults", ", ".join(f"{k} {v}" for k, v in sorted(faults.items()))),
             ("accepted (all calls)", self.accepted_rows),
             ("accepted unique", self.accepted_unique),
-            ("duplicates", self.duplicates),
+            ("duplicates", f"{self.duplicates} ({self.resent} re-read, {self.retried} retried)"),
             ("lost", self.lost),
             ("accepted, not valid", self.unexpected_accepted),
             ("dead-lettered", f"{self.dead_lettered} ({self.dead_letter_records} records)"),
@@ -236,26 +274,44 @@ class ChaosReport:
             ("calls per commit interval", f"{self.batches_per_commit_interval} (max measured)"),
             ("duplicate bound (local)", self.bound),
             ("duplicate bound (ledger)", ledger),
+            ("  + served, answer lost", self.retry_allowance),
+            ("  = duplicates allowed", self.allowed_duplicates),
             ("duration", f"{self.duration_s:.1f} s"),
         ]
         return [f"{name:<27}{value}" for name, value in rows]
 
 
-def tally_accepted(
-    keys: Sequence[str], valid_ids: set[str]
-) -> tuple[int, int, int, int, list[str]]:
-    """(rows, unique valid, duplicates, unexpected, lost sample) from accepted keys."""
+@dataclass(frozen=True, slots=True)
+class Tally:
+    rows: int  # accepted signals, every acceptance counted
+    unique: int  # distinct valid events accepted
+    resent: int  # duplicates from a re-read (another batch: a crash, a lost commit)
+    retried: int  # duplicates from a retried call Connect had served (same batch key)
+    unexpected: int  # accepted keys that are no valid event
+    lost: list[str]  # valid events never accepted
+
+    @property
+    def duplicates(self) -> int:
+        return self.resent + self.retried
+
+
+def tally_accepted(rows: Sequence[tuple[str, str | None]], valid_ids: set[str]) -> Tally:
+    """Classify accepted (signal key, batch key) rows against the valid event ids."""
     seen: set[str] = set()
-    duplicates = unexpected = 0
-    for key in keys:
+    calls: set[tuple[str, str | None]] = set()
+    resent = retried = unexpected = 0
+    for key, batch_key in rows:
         if key not in valid_ids:
             unexpected += 1
         elif key in seen:
-            duplicates += 1
-        else:
-            seen.add(key)
+            if (key, batch_key) in calls:
+                retried += 1
+            else:
+                resent += 1
+        seen.add(key)
+        calls.add((key, batch_key))
     lost = sorted(valid_ids - seen)
-    return len(keys), len(seen), duplicates, unexpected, lost
+    return Tally(len(rows), len(seen & valid_ids), resent, retried, unexpected, lost)
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -280,7 +336,7 @@ class Replica:
 
     def __init__(self, name: str, settings: Settings, log_dir: Path) -> None:
         self.name = name
-        self._env = settings_env(settings)
+        self._env = {**settings_env(settings), "PYTHONUNBUFFERED": "1"}  # logs survive a kill
         if "transactional_id" in Settings.model_fields:
             # Two replicas on one host: the default id (group + host name) would make
             # them fence each other; a restart keeps its id and fences its old self.
@@ -289,6 +345,7 @@ class Replica:
         self._starts = 0
         self._stopped = False  # ended on purpose: not a crash
         self.process: subprocess.Popen[bytes] | None = None
+        self.exits: list[int] = []  # each incarnation's exit status (-9: our SIGKILL)
 
     @property
     def alive(self) -> bool:
@@ -298,7 +355,12 @@ class Replica:
     def log_path(self) -> Path:
         return self._log_dir / f"replica-{self.name}-{self._starts}.log"
 
+    def record_exit(self) -> None:
+        if self.process is not None and self.process.returncode is not None:
+            self.exits.append(self.process.returncode)
+
     def start(self) -> None:
+        self.record_exit()
         self._starts += 1
         self._stopped = False
         with self.log_path.open("ab") as log:
@@ -465,9 +527,11 @@ def broker(bootstrap: str | None, log_dir: Path) -> Iterator[tuple[str, Any]]:
         yield embedded.bootstrap_servers, embedded
 
 
-def accepted_keys_and_call_times(base_url: str) -> tuple[list[str], list[float]]:
-    """From the simulator's dump: each accepted signal's key, each accepted call's time."""
-    keys: list[str] = []
+def accepted_rows_and_call_times(
+    base_url: str,
+) -> tuple[list[tuple[str, str | None]], list[float]]:
+    """From the simulator's dump: (signal key, batch key) per acceptance, call times."""
+    rows: list[tuple[str, str | None]] = []
     calls: set[tuple[str | None, float]] = set()
     with (
         httpx.Client(timeout=120) as http,
@@ -476,9 +540,9 @@ def accepted_keys_and_call_times(base_url: str) -> tuple[list[str], list[float]]
         for line in response.iter_lines():
             if line.strip():
                 row = orjson.loads(line)
-                keys.append(str(row["key"]))
+                rows.append((str(row["key"]), row.get("batchKey")))
                 calls.add((row.get("batchKey"), float(row["receivedAt"])))
-    return keys, [t for _, t in calls]
+    return rows, [t for _, t in calls]
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -569,16 +633,19 @@ class ChaosRun:
             self._play(plan_actions(config), replicas, embedded, sim, progress, started)
             report.drained = self._wait_drained(replicas, feed, progress, started)
             for replica in replicas:
-                if replica.alive and replica.stop(self.stop_timeout_s) is None:
-                    report.crashes.append(f"{replica.name} did not stop on SIGTERM")
+                if replica.alive:
+                    self._stop(replica, "at the end")
+                replica.record_exit()
+                report.exits[replica.name] = replica.exits
             feed.join(30)
             report.produced = feed.acknowledged
-            keys, call_times = accepted_keys_and_call_times(sim.base_url)
+            rows, call_times = accepted_rows_and_call_times(sim.base_url)
             report.simulator = sim.stats()
-            rows, unique, dups, unexpected, lost = tally_accepted(keys, valid_ids)
-            report.accepted_rows, report.accepted_unique = rows, unique
-            report.duplicates, report.unexpected_accepted = dups, unexpected
-            report.lost, report.lost_sample = len(lost), lost[:20]
+            tally = tally_accepted(rows, valid_ids)
+            report.accepted_rows, report.accepted_unique = tally.rows, tally.unique
+            report.duplicates, report.unexpected_accepted = tally.duplicates, tally.unexpected
+            report.resent, report.retried = tally.resent, tally.retried
+            report.lost, report.lost_sample = len(tally.lost), tally.lost[:20]
             dead = read_dead_letters(bootstrap, dlq, feed.invalid_values, timeout_s=60)
             report.dead_letter_records = len(dead)
             report.dead_lettered = len(set(dead) & feed.invalid_values)
@@ -589,6 +656,7 @@ class ChaosRun:
                 report.kills, settings, report.batches_per_commit_interval
             )
             report.ledger_bound = ledger_bound(report.kills, settings)
+            report.retry_allowance = retry_allowance(report.simulator, settings)
         report.duration_s = time.monotonic() - started
         return report
 
@@ -636,8 +704,7 @@ class ChaosRun:
             self.echo(f"{moment}: replica B joins")
         elif action.kind == "leave":
             if b.alive:
-                if b.stop(self.stop_timeout_s) is None:
-                    report.crashes.append("B did not stop on SIGTERM when leaving")
+                self._stop(b, "when leaving")
                 report.leaves += 1
                 self.echo(f"{moment}: replica B leaves")
         elif action.kind == "pause":
@@ -653,6 +720,15 @@ class ChaosRun:
             burst = rng.randrange(10, 40)
             sim.set_faults(**simulator_faults(rng.randrange(1 << 30), burst=burst))
             self.echo(f"{moment}: simulator answers the next {burst} calls with 429")
+
+    def _stop(self, replica: Replica, when: str) -> None:
+        """SIGTERM must drain, commit and exit 0 in time; anything else is a failure."""
+        code = replica.stop(self.stop_timeout_s)
+        if code is None:
+            self.report.crashes.append(f"{replica.name} hung on SIGTERM {when}")
+        elif code != 0:
+            tail = replica.log_path.read_text(errors="replace")[-600:]
+            self.report.crashes.append(f"{replica.name} exited {code} on SIGTERM {when}: {tail}")
 
     def _check_crashes(self, replicas: list[Replica]) -> None:
         for replica in replicas:

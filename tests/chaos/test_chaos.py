@@ -19,6 +19,7 @@ from pipeline.chaos import (
     duplicate_bound,
     max_calls_in_window,
     plan_actions,
+    retry_allowance,
     tally_accepted,
 )
 from pipeline.config import Settings
@@ -48,11 +49,19 @@ def test_calls_in_window_counts_the_busiest_stretch():
     assert max_calls_in_window([0.0, 2.0, 4.0], 1.0) == 1
 
 
-def test_tally_separates_duplicates_lost_and_unexpected():
-    rows, unique, duplicates, unexpected, lost = tally_accepted(
-        ["a", "b", "a", "x", "a"], {"a", "b", "c"}
-    )
-    assert (rows, unique, duplicates, unexpected, lost) == (5, 2, 2, 1, ["c"])
+def test_tally_separates_resent_retried_lost_and_unexpected():
+    rows = [("a", "b1"), ("b", "b1"), ("a", "b1"), ("x", "b2"), ("a", "b3"), ("b", "b4")]
+    tally = tally_accepted(rows, {"a", "b", "c"})
+    assert tally.rows == 6 and tally.unique == 2
+    assert (tally.retried, tally.resent, tally.duplicates) == (1, 2, 3)
+    assert tally.unexpected == 1 and tally.lost == ["c"]
+
+
+def test_served_but_unanswered_calls_allow_one_batch_of_duplicates_each():
+    settings = Settings(topics=["t"], batch_max_signals=50)
+    stats = {"faults": {"timeout": 2, "drop_after": 1, "drop": 7, "429": 9}}
+    assert retry_allowance(stats, settings) == 3 * 50
+    assert retry_allowance({}, settings) == 0
 
 
 def test_local_duplicate_bound_is_kills_times_the_window():
@@ -63,13 +72,13 @@ def test_local_duplicate_bound_is_kills_times_the_window():
 
 def test_report_fails_on_loss_dead_letter_mismatch_and_excess_duplicates():
     ok = ChaosReport(seed=1, events=10, produced=10, valid=9, invalid=1, dead_lettered=1)
-    ok.drained, ok.bound, ok.duplicates = True, 5, 5
+    ok.drained, ok.bound, ok.retry_allowance, ok.duplicates = True, 5, 2, 7
     assert ok.failures() == []
     for change in (
         {"lost": 1},
         {"dead_lettered": 0},
         {"dead_lettered_wrongly": 1},
-        {"duplicates": 6},
+        {"duplicates": 8},
         {"unexpected_accepted": 1},
         {"drained": False},
         {"crashes": ["A exited 1"]},
@@ -99,6 +108,6 @@ def test_small_chaos_run_loses_nothing(tmp_path):
     assert report.accepted_unique == report.valid
     assert report.invalid > 0 and report.dead_lettered == report.invalid
     assert report.dead_lettered_wrongly == 0
-    assert report.duplicates <= report.bound
+    assert report.duplicates <= report.allowed_duplicates
     assert report.simulator["faults"], "the simulator injected no fault"
     assert report.failures() == []
