@@ -209,9 +209,16 @@ def _read(value: bytes, start: int, plan: _Plan) -> Decoded | DecodeFailure:
         return DecodeFailure(
             "unknown_schema", f"writer schema {plan.key} does not resolve to the reader: {reason}"
         )
+    except UnicodeDecodeError:
+        return DecodeFailure(
+            "undecodable", f"malformed Avro body ({plan.key}): a string is not valid UTF-8"
+        )
     except Exception as error:  # malformed data: fastavro raises many kinds
         kind = type(error).__name__
-        return DecodeFailure("undecodable", f"malformed Avro body ({plan.key}): {kind}")
+        return DecodeFailure(
+            "undecodable",
+            f"malformed Avro body ({plan.key}): the bytes do not follow the writer schema ({kind})",
+        )
     if stream.tell() != len(value):
         extra = len(value) - stream.tell()
         return DecodeFailure("undecodable", f"{extra} trailing bytes after the record ({plan.key})")

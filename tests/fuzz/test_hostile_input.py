@@ -220,7 +220,7 @@ def test_invalid_utf8_is_undecodable(replacement: bytes) -> None:
     at = value.index(b"QQQQ")
     outcome = check_outcome(value[:at] + replacement + value[at + 4 :])
     assert isinstance(outcome, Rejection) and outcome.reason is Reason.UNDECODABLE
-    assert "UTF-8" in outcome.message or "UnicodeDecodeError" in outcome.message
+    assert outcome.message.endswith("a string is not valid UTF-8")
 
 
 def _length_claims() -> list[tuple[str, bytes]]:
