@@ -214,3 +214,19 @@ def test_cli_registers_and_refuses(tmp_path: Path) -> None:
     assert f"refused: {ORDER} (edition v2) -> subject '{ORDER}'" in refused.output
     assert "loyaltyTier" in refused.output
     assert "registered:" not in refused.output
+
+
+def test_cli_reads_the_registry_settings_from_the_environment() -> None:
+    env = {
+        "PIPELINE_SCHEMA_REGISTRY_URL": "mock://",
+        "PIPELINE_SCHEMA_REGISTRY_BASIC_AUTH": "user:secret-password",
+        "PIPELINE_SUBJECT_NAME_STRATEGY": "topic",
+    }
+    args = ["avro", "register", "--topic", "clicks", "--type", "pageView", "--dry-run"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert (
+        "would register: connect.signals.PageViewEvent (edition v1) -> subject 'clicks-value'"
+        in (result.output)
+    )
+    assert "secret-password" not in result.output
