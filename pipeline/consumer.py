@@ -46,6 +46,7 @@ from pipeline.ledger import (
     source_partition_count,
     transactional_id,
 )
+from pipeline.logs import redacted
 from pipeline.mapping import MappedSignal
 from pipeline.metrics import PipelineMetrics
 from pipeline.offsets import PartitionOffsets
@@ -636,6 +637,7 @@ class SignalConsumer:
         assert topic is not None and partition is not None and offset is not None
         self._in_flight_keys.discard(pending.key)
         source, attempt = self._origin.source(message)
+        rejection = redacted(rejection)  # messages quote values: never a secret in headers
         headers = dead_letter_headers(rejection, source, self._settings.group_id, attempt)
         log.info(
             "dead-lettered",

@@ -13,12 +13,14 @@ import logging
 import sys
 import threading
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any, Final, TextIO
 
 import structlog
 from pydantic import SecretStr
 
 from pipeline.config import LogFormat, Settings
+from pipeline.outcomes import Problem, Rejection
 
 MASK: Final = "**********"
 
@@ -47,9 +49,25 @@ class Redactor:
                 text = text.replace(secret, MASK)
         return text
 
+    @property
+    def active(self) -> bool:
+        return bool(self._secrets)
+
 
 #: The process's redactor: logs and dead-letter messages pass through it.
 redact = Redactor()
+
+
+def redacted(rejection: Rejection) -> Rejection:
+    """The rejection with every known secret masked in its messages.
+
+    Rejection messages quote offending values (and Connect's own messages may quote
+    what it received): they go to dead-letter headers, which outlive any log.
+    """
+    if not redact.active:
+        return rejection
+    problems = tuple(Problem(p.field, redact(p.rule)) for p in rejection.problems)
+    return replace(rejection, problems=problems)
 
 
 def secrets_of(settings: Settings) -> list[str]:

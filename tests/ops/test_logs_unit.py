@@ -1,0 +1,99 @@
+"""Log setup: JSON lines or console text, and secrets masked wherever they hide."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+import structlog
+
+from pipeline.config import Settings
+from pipeline.logs import MASK, Redactor, configure_logging, redact, redacted, secrets_of
+from pipeline.outcomes import Reason, Rejection
+
+SECRETS = {
+    "connect_api_key": "api-KEY-7f3a9",
+    "default_app_key": "app-KEY-c41d2",
+    "kafka_sasl_password": 'sasl"pw\\x91',
+    "schema_registry_basic_auth": "reg-user:reg-PW-55e1",
+}
+
+
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers, root.level = handlers, level
+    structlog.reset_defaults()
+
+
+def _settings(**extra) -> Settings:
+    return Settings(
+        topics=["t"], kafka_config={"ssl.key.password": "ssl-PW-0a0b"}, **SECRETS, **extra
+    )
+
+
+def test_json_lines_carry_fields_and_mask_every_secret(restore_logging):
+    out = io.StringIO()
+    configure_logging(_settings(), out)
+    log = structlog.get_logger("pipeline.test")
+    log.info(
+        "dead-lettered", topic="t", partition=1, offset=7, detail={"auth": "Bearer api-KEY-7f3a9"}
+    )
+    try:
+        raise RuntimeError("registry said no to reg-user:reg-PW-55e1 and ssl-PW-0a0b")
+    except RuntimeError:
+        log.exception("failed")
+    logging.getLogger("librdkafka").warning('sasl.password=sasl"pw\\x91 app=app-KEY-c41d2')
+    text = out.getvalue()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert lines[0]["event"] == "dead-lettered"
+    assert lines[0]["partition"] == 1 and lines[0]["logger"] == "pipeline.test"
+    assert lines[0]["detail"]["auth"] == MASK  # "Bearer <key>" masked whole
+    assert lines[2]["logger"] == "librdkafka" and lines[2]["level"] == "warning"
+    for secret in [*SECRETS.values(), "reg-PW-55e1", "ssl-PW-0a0b", "api-KEY-7f3a9"]:
+        assert secret not in text
+        assert json.dumps(secret)[1:-1] not in text  # nor its JSON-escaped form
+
+
+def test_console_when_asked_and_json_when_not_a_terminal(restore_logging):
+    out = io.StringIO()
+    configure_logging(_settings(log_format="console"), out)
+    structlog.get_logger("x").info("hello", key="api-KEY-7f3a9")
+    assert not out.getvalue().startswith("{") and "hello" in out.getvalue()
+    assert "api-KEY-7f3a9" not in out.getvalue()
+    out = io.StringIO()
+    configure_logging(_settings(), out)  # not chosen, not a terminal: JSON
+    structlog.get_logger("x").info("hello")
+    assert json.loads(out.getvalue())["event"] == "hello"
+
+
+def test_debug_lines_only_at_debug_level(restore_logging):
+    out = io.StringIO()
+    configure_logging(_settings(log_level="WARNING"), out)
+    structlog.get_logger("x").info("quiet")
+    structlog.get_logger("x").warning("loud")
+    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["loud"]
+
+
+def test_secrets_of_settings_include_derived_forms():
+    found = set(secrets_of(_settings()))
+    assert {"api-KEY-7f3a9", "Bearer api-KEY-7f3a9", "reg-PW-55e1", "ssl-PW-0a0b"} <= found
+
+
+def test_rejection_messages_are_masked_for_dead_letter_headers():
+    redact.add(["app-KEY-c41d2"])
+    rejection = Rejection.single(Reason.VALIDATION, "currency", "'app-KEY-c41d2' is not ISO 4217")
+    masked = redacted(rejection)
+    assert masked.message == f"currency: '{MASK}' is not ISO 4217"
+    assert masked.field == "currency" and masked.reason is Reason.VALIDATION
+
+
+def test_redactor_prefers_the_longest_secret():
+    r = Redactor()
+    r.add(["abc", "xxabcxx", ""])
+    assert r("1 xxabcxx 2 abc") == f"1 {MASK} 2 {MASK}"
+    assert Redactor()("untouched") == "untouched"
