@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 import httpx
+import orjson
 
 from pipeline.graphql_doc import CREATE_SIGNALS, OPERATION_NAME
 
@@ -84,8 +85,13 @@ _ENVELOPE_BYTES: Final = len(_BODY_PREFIX) + len(_BODY_SUFFIX)
 
 
 def encode_signal(signal: dict[str, Any]) -> bytes:
-    """One signal as a JSON fragment of the request body (escaped by the encoder)."""
-    return json.dumps(signal, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    """One signal as a JSON fragment of the request body (escaped by the encoder).
+
+    orjson: compact UTF-8, about 20 times faster than ``json.dumps`` on the hot path.
+    It refuses unpaired surrogates and integers over 64 bits; validation already
+    keeps numbers finite (orjson would write NaN as null) and within GraphQL Int.
+    """
+    return orjson.dumps(signal)
 
 
 def batch_body(fragments: Sequence[bytes]) -> bytes:
