@@ -35,7 +35,15 @@ class Transactions:
 
     def start(self) -> None:
         """Fence any previous incarnation of this transactional.id, then begin."""
-        self._call(lambda: self._producer.init_transactions(TIMEOUT_S))
+        for attempt in range(RETRIES):
+            try:
+                self._producer.init_transactions(TIMEOUT_S)
+                break
+            except KafkaException as exception:
+                error: KafkaError = exception.args[0]
+                if not error.retriable() or attempt == RETRIES - 1:
+                    raise TransactionFatal(str(error)) from exception
+                log.warning("init_transactions retried", error=str(error))
         self._producer.begin_transaction()
 
     def commit(self, offsets: list[TopicPartition]) -> bool:

@@ -197,8 +197,9 @@ def test_two_consumers_split_partitions_and_deliver_everything(kafka_bootstrap, 
     produce(kafka_bootstrap, topic, events)
     simulator.set_faults(latency_ms=5)
     settings = settings_for(kafka_bootstrap, topic, dlq, simulator.graphql_url)
-    a = BackgroundConsumer(settings).start()
-    b = BackgroundConsumer(settings).start()
+    # two replicas on one host: each its own transactional id (else one fences the other)
+    a = BackgroundConsumer(settings.model_copy(update={"transactional_id": "a"})).start()
+    b = BackgroundConsumer(settings.model_copy(update={"transactional_id": "b"})).start()
     try:
         wait_for(lambda: simulator.stats()["accepted"] >= len(events), 90, "all delivered")
         time.sleep(1)
