@@ -11,7 +11,7 @@ HTTP surface (the tests, the demo and the benchmarks rely on it):
 - ``GET /stats``: counts (accepted, rejected, duplicates, replayed, unique_keys,
   requests by status, faults injected).
 - ``GET /signals``: accepted signals as JSON Lines (key, batchKey, receivedAt, signal);
-  the latest ``record_limit`` of them when one is set (long benchmarks).
+  about the latest ``record_limit`` of them when one is set (long benchmarks).
 - ``POST /reset``: forget everything recorded; re-seed the faults.
 - ``GET|POST /admin/faults``: fault settings (``connect_sim.faults.Faults``).
 - ``GET|POST /admin/idempotency``: ``{"enabled": bool, "ttl_s": float}``.
@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -75,7 +76,7 @@ class Config:
     idempotency: bool = True
     idempotency_ttl_s: float = 3600.0
     idempotency_max_keys: int = 100_000  # oldest keys go first beyond this (memory bound)
-    record_limit: int | None = None  # keep only the latest N accepted signals for /signals
+    record_limit: int | None = None  # keep about the latest N accepted signals for /signals
     faults: Faults = field(default_factory=Faults)
 
     @property
@@ -92,6 +93,12 @@ class Plan:
     argument: ValueNode  # the signals argument
     variable: str | None  # its variable's name in the variables form
     selections: tuple[tuple[str, str], ...]  # (response key, field name) of the result
+
+
+#: An accepted request as recorded: body, Signal-Idempotency-Keys header, batch key,
+#: receive time, indexes of its rejected signals, number accepted. Plain atoms only,
+#: so the garbage collector untracks it.
+Record = tuple[bytes, str | None, str | None, float, tuple[int, ...], int]
 
 
 class RequestError(Exception):
@@ -170,9 +177,10 @@ class Simulator:
         self.reset()
 
     def reset(self) -> None:
-        # One JSON line per accepted signal: bytes keep memory small and the garbage
-        # collector out of the hot path (no container to traverse per signal).
-        self.accepted: deque[bytes] = deque(maxlen=self.config.record_limit)
+        # What was accepted, kept as the request body it came in (no copy, no container
+        # per signal for the garbage collector to traverse); /signals renders it.
+        self.records: deque[Record] = deque()
+        self.recorded_signals = 0
         self.keys_seen: set[str] = set()
         self.counts = {"accepted": 0, "rejected": 0, "duplicates": 0, "replayed": 0}
         self.statuses: dict[str, int] = {}
@@ -236,7 +244,8 @@ class Simulator:
         signals: list[Any],
         keys: list[str] | list[None],
         batch_key: str | None,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], set[int]]:
+        """The response document, and the indexes of the rejected signals."""
         errors: list[dict[str, Any]] = []
         bad: set[int] = set()
         app_keys = self.config.app_keys
@@ -252,10 +261,9 @@ class Simulator:
                 errors.extend(signal_error(i, path, rule) for path, rule in problems)
         self.counts["rejected"] += len(bad)
         if bad and self.config.faults.reject_whole_batch:
-            return {"data": None, "errors": errors}
+            return {"data": None, "errors": errors}, set(range(len(signals)))
         ids: list[str | None] = []
-        now = time.time()
-        for i, signal in enumerate(signals):
+        for i in range(len(signals)):
             if i in bad:
                 ids.append(None)
                 continue
@@ -267,8 +275,6 @@ class Simulator:
                     self.keys_seen.add(key)
             self.next_id += 1
             ids.append(f"sig-{self.next_id}")
-            row = {"key": key, "batchKey": batch_key, "receivedAt": now, "signal": signal}
-            self.accepted.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
         self.counts["accepted"] += len(signals) - len(bad)
         result = {
             response_key: ids if name == "signalIds" else "CreateSignalsResult"
@@ -277,7 +283,7 @@ class Simulator:
         document: dict[str, Any] = {"data": {plan.response_key: result}}
         if errors:
             document["errors"] = errors
-        return document
+        return document, bad
 
     def answer(
         self, body: bytes, key_header: str | None, batch_key: str | None
@@ -298,7 +304,34 @@ class Simulator:
                 message = "Signal-Idempotency-Keys: needs one sf-string per signal, in order"
                 return 400, {"errors": [{"message": message}]}
             keys = parsed
-        return 200, self.create_signals(plan, signals, keys, batch_key)
+        document, bad = self.create_signals(plan, signals, keys, batch_key)
+        if len(bad) < len(signals):
+            accepted = len(signals) - len(bad)
+            self.record((body, key_header, batch_key, time.time(), tuple(sorted(bad)), accepted))
+        return 200, document
+
+    def record(self, record: Record) -> None:
+        self.records.append(record)
+        self.recorded_signals += record[5]
+        limit = self.config.record_limit
+        while limit is not None and self.recorded_signals > limit and len(self.records) > 1:
+            self.recorded_signals -= self.records.popleft()[5]
+
+    def accepted_lines(self) -> Iterator[bytes]:
+        """Every recorded signal as a JSON line: key, batchKey, receivedAt, signal."""
+        for body, key_header, batch_key, received_at, bad, _ in self.records:
+            _, signals = self.signals_of(orjson.loads(body))
+            keys = parse_sf_list(key_header) if key_header is not None else None
+            rejected = set(bad)
+            for i, signal in enumerate(signals):
+                if i not in rejected:
+                    row = {
+                        "key": keys[i] if keys is not None else None,
+                        "batchKey": batch_key,
+                        "receivedAt": received_at,
+                        "signal": signal,
+                    }
+                    yield orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _json(status: int, document: Any, headers: dict[str, str] | None = None) -> Response:
@@ -329,7 +362,7 @@ def build_app(config: Config) -> ASGIApp:
         )
 
     async def signals(request: Request) -> Response:
-        lines = b"".join(sim.accepted)
+        lines = b"".join(sim.accepted_lines())
         return Response(lines, media_type="application/x-ndjson")
 
     async def reset(request: Request) -> Response:

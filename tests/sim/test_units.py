@@ -100,14 +100,14 @@ def test_fault_settings_are_validated() -> None:
             Faults.from_json(bad)
 
 
-def test_record_limit_keeps_the_latest_signals_and_exact_counts() -> None:
+def test_record_limit_keeps_the_latest_requests_and_exact_counts() -> None:
     import orjson
 
-    sim = Simulator(Config(app_keys=frozenset({"test-app-key"}), record_limit=2))
-    body = orjson.dumps(
-        {"query": CREATE_SIGNALS, "variables": {"signals": [signal(url=f"u{i}") for i in range(5)]}}
-    )
-    status, _ = sim.answer(body, None, None)
-    assert status == 200 and sim.counts["accepted"] == 5
-    urls = [orjson.loads(row)["signal"]["signalContent"]["url"] for row in sim.accepted]
-    assert urls == ["u3", "u4"]
+    sim = Simulator(Config(app_keys=frozenset({"test-app-key"}), record_limit=4))
+    for n in range(3):
+        signals = [signal(url=f"u{n}-{i}") for i in range(2)]
+        body = orjson.dumps({"query": CREATE_SIGNALS, "variables": {"signals": signals}})
+        assert sim.answer(body, None, None)[0] == 200
+    assert sim.counts["accepted"] == 6
+    rows = [orjson.loads(line) for line in sim.accepted_lines()]
+    assert [r["signal"]["signalContent"]["url"] for r in rows] == ["u1-0", "u1-1", "u2-0", "u2-1"]
