@@ -1,7 +1,8 @@
-"""``connect-sim``: start the Connect API simulator.
+"""connect-sim: the Connect API simulator (createSignals over GraphQL, on HTTP).
 
-Every option also reads ``CONNECT_SIM_<NAME>`` from the environment (for compose and
-Kubernetes), e.g. ``CONNECT_SIM_PORT=8080 CONNECT_SIM_API_KEY=... connect-sim``.
+Every option also reads CONNECT_SIM_<OPTION> from the environment, e.g.
+CONNECT_SIM_PORT=8080 CONNECT_SIM_API_KEY=... connect-sim. Faults and idempotency
+can also be changed while it runs: POST /admin/faults, POST /admin/idempotency.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from typing import Final
 
 from connect_sim.app import Config, build_app
 from connect_sim.faults import Faults
@@ -22,43 +24,53 @@ def _flag(name: str) -> bool:
     return _env(name, "").lower() in ("1", "true", "yes")
 
 
+#: (option, type, default, help); each also reads CONNECT_SIM_<OPTION> (upper case, "_").
+OPTIONS: Final[tuple[tuple[str, type, object, str], ...]] = (
+    ("host", str, "127.0.0.1", "interface to bind"),
+    ("port", int, 8080, "port to listen on"),
+    ("api-key", str, "sim-api-key", "the API key callers must send"),
+    ("auth-header", str, "Authorization", "header carrying the key"),
+    ("auth-scheme", str, "Bearer", "scheme before the key; '' expects the bare key"),
+    ("app-keys", str, "sim-app-key", "comma-separated appKeys that exist"),
+    ("idempotency-ttl", float, 3600.0, "seconds an Idempotency-Key is remembered"),
+    ("idempotency-max-keys", int, 100_000, "keys remembered at most (oldest go first)"),
+    ("record-limit", int, None, "keep about the latest N accepted signals for /signals"),
+    ("seed", int, 0, "seed of every fault decision"),
+    ("error-rate", float, 0.0, "probability of 500/502/503"),
+    ("rate-limit-rate", float, 0.0, "probability of 429"),
+    ("rate-limit-burst", int, 0, "the first N calls get 429"),
+    ("retry-after", float, 0.2, "Retry-After of a 429, in seconds"),
+    ("latency-ms", float, 0.0, "processing time added to every call"),
+    ("latency-jitter-ms", float, 0.0, "plus a uniform random share of this"),
+    ("drop-connection-rate", float, 0.0, "probability the connection dies before processing"),
+    ("drop-after-processing-rate", float, 0.0, "probability it dies after recording"),
+    ("timeout-rate", float, 0.0, "probability a call hangs timeout-s, then is served late"),
+    ("timeout-s", float, 30.0, "how long such a call hangs"),
+)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="connect-sim", description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", default=_env("HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(_env("PORT", "8080")))
-    p.add_argument("--api-key", default=_env("API_KEY", "sim-api-key"))
-    p.add_argument("--auth-header", default=_env("AUTH_HEADER", "Authorization"))
-    p.add_argument(
-        "--auth-scheme", default=_env("AUTH_SCHEME", "Bearer"), help="'' expects the bare key"
+    p = argparse.ArgumentParser(
+        prog="connect-sim",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--app-keys", default=_env("APP_KEYS", "sim-app-key"), help="comma-separated")
-    p.add_argument("--no-idempotency", action="store_true", default=_flag("NO_IDEMPOTENCY"))
+    for name, kind, default, text in OPTIONS:
+        raw = os.environ.get(f"CONNECT_SIM_{name.upper().replace('-', '_')}")
+        value = default if raw is None else kind(raw)  # set but empty: '' (auth scheme)
+        p.add_argument(f"--{name}", type=kind, default=value, help=f"{text} (default: {value})")
     p.add_argument(
-        "--idempotency-ttl", type=float, default=float(_env("IDEMPOTENCY_TTL", "3600")), help="s"
+        "--no-idempotency",
+        action="store_true",
+        default=_flag("NO_IDEMPOTENCY"),
+        help="ignore Idempotency-Key: every repeat is recorded",
     )
     p.add_argument(
-        "--idempotency-max-keys", type=int, default=int(_env("IDEMPOTENCY_MAX_KEYS", "100000"))
+        "--reject-whole-batch",
+        action="store_true",
+        default=_flag("REJECT_WHOLE_BATCH"),
+        help="a batch with any invalid signal is rejected whole",
     )
-    p.add_argument(
-        "--record-limit",
-        type=int,
-        default=int(_env("RECORD_LIMIT", "-1")) if _env("RECORD_LIMIT", "") else None,
-        help="keep only the latest N accepted signals for /signals (counts stay exact)",
-    )
-    p.add_argument("--seed", type=int, default=int(_env("SEED", "0")))
-    p.add_argument("--error-rate", type=float, default=float(_env("ERROR_RATE", "0")))
-    p.add_argument("--rate-limit-rate", type=float, default=float(_env("RATE_LIMIT_RATE", "0")))
-    p.add_argument("--rate-limit-burst", type=int, default=int(_env("RATE_LIMIT_BURST", "0")))
-    p.add_argument("--retry-after", type=float, default=float(_env("RETRY_AFTER", "0.2")))
-    p.add_argument("--latency-ms", type=float, default=float(_env("LATENCY_MS", "0")))
-    p.add_argument("--latency-jitter-ms", type=float, default=float(_env("LATENCY_JITTER_MS", "0")))
-    p.add_argument("--drop-connection-rate", type=float, default=float(_env("DROP_RATE", "0")))
-    p.add_argument(
-        "--drop-after-processing-rate", type=float, default=float(_env("DROP_AFTER_RATE", "0"))
-    )
-    p.add_argument("--timeout-rate", type=float, default=float(_env("TIMEOUT_RATE", "0")))
-    p.add_argument("--timeout-s", type=float, default=float(_env("TIMEOUT_S", "30")))
-    p.add_argument("--reject-whole-batch", action="store_true", default=_flag("REJECT_WHOLE_BATCH"))
     return p.parse_args(argv)
 
 

@@ -37,8 +37,9 @@ def test_environment_configures_every_option(monkeypatch: pytest.MonkeyPatch) ->
         "PORT": "9999", "API_KEY": "env-key", "AUTH_HEADER": "X-Key", "AUTH_SCHEME": "",
         "APP_KEYS": "a, b", "NO_IDEMPOTENCY": "1", "IDEMPOTENCY_TTL": "5", "SEED": "4",
         "ERROR_RATE": "0.1", "RATE_LIMIT_RATE": "0.2", "RATE_LIMIT_BURST": "2",
-        "RETRY_AFTER": "3", "LATENCY_MS": "4", "LATENCY_JITTER_MS": "5", "DROP_RATE": "0.3",
-        "DROP_AFTER_RATE": "0.4", "TIMEOUT_RATE": "0.5", "TIMEOUT_S": "6",
+        "RETRY_AFTER": "3", "LATENCY_MS": "4", "LATENCY_JITTER_MS": "5",
+        "DROP_CONNECTION_RATE": "0.3",
+        "DROP_AFTER_PROCESSING_RATE": "0.4", "TIMEOUT_RATE": "0.5", "TIMEOUT_S": "6",
         "REJECT_WHOLE_BATCH": "true",
     }  # fmt: skip
     for name, value in env.items():
