@@ -86,6 +86,7 @@ def prepare(count: int, seed: int) -> tuple[list[Prepared], Any, dict[str, int]]
         if key not in raw:
             raw[key] = _load(*key)
             parsed[key] = fastavro.parse_schema(raw[key], named_schemas={})
+        if key not in ids:  # a v2 reader may have been loaded before it was a writer
             ids[key] = len(ids) + 1
             registry.by_id[ids[key]] = raw[key]
         reader_key = (2, event.signal_type)

@@ -1,0 +1,287 @@
+"""The benchmark's moving parts: broker, schema registry, simulator, backlog, pipelines.
+
+Everything real and on this machine: the embedded Tansu broker (or the Kafka at
+``KAFKA_BOOTSTRAP_SERVERS``), the Connect simulator in its own process with server
+idempotency on (as in production), a local schema registry over HTTP, and the
+pipeline as ``connect-pipeline run`` child processes configured by environment, as
+it is deployed. Acceptance is read from the simulator's ``/stats`` and ``/signals``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from benchmarks.registry import LocalRegistry
+from pipeline.clickstream import GeneratedEvent, clickstream
+from pipeline.config import DEFAULT_AVRO_DIR
+from pipeline.producer import EventEncoder, produce_events
+
+REPO = Path(__file__).resolve().parents[1]
+API_KEY = "bench-api-key"
+APP_KEY = "bench-app-key"
+POLL_S = 0.05
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Backlog:
+    topic: str
+    partitions: int
+    produced: int
+    valid: int
+    invalid: int
+    earlier_edition: int
+    produce_s: float
+
+
+@dataclass
+class Acceptance:
+    """The simulator's accepted count over time, polled every POLL_S seconds."""
+
+    start: float  # monotonic time the pipeline processes were launched
+    expected: int
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    duplicates: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.samples) and self.samples[-1][1] >= self.expected
+
+    def time_to(self, count: int) -> float | None:
+        """Seconds from start until at least ``count`` signals were accepted."""
+        for t, accepted in self.samples:
+            if accepted >= count:
+                return t - self.start
+        return None
+
+    @property
+    def first_s(self) -> float | None:
+        return self.time_to(1)
+
+    @property
+    def last_s(self) -> float | None:
+        return self.time_to(self.expected)
+
+    def steady_rate(self, low: float = 0.1, high: float = 0.9) -> float | None:
+        """Accepted signals/s between 10% and 90% of the expected count."""
+        a, b = self.time_to(int(self.expected * low)), self.time_to(int(self.expected * high))
+        if a is None or b is None or b <= a:
+            return None
+        return (int(self.expected * high) - int(self.expected * low)) / (b - a)
+
+
+@dataclass
+class PipelineProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    peak_rss_bytes: int = 0
+
+    def sample_rss(self) -> None:
+        """VmHWM: the kernel's own peak resident set of the process so far."""
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_rss_bytes = max(self.peak_rss_bytes, int(line.split()[1]) * 1024)
+
+    def exited(self) -> bool:
+        """Reaps the child if it has exited, keeping its own ru_maxrss (KiB on Linux)."""
+        if self.process.returncode is not None:
+            return True
+        pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
+        if not pid:
+            return False
+        self.process.returncode = os.waitstatus_to_exitcode(status)
+        self.peak_rss_bytes = max(self.peak_rss_bytes, usage.ru_maxrss * 1024)
+        return True
+
+    def stop(self, timeout_s: float = 30) -> int:
+        """SIGTERM (drain, commit, exit); returns the peak RSS over the whole life."""
+        self.sample_rss()
+        if not self.exited():
+            self.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.exited():
+                return self.peak_rss_bytes
+            time.sleep(0.05)
+        self.process.kill()
+        self.process.wait(10)
+        return self.peak_rss_bytes
+
+
+class Stack:
+    """Broker + registry + simulator for one benchmark session."""
+
+    def __init__(self, workdir: Path | None = None, simulator_args: Sequence[str] = ()) -> None:
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="bench-"))
+        self._simulator_args = list(simulator_args)
+        self._exit = contextlib.ExitStack()
+        self.bootstrap = ""
+        self.registry = LocalRegistry()
+        self.sim: Any = None
+
+    def __enter__(self) -> Stack:
+        configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if configured:
+            self.bootstrap = configured
+        else:
+            from pipeline.embedded_broker import EmbeddedBroker
+
+            broker = EmbeddedBroker(log_dir=self.workdir)
+            self.bootstrap = self._exit.enter_context(broker).bootstrap_servers
+        self.registry.start()
+        self._exit.callback(self.registry.stop)
+        from connect_sim.testing import run_simulator
+
+        self.sim = self._exit.enter_context(
+            run_simulator(api_key=API_KEY, app_keys=[APP_KEY], extra_args=self._simulator_args)
+        )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit.close()
+
+    # --- topics and backlogs ---------------------------------------------------------------
+
+    def create_topic(self, partitions: int, prefix: str = "bench") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        new = [NewTopic(name, partitions, 1), NewTopic(f"{name}-dlq", 1, 1)]
+        for future in admin.create_topics(new, operation_timeout=30).values():
+            future.result(30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            topics = admin.list_topics(timeout=5).topics
+            if name in topics and len(topics[name].partitions) == partitions:
+                break
+            time.sleep(0.2)
+        return name
+
+    def encoder(self) -> EventEncoder:
+        """Confluent framing against the local registry: every reader can resolve it."""
+        return EventEncoder(DEFAULT_AVRO_DIR, registry=self.registry)
+
+    def produce_backlog(
+        self, events: int, *, partitions: int = 6, seed: int = 7, invalid_ratio: float = 0.03
+    ) -> Backlog:
+        """A realistic mix (some invalid, some earlier-edition) written before any run."""
+        topic = self.create_topic(partitions)
+        counts = {"valid": 0, "invalid": 0, "v1": 0}
+
+        def counted() -> Iterator[GeneratedEvent]:
+            for event in clickstream(events, seed=seed, invalid_ratio=invalid_ratio):
+                counts["invalid" if event.invalid else "valid"] += 1
+                counts["v1"] += event.edition == 1
+                yield event
+
+        start = time.monotonic()
+        produced = produce_events(
+            self.bootstrap,
+            topic,
+            counted(),
+            self.encoder(),
+            extra_config={"linger.ms": 50, "batch.num.messages": 10_000},
+        )
+        return Backlog(
+            topic,
+            partitions,
+            produced,
+            counts["valid"],
+            counts["invalid"],
+            counts["v1"],
+            time.monotonic() - start,
+        )
+
+    # --- pipelines -------------------------------------------------------------------------
+
+    def pipeline_env(self, topic: str, group: str, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+        settings = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "TOPICS": topic,
+            "DLQ_TOPIC": f"{topic}-dlq",
+            "GROUP_ID": group,
+            "CONNECT_URL": self.sim.graphql_url,
+            "CONNECT_API_KEY": API_KEY,
+            "DEFAULT_APP_KEY": APP_KEY,
+            "SCHEMA_REGISTRY_URL": self.registry.url,
+            # librdkafka's default (45 s) makes every group join wait; 6 s is enough here
+            "SESSION_TIMEOUT_MS": "6000",
+            "HTTP_PORT": str(_free_port()),
+        }
+        settings.update(overrides)
+        env.update({f"PIPELINE_{k}": v for k, v in settings.items()})
+        return env
+
+    def start_pipeline(self, topic: str, group: str, **overrides: str) -> PipelineProcess:
+        replica = uuid.uuid4().hex[:4]
+        log_path = self.workdir / f"pipeline-{group}-{replica}.log"
+        # replicas on one host need their own transactional id (the default is per host)
+        overrides.setdefault("TRANSACTIONAL_ID", f"{group}-{replica}")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run"],
+            env=self.pipeline_env(topic, group, **overrides),
+            stdout=log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        return PipelineProcess(process, log_path)
+
+    def wait_accepted(
+        self,
+        expected: int,
+        start: float,
+        processes: Sequence[PipelineProcess],
+        timeout_s: float,
+    ) -> Acceptance:
+        """Poll the simulator until ``expected`` signals are accepted (or time runs out)."""
+        trace = Acceptance(start, expected)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            stats = self.sim.stats()
+            now = time.monotonic()
+            trace.samples.append((now, int(stats["accepted"])))
+            trace.duplicates = int(stats.get("duplicates", 0))
+            if stats["accepted"] >= expected:
+                break
+            for p in processes:
+                p.sample_rss()
+                if p.exited():
+                    raise RuntimeError(
+                        f"pipeline exited {p.process.returncode}: "
+                        + p.log_path.read_text(errors="replace")[-2000:]
+                    )
+            time.sleep(POLL_S)
+        return trace
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
