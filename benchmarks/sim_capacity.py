@@ -15,6 +15,8 @@ Per run it prints requests/s, accepted signals/s (counted from the responses and
 checked against the simulator's /stats), and the simulator's CPU use read from
 /proc, so the figure holds even when the load generator competes for the same cores:
 ``signals per simulator CPU-second`` says how much of a core 25,000 signals/s costs.
+A last run paces the same load at 25,000 signals/s (the pipeline's end-to-end
+target; ``--paced-rate``) and prints what that costs the simulator.
 Figures only: this is not a test and never fails on a slow machine.
 """
 
@@ -131,12 +133,22 @@ def http_request(port: int, request: Request, batch_key: str) -> bytes:
 
 
 async def _worker(
-    port: int, requests: list[Request], worker: int, deadline: float, counts: list[int], tag: str
+    port: int,
+    requests: list[Request],
+    worker: int,
+    deadline: float,
+    counts: list[int],
+    tag: str,
+    interval: float = 0.0,
 ) -> None:
+    """Calls back to back, or one every ``interval`` seconds (a paced rate)."""
     connection = _Connection(*await asyncio.open_connection("127.0.0.1", port))
+    started = time.perf_counter()
     try:
         i = 0
         while True:
+            if interval:
+                await asyncio.sleep(max(0.0, started + i * interval - time.perf_counter()))
             request = http_request(
                 port, requests[(worker + i) % len(requests)], f"{tag}-{worker}-{i}"
             )
@@ -154,7 +166,12 @@ async def _worker(
 
 
 async def _load(
-    sim: SimulatorHandle, requests: list[Request], connections: int, duration: float, tag: str
+    sim: SimulatorHandle,
+    requests: list[Request],
+    connections: int,
+    duration: float,
+    tag: str,
+    rate: float,
 ) -> tuple[int, int, int, float]:
     # one warm-up call per connection (and the simulator's document cache) off the clock
     warm = [0, 0]
@@ -162,10 +179,12 @@ async def _load(
         *(_worker(sim.port, requests, w, 0, warm, f"warm{tag}") for w in range(connections))
     )
     counts = [0, 0]
+    batch = requests[0].signal_keys.count(",") + 1
+    interval = connections * batch / rate if rate else 0.0
     started = time.perf_counter()
     await asyncio.gather(
         *(
-            _worker(sim.port, requests, w, started + duration, counts, tag)
+            _worker(sim.port, requests, w, started + duration, counts, tag, interval)
             for w in range(connections)
         )
     )
@@ -173,13 +192,18 @@ async def _load(
 
 
 def one_run(
-    sim: SimulatorHandle, requests: list[Request], connections: int, duration: float, tag: str
+    sim: SimulatorHandle,
+    requests: list[Request],
+    connections: int,
+    duration: float,
+    tag: str,
+    rate: float = 0.0,
 ) -> RunResult:
     sim.reset()
     assert sim.pid is not None
     cpu_before = cpu_seconds(sim.pid)
     n_requests, accepted, warm_up, seconds = asyncio.run(
-        _load(sim, requests, connections, duration, tag)
+        _load(sim, requests, connections, duration, tag, rate)
     )
     sim_cpu = cpu_seconds(sim.pid) - cpu_before
     stats = sim.stats()
@@ -193,6 +217,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--batch", type=int, default=100, help="signals per request")
+    parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=TARGET_SIGNALS_PER_S,
+        help="then one run paced at this many signals/s, for its CPU cost (0: skip)",
+    )
     parser.add_argument(
         "--sim-arg", action="append", default=[], help="extra simulator argument (repeatable)"
     )
@@ -210,12 +240,12 @@ def main(argv: list[str] | None = None) -> None:
         for run in range(args.runs):
             result = one_run(sim, requests, args.connections, args.duration, f"r{run}")
             results.append(result)
-            print(
-                f"run {run + 1}: {result.requests_per_s:7.0f} req/s "
-                f"{result.signals_per_s:9.0f} signals/s  "
-                f"simulator CPU {result.sim_cores:4.2f} cores "
-                f"({result.signals_per_cpu_s:7.0f} signals per CPU-second)"
+            print(f"run {run + 1}: {_line(result)}")
+        if args.paced_rate:
+            paced = one_run(
+                sim, requests, args.connections, args.duration, "paced", args.paced_rate
             )
+            print(f"paced at {args.paced_rate:,.0f} signals/s: {_line(paced)}")
     median = statistics.median(r.signals_per_s for r in results)
     per_cpu = statistics.median(r.signals_per_cpu_s for r in results)
     cores = statistics.median(r.sim_cores for r in results)
@@ -224,6 +254,14 @@ def main(argv: list[str] | None = None) -> None:
         f"{per_cpu:.0f} signals per simulator CPU-second; "
         f"{TARGET_SIGNALS_PER_S:,} signals/s would cost it "
         f"{TARGET_SIGNALS_PER_S / per_cpu:.2f} of a core"
+    )
+
+
+def _line(result: RunResult) -> str:
+    return (
+        f"{result.requests_per_s:7.0f} req/s {result.signals_per_s:9.0f} signals/s  "
+        f"simulator CPU {result.sim_cores:4.2f} cores "
+        f"({result.signals_per_cpu_s:7.0f} signals per CPU-second)"
     )
 
 
