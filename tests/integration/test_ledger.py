@@ -11,42 +11,24 @@ from collections import Counter
 import pytest
 
 from pipeline.catalog import Tier
-from pipeline.clickstream import GeneratedEvent, clickstream
+from pipeline.clickstream import clickstream
 from pipeline.dead_letter import header_value
 from pipeline.redrive import run_redrive
-from pipeline.replay import Range, bounded_settings, resolve_bounds, run_bounded
 from tests.integration.consumer_harness import (
-    API_KEY,
-    APP_KEY,
     expected_signals,
     new_topics,
-    produce,
     read_topic,
     run_until_idle,
     settings_for,
 )
+from tests.integration.ledger_harness import (  # noqa: F401  (fixtures)
+    module_simulator_fixture,
+    produce_sealed,
+    replay_all,
+    simulator_fixture,
+)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def simulator():
-    from connect_sim.testing import run_simulator
-
-    with run_simulator(api_key=API_KEY, app_keys=[APP_KEY], extra_args=["--no-idempotency"]) as sim:
-        yield sim
-
-
-def produce_sealed(bootstrap: str, topic: str, events: list[GeneratedEvent]) -> None:
-    """One partition: the last event alone in its batch, so any broker's end offset is exact."""
-    produce(bootstrap, topic, events[:-1])
-    produce(bootstrap, topic, events[-1:])
-
-
-def replay_all(settings, topic: str):
-    replaying = bounded_settings(settings, f"{settings.group_id}-replay", [topic])
-    bounds = resolve_bounds(replaying, [topic], [], Range(from_offset=0))
-    return run_bounded(replaying, bounds)
 
 
 def test_replay_of_a_delivered_range_sends_nothing_and_reports_all_skipped(

@@ -10,16 +10,11 @@ import signal
 import time
 
 import pytest
-from confluent_kafka import Producer
 
-from pipeline.clickstream import GeneratedEvent, clickstream
-from pipeline.config import DEFAULT_AVRO_DIR
+from pipeline.clickstream import clickstream
 from pipeline.ledger import duplicate_bound
-from pipeline.producer import EventEncoder
 from pipeline.replay import Range, bounded_settings, resolve_bounds, run_bounded
 from tests.integration.consumer_harness import (
-    API_KEY,
-    APP_KEY,
     consumer_process,
     expected_signals,
     new_topics,
@@ -28,25 +23,13 @@ from tests.integration.consumer_harness import (
     settings_for,
     wait_for,
 )
+from tests.integration.ledger_harness import (  # noqa: F401  (fixtures)
+    module_simulator_fixture,
+    seal,
+    simulator_fixture,
+)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def simulator():
-    from connect_sim.testing import run_simulator
-
-    with run_simulator(api_key=API_KEY, app_keys=[APP_KEY], extra_args=["--no-idempotency"]) as sim:
-        yield sim
-
-
-def seal(bootstrap: str, topic: str, partitions: int, events: list[GeneratedEvent]) -> None:
-    """One more event per partition, alone in its batch: exact end offsets on any broker."""
-    encoder = EventEncoder(DEFAULT_AVRO_DIR)
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for partition, event in zip(range(partitions), events, strict=True):
-        producer.produce(topic, value=encoder.encode(event), partition=partition)
-        assert producer.flush(30) == 0
 
 
 def steady(sim, seconds: float, timeout_s: float = 30) -> int:
