@@ -1,0 +1,83 @@
+"""The ledger's in-memory index and its small pure helpers."""
+
+from __future__ import annotations
+
+import struct
+
+from pipeline.config import Settings
+from pipeline.ledger import (
+    LedgerIndex,
+    duplicate_bound,
+    ledger_partition,
+    ledger_value,
+    transactional_id,
+)
+
+HOUR_MS = 3_600_000
+
+
+class Clock:
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+
+def settings(**values: object) -> Settings:
+    return Settings(topics=["clicks"], **values)  # type: ignore[arg-type]
+
+
+def test_keys_within_retention_are_remembered_and_older_ones_refused() -> None:
+    clock = Clock(100 * HOUR_MS)
+    index = LedgerIndex(max_keys=1_000, retention_ms=24 * HOUR_MS, clock=clock)
+    assert index.add("evt-1", clock.ms - HOUR_MS)
+    assert not index.add("evt-old", clock.ms - 25 * HOUR_MS)
+    assert "evt-1" in index and "evt-old" not in index and "evt-2" not in index
+    assert len(index) == 1
+
+
+def test_expire_drops_keys_that_aged_out_oldest_first() -> None:
+    clock = Clock(100 * HOUR_MS)
+    index = LedgerIndex(max_keys=1_000, retention_ms=24 * HOUR_MS, clock=clock)
+    index.add("a", clock.ms - 23 * HOUR_MS)
+    index.add("b", clock.ms - 2 * HOUR_MS)
+    index.add("c", clock.ms)
+    clock.ms += 3 * HOUR_MS  # "a" and "b" are now 26 h and 5 h old
+    assert index.expire() == 1
+    assert "a" not in index and "b" in index and "c" in index
+    assert index.expired == 1
+
+
+def test_over_the_bound_the_oldest_keys_are_evicted_and_counted() -> None:
+    clock = Clock(100 * HOUR_MS)
+    index = LedgerIndex(max_keys=3, retention_ms=24 * HOUR_MS, clock=clock)
+    for key in ("a", "b", "c"):
+        index.add(key, clock.ms)
+    index.add("a", clock.ms)  # seen again: now among the newest
+    index.add("d", clock.ms)
+    assert len(index) == 3 and index.evicted == 1
+    assert "b" not in index and {"a", "c", "d"} <= {k for k in "abcd" if k in index}
+
+
+def test_ledger_records_and_partitions() -> None:
+    assert struct.unpack(">q", ledger_value(1_795_000_000_123)) == (1_795_000_000_123,)
+    assert [ledger_partition(p, 4) for p in range(6)] == [0, 1, 2, 3, 0, 1]
+
+
+def test_transactional_id_is_stable_per_replica() -> None:
+    assert transactional_id(settings(group_id="g", group_instance_id="pod-1")) == "g-pod-1"
+    assert transactional_id(settings(transactional_id="explicit")) == "explicit"
+    host_default = transactional_id(settings(group_id="g"))
+    assert host_default.startswith("g-") and host_default == transactional_id(
+        settings(group_id="g")
+    )
+
+
+def test_duplicate_bound_is_the_batches_in_flight_plus_one_linger_of_settled_ones() -> None:
+    s = settings(batch_max_signals=25, max_in_flight_batches=4)
+    # calls slower than the producer's linger: at most one more round settles in it
+    assert duplicate_bound(s, min_call_latency_s=0.3) == 25 * 4 * 2
+    # 1 ms calls: five rounds can settle within the 5 ms linger
+    assert duplicate_bound(s, min_call_latency_s=0.001) == 25 * 4 * (1 + 5)
+    assert duplicate_bound(s) == 25 * 4 * 2
