@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
@@ -66,6 +67,13 @@ def _ensure_topic(bootstrap: str, topic: str, partitions: int, timeout_s: float)
     help="Produce a new round every this many seconds, until stopped (0: one round).",
 )
 @click.option("--wait", default=120.0, show_default=True, help="Seconds to wait for Kafka.")
+@click.option(
+    "--avro-dir",
+    envvar="PIPELINE_AVRO_DIR",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=DEFAULT_AVRO_DIR,
+    help="The generated schemas [env PIPELINE_AVRO_DIR].",
+)
 def produce(
     bootstrap_servers: str,
     topic: str,
@@ -76,6 +84,7 @@ def produce(
     schema_registry_url: str | None,
     every: float,
     wait: float,
+    avro_dir: Path,
 ) -> None:
     """Write the synthetic demo clickstream to TOPIC."""
     _ensure_topic(bootstrap_servers, topic, partitions, wait)
@@ -84,7 +93,7 @@ def produce(
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
         registry = SchemaRegistryClient({"url": schema_registry_url})
-    encoder = EventEncoder(DEFAULT_AVRO_DIR, registry)
+    encoder = EventEncoder(avro_dir, registry)
     round_number = 0
     while True:
         start = datetime.now(UTC)  # event times are now, so end-to-end latency is real

@@ -31,8 +31,8 @@ def value(samples: dict[Any, float], name: str, **labels: str) -> float | None:
 def probe(port: int, path: str) -> tuple[int, dict[str, Any]]:
     try:
         response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
-    except httpx.HTTPError:
-        return 0, {}
+    except httpx.HTTPError as error:
+        return 0, {"probe_error": repr(error)}
     return response.status_code, response.json()
 
 

@@ -220,6 +220,12 @@ def test_compose_file_follows_the_compose_specification(monkeypatch):
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft
     assert services["schema-registry"]["image"].startswith("confluentinc/cp-schema-registry:")
     assert services["connect-sim"]["entrypoint"] == ["connect-sim"]
+    schemas = services["schemas"]["command"]
+    assert schemas[:2] == ["avro", "register"]
+    for name, value in services["schemas"]["environment"].items():
+        monkeypatch.setenv(name, value)
+    register = main.commands["avro"].commands["register"]  # type: ignore[attr-defined]
+    register.make_context("register", [a.replace("/app/avro", "avro") for a in schemas[2:]])
     producer = services["producer"]["command"]
     for name, value in services["producer"]["environment"].items():
         monkeypatch.setenv(name, value)
