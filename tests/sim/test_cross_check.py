@@ -18,6 +18,7 @@ from pipeline.graphql_doc import request_body
 from pipeline.mapping import MappedSignal, MappingOptions, map_event
 from pipeline.validation import ValidEvent, validate_event
 from tests.sim.conftest import APP_KEY, SimClient
+from tests.sim.test_rules import CASES as RULE_CASES
 from tests.spec_examples import full_event, minimal_event
 
 OPTIONS = MappingOptions(default_app_key=APP_KEY)
@@ -64,3 +65,35 @@ def test_a_clickstream_the_pipeline_maps_is_accepted(sim: SimClient) -> None:
                 signals.append(result)
     assert len(signals) > 400
     assert_all_accepted(sim, signals)
+
+
+def as_event(signal: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A simulator test signal as the clickstream event a producer would write."""
+    content = dict(signal["signalContent"])
+    signal_type = content.pop("signalType")
+    event = {
+        "sessionId": signal["sessionId"],
+        "identifiableAttributes": signal["identifiableAttributes"],
+        "eventTime": content.pop("signalTimestamp", "2025-08-31T08:29:30.001Z"),
+        **content,
+    }
+    return signal_type, event
+
+
+CONTENT_CASES = [
+    c for c in RULE_CASES if c.field.startswith("signalContent.") and "signalType" not in c.field
+]
+
+
+@pytest.mark.parametrize("case", CONTENT_CASES, ids=lambda c: c.rule)
+def test_what_the_simulator_rejects_the_pipeline_never_sends_as_is(
+    sim: SimClient, case: Any
+) -> None:
+    """The pipeline rejects the event, or maps it into a signal Connect accepts."""
+    signal_type, event = as_event(case.make())
+    valid = validate_event(signal_type, event)
+    if not isinstance(valid, ValidEvent):
+        return  # rejected (dead-lettered) before any call: agreed
+    result = map_event(valid, OPTIONS)
+    if isinstance(result, MappedSignal):
+        assert_all_accepted(sim, [result])
