@@ -19,6 +19,7 @@ from confluent_kafka import Message, TopicPartition
 from pipeline.config import Settings
 from pipeline.consumer import Bounds, RecordOrigin, RunSummary, _header_pairs
 from pipeline.dead_letter import ATTEMPT_HEADER, Source, header_value
+from pipeline.logs import configure_logging
 from pipeline.outcomes import Reason
 from pipeline.replay import (
     TIMEOUT_S,
@@ -127,5 +128,7 @@ def redrive(reasons: tuple[str, ...], group: str | None, progress: bool) -> None
 
     Configured from PIPELINE_* like `run`. Prints a JSON report.
     """
-    summary = run_redrive(load_or_exit(), reasons, group=group, progress=progress)
+    live = load_or_exit()
+    configure_logging(live)
+    summary = run_redrive(live, reasons, group=group, progress=progress)
     click.echo(json.dumps(report(summary)))

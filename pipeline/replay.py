@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.consumer import Bounds, RecordOrigin, RunSummary, SignalConsumer
+from pipeline.logs import configure_logging
 
 TIMEOUT_S = 30.0
 
@@ -217,6 +218,7 @@ def replay(
     if from_offset is not None and from_time is not None:
         raise click.UsageError("give only one of --from-offset and --from")
     live = load_or_exit()
+    configure_logging(live)
     chosen = list(topics) or live.topics
     if not chosen:
         raise click.UsageError("give --topic (PIPELINE_TOPICS is a pattern)")
