@@ -141,7 +141,7 @@ class Settings(BaseSettings):
         168.0, gt=0, description="Keys accepted within this window are never sent again."
     )
     ledger_max_keys: int = Field(
-        2_000_000, ge=1_000, description="In-memory ledger bound (oldest evicted first)."
+        1_000_000, ge=1_000, description="In-memory ledger bound, ~120 B a key (oldest evicted)."
     )
     transactions: bool = Field(
         True, description="Ledger, dead letters and offsets in one Kafka transaction."
