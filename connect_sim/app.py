@@ -379,10 +379,16 @@ def build_app(config: Config) -> ASGIApp:
 
     async def idempotency(request: Request) -> Response:
         if request.method == "POST":
-            given = orjson.loads(await request.body() or b"{}")
+            try:
+                given = orjson.loads(await request.body() or b"{}")
+            except orjson.JSONDecodeError:
+                given = None
+            if not isinstance(given, dict):
+                return _json(400, {"error": "expected {enabled: bool, ttl_s: number}"})
             enabled = given.pop("enabled", sim.config.idempotency)
             ttl_s = given.pop("ttl_s", sim.config.idempotency_ttl_s)
-            if given or not isinstance(enabled, bool) or not isinstance(ttl_s, int | float):
+            bad_ttl = isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or ttl_s < 0
+            if given or not isinstance(enabled, bool) or bad_ttl:
                 return _json(400, {"error": "expected {enabled: bool, ttl_s: number}"})
             sim.set_idempotency(enabled, float(ttl_s))
         settings = {"enabled": sim.config.idempotency, "ttl_s": sim.config.idempotency_ttl_s}

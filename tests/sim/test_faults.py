@@ -158,4 +158,9 @@ def test_the_admin_endpoint(sim: SimClient) -> None:
         response = sim.http.post("/admin/faults", json=bad)
         assert response.status_code == 400, bad
     assert sim.http.get("/admin/faults").json()["error_rate"] == 0.5  # unchanged
-    assert sim.http.post("/admin/idempotency", json={"ttl_s": "long"}).status_code == 400
+    for bad_setting in ({"ttl_s": "long"}, {"ttl_s": -1}, {"enabled": 1}, {"other": 1}, [1]):
+        response = sim.http.post("/admin/idempotency", json=bad_setting)
+        assert response.status_code == 400, bad_setting
+    assert sim.http.post("/admin/faults", content=b"{oops").status_code == 400
+    assert sim.http.post("/admin/idempotency", content=b"{oops").status_code == 400
+    assert sim.http.get("/admin/idempotency").json() == {"enabled": True, "ttl_s": 3600}
