@@ -57,6 +57,8 @@ class RunResult:
     requests: int
     accepted: int
     sim_cpu_s: float
+    client_cpu_s: float  # the load generator's own CPU, for context
+    load_average: float  # the machine's 1-minute load average after the run
 
     @property
     def signals_per_s(self) -> float:
@@ -201,14 +203,15 @@ def one_run(
 ) -> RunResult:
     sim.reset()
     assert sim.pid is not None
-    cpu_before = cpu_seconds(sim.pid)
+    cpu_before, client_before = cpu_seconds(sim.pid), time.process_time()
     n_requests, accepted, warm_up, seconds = asyncio.run(
         _load(sim, requests, connections, duration, tag, rate)
     )
     sim_cpu = cpu_seconds(sim.pid) - cpu_before
+    client_cpu = time.process_time() - client_before
     stats = sim.stats()
     assert stats["accepted"] - warm_up == accepted, (stats, accepted)  # responses tell the truth
-    return RunResult(seconds, n_requests, accepted, sim_cpu)
+    return RunResult(seconds, n_requests, accepted, sim_cpu, client_cpu, os.getloadavg()[0])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -259,9 +262,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def _line(result: RunResult) -> str:
     return (
-        f"{result.requests_per_s:7.0f} req/s {result.signals_per_s:9.0f} signals/s  "
-        f"simulator CPU {result.sim_cores:4.2f} cores "
-        f"({result.signals_per_cpu_s:7.0f} signals per CPU-second)"
+        f"{result.requests_per_s:5.0f} req/s {result.signals_per_s:7.0f} signals/s  "
+        f"simulator {result.sim_cores:4.2f} cores "
+        f"({result.signals_per_cpu_s:6.0f} signals per CPU-second)  "
+        f"load generator {result.client_cpu_s / result.seconds:4.2f} cores, "
+        f"load average {result.load_average:.1f}"
     )
 
 
