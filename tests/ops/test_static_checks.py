@@ -167,6 +167,17 @@ def test_alerts_and_monitoring_use_metrics_the_pipeline_exposes():
         for name in re.findall(r"connect_signals_\w+", rule["expr"]):
             assert name in exposed, f"{rule['alert']}: {name} is not a pipeline metric"
         assert rule["annotations"]["summary"] and rule["labels"]["severity"]
+    # PromQL syntax: the rules are parsed as Prometheus would (promql-parser)
+    code = (
+        "import json, sys, promql_parser\n"
+        "for expr in json.load(sys.stdin):\n"
+        "    promql_parser.parse(expr)\n"
+    )
+    exprs = json.dumps([r["expr"] for r in rules])
+    result = subprocess.run(
+        [str(_tool("python")), "-c", code], input=exprs, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
     monitor = objects["ServiceMonitor"]["spec"]
     assert monitor["endpoints"][0]["port"] == "metrics"
     assert (
