@@ -222,12 +222,17 @@ def _upgrade_renamed_fields(signal_type: str, record: Mapping[str, Any]) -> Mapp
 
 
 def field_path(loc: tuple[str | int, ...]) -> str:
-    """``('orderedItems', 1, 'unitPrice')`` -> ``orderedItems[1].unitPrice``."""
+    """``('orderedItems', 1, 'unitPrice')`` -> ``orderedItems[1].unitPrice``.
+
+    A name longer than MAX_SHOWN_CHARS (an unknown key in the JSON form) is cut short.
+    """
     path = ""
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
+            if len(part) > MAX_SHOWN_CHARS:
+                part = f"{part[: MAX_SHOWN_CHARS - 1]}…"
             path += f".{part}" if path else part
     return path
 

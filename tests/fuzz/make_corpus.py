@@ -61,6 +61,14 @@ def json_entries() -> dict[str, str]:
             {**base, "orderedItems": [{"productId": "p", "productName": "n", "unitPrice": 1}]}
         ).replace('"unitPrice": 1', '"unitPrice": 1, "itemQuantity": ' + "9" * 4_000),
         "json-signal-type-object.jsonl": json.dumps({**base, "signalType": {"$ne": 1}}),
+        # Unknown keys are user-chosen: a 2,345-character key made a 4 kB field path.
+        "json-long-unknown-keys.jsonl": json.dumps(
+            {
+                **minimal_event("identification"),
+                "identifiableAttributes": {"x" * 172: None, "x" * 2_345: None},
+                "y" * 1_374: [],
+            }
+        ),
     }
 
 

@@ -86,6 +86,10 @@ EXPECTED: Final = {
         "orderedItems[0].itemQuantity: must be at most 2147483647",
     ),
     "json-signal-type-object.jsonl": ("signalType", "signalType: must be a string"),
+    "json-long-unknown-keys.jsonl": (
+        "identifiableAttributes." + "x" * 59 + "…",
+        "identifiableAttributes." + "x" * 59 + "…: unknown field",
+    ),
 }
 
 
