@@ -12,8 +12,9 @@ import logging
 import os
 from typing import Final
 
-from connect_sim.app import Config, build_app
+from connect_sim.app import build_app
 from connect_sim.faults import Faults
+from connect_sim.simulator import Config
 
 
 def _env(name: str, default: str) -> str:
