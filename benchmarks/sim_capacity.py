@@ -105,6 +105,14 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def peak_rss_mib(pid: int) -> float:
+    """A process's peak resident memory (VmHWM, Linux /proc), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class _Connection:
     """One keep-alive HTTP/1.1 connection with pre-built requests: a client light
     enough that the simulator, not the load generator, is what gets measured."""
@@ -249,6 +257,12 @@ def main(argv: list[str] | None = None) -> None:
                 sim, requests, args.connections, args.duration, "paced", args.paced_rate
             )
             print(f"paced at {args.paced_rate:,.0f} signals/s: {_line(paced)}")
+        assert sim.pid is not None
+        largest = max(r.accepted for r in results)
+        print(
+            f"simulator peak RSS {peak_rss_mib(sim.pid):.0f} MiB "
+            f"(a run records up to {largest:,} signals; /reset between runs)"
+        )
     median = statistics.median(r.signals_per_s for r in results)
     per_cpu = statistics.median(r.signals_per_cpu_s for r in results)
     cores = statistics.median(r.sim_cores for r in results)
