@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +17,7 @@ from pipeline.config import DEFAULT_AVRO_DIR, Settings
 from pipeline.consumer import RunSummary
 from pipeline.producer import EventEncoder
 from pipeline.replay import Range, bounded_settings, resolve_bounds, run_bounded
-from tests.integration.consumer_harness import API_KEY, APP_KEY, produce
+from tests.integration.consumer_harness import API_KEY, APP_KEY, REPO, produce
 
 
 @pytest.fixture(scope="module", name="module_simulator")
@@ -46,6 +50,32 @@ def seal(bootstrap: str, topic: str, partitions: int, events: list[GeneratedEven
     for partition, event in zip(range(partitions), events, strict=True):
         producer.produce(topic, value=encoder.encode(event), partition=partition)
         assert producer.flush(30) == 0
+
+
+def replay_command(settings: Settings, *args: str) -> dict[str, Any]:
+    """``connect-pipeline replay ARGS`` as a child process configured by PIPELINE_*
+    (as a Kubernetes Job runs it); returns its JSON report."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        if name in ("kafka_sasl_password", "connect_api_key", "default_app_key"):
+            value = getattr(settings, name).get_secret_value()
+        env[f"PIPELINE_{name.upper()}"] = (
+            json.dumps(value) if isinstance(value, list | dict) else str(value)
+        )
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "replay", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
 
 
 def replay_all(settings: Settings, topic: str) -> RunSummary:

@@ -25,20 +25,24 @@ from tests.integration.ledger_harness import (  # noqa: F401  (fixtures)
     module_simulator_fixture,
     produce_sealed,
     replay_all,
+    replay_command,
     simulator_fixture,
 )
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("transactions", [True, False], ids=["transactional", "acked-writes"])
 def test_replay_of_a_delivered_range_sends_nothing_and_reports_all_skipped(
-    kafka_bootstrap, simulator
+    kafka_bootstrap, simulator, transactions
 ):
     events = list(clickstream(300, seed=61, invalid_ratio=0.05))
     topic, dlq = new_topics(kafka_bootstrap, partitions=1)
     produce_sealed(kafka_bootstrap, topic, events)
-    settings = settings_for(kafka_bootstrap, topic, dlq, simulator.graphql_url)
-    live = run_until_idle(settings)
+    settings = settings_for(
+        kafka_bootstrap, topic, dlq, simulator.graphql_url, transactions=transactions
+    )
+    live = run_until_idle(settings, idle_s=1.5)
     expected = expected_signals(events)
     invalid = len(events) - len(expected)
     assert live.delivered_total == len(expected) and invalid > 0
@@ -53,6 +57,15 @@ def test_replay_of_a_delivered_range_sends_nothing_and_reports_all_skipped(
     stats = simulator.stats()
     assert stats["accepted"] == accepted_before and stats["duplicates"] == 0
 
+    if transactions:  # the command, as a Kubernetes Job runs it, by timestamp
+        report = replay_command(
+            settings, f"--topic={topic}", "--from=2020-01-01T00:00:00Z", "--no-progress"
+        )
+        assert report["read"] == len(events)
+        assert report["sent"] == 0 and report["skipped_already_delivered"] == len(expected)
+        assert report["dead_lettered"] == invalid
+        assert simulator.stats()["accepted"] == accepted_before
+
 
 def test_redrive_after_a_tier_upgrade_sends_only_what_was_rejected(kafka_bootstrap, simulator):
     events = list(clickstream(300, seed=62, invalid_ratio=0.05))
@@ -61,7 +74,7 @@ def test_redrive_after_a_tier_upgrade_sends_only_what_was_rejected(kafka_bootstr
     pro = settings_for(
         kafka_bootstrap, topic, dlq, simulator.graphql_url, subscription_tier=Tier.PRO
     )
-    first = run_until_idle(pro)
+    first = run_until_idle(pro, idle_s=1.5)
     out_of_tier = first.dead_lettered["subscription"]
     invalid = first.dead_lettered["validation"]
     assert out_of_tier > 0 and invalid > 0
@@ -115,7 +128,7 @@ def test_replay_after_a_tier_upgrade_sends_only_what_was_rejected(kafka_bootstra
     pro = settings_for(
         kafka_bootstrap, topic, dlq, simulator.graphql_url, subscription_tier=Tier.PRO
     )
-    first = run_until_idle(pro)
+    first = run_until_idle(pro, idle_s=1.5)
     out_of_tier = first.dead_lettered["subscription"]
     assert out_of_tier > 0
 

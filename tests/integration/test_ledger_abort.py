@@ -55,7 +55,7 @@ def test_an_aborted_transaction_rewinds_and_sends_nothing_twice(kafka_bootstrap,
         return commit(offsets)
 
     transactions.commit = abort_one  # type: ignore[method-assign]
-    summary = consumer.run(stop_after_idle_s=3)
+    summary = consumer.run(stop_after_idle_s=1.5)
 
     assert aborted.is_set() and transactions.aborts == 1
     expected = expected_signals(events)
