@@ -8,6 +8,7 @@ set (a real Apache Kafka), only the API phase runs against it.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 
@@ -32,15 +33,23 @@ pytestmark = pytest.mark.integration
 
 
 def _until(port: int, path: str, status: int, timeout_s: float, why: str) -> dict:
-    seen: dict = {}
-
-    def check() -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
         code, body = probe(port, path)
-        seen.update(body)
-        return code == status
+        if code == status:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} never {status} ({why}): last {code} {body}")
+        time.sleep(0.2)
 
-    wait_for(check, timeout_s, f"{path} {status}: {why} (last: {seen})")
-    return seen
+
+def _hold(port: int) -> socket.socket:
+    """Keep a stopped server's port: connections are refused, and no other process on
+    this busy machine can take it before the server starts again."""
+    guard = socket.socket()
+    guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    guard.bind(("127.0.0.1", port))
+    return guard
 
 
 def test_probes_follow_the_broker_and_the_api(kafka_bootstrap):
@@ -78,10 +87,12 @@ def test_probes_follow_the_broker_and_the_api(kafka_bootstrap):
 
                 # The API goes away while there is work: not ready, still alive.
                 sim.stop()
+                guard = _hold(sim.port)
                 produce(bootstrap, topic, list(clickstream(20, seed=3, invalid_ratio=0)))
                 body = _until(port, "/readyz", 503, 30, "API failing")
                 assert body["api_ok"] is False and body["broker_reachable"] is True
                 assert probe(port, "/healthz")[0] == 200
+                guard.close()
                 sim.start()  # same port
                 _until(port, "/readyz", 200, 30, "the retried batch went through")
                 wait_for(lambda: len(sim.signals()) == 20, 30, "the 20 signals delivered")
@@ -89,9 +100,11 @@ def test_probes_follow_the_broker_and_the_api(kafka_bootstrap):
                 if broker is not None:
                     # The broker goes away: not ready, still alive; a new one: ready again.
                     broker.stop()
+                    guard = _hold(broker.port)
                     body = _until(port, "/readyz", 503, 30, "broker unreachable")
                     assert body["broker_reachable"] is False
                     assert probe(port, "/healthz")[0] == 200
+                    guard.close()
                     broker = EmbeddedBroker(port=broker.port).start()
                     body = _until(port, "/readyz", 200, 30, "broker back")
                     assert body["broker_reachable"] is True
