@@ -151,6 +151,8 @@ def test_run_logs_json_exposes_metrics_and_never_prints_a_secret(kafka_bootstrap
         again = [e for e in events if not e.invalid][:20]
         more = list(clickstream(30, seed=24, invalid_ratio=0, start=start))
         produce(kafka_bootstrap, topic, again + more)
+        port = free_port()  # a fresh one: the first may be taken since
+        env["PIPELINE_HTTP_PORT"] = str(port)
         bad = run_process(
             {**env, "PIPELINE_CONNECT_API_KEY": secrets["wrong_api_key"]}, tmp_path / "b"
         )
