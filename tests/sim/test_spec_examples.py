@@ -10,6 +10,7 @@ editions are checked one by one.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, Final
 
 import pytest
@@ -139,3 +140,37 @@ def test_required_fields_follow_the_current_edition(
         assert errors[0]["message"] == f"signals[0].signalContent.{field}: required"
     else:
         assert errors == [] and ids[0] is not None
+
+
+def table_field_names(text: str) -> set[str]:
+    """Field names of the specification's field lists and tables."""
+    # current edition: "name: String - ...", "productId(required): String - ..."
+    listed = re.findall(
+        r"([A-Za-z]+)(?:\((?:required|optional)\))?: (?:String|Number|Array|Boolean|Date)", text
+    )
+    # earlier edition: "| name | String ... |"
+    tabled = re.findall(r"^([a-z][A-Za-z]+) \|", text, re.MULTILINE)
+    return set(listed) | set(tabled)
+
+
+@pytest.mark.parametrize("edition", [CURRENT, EARLIER])
+def test_the_sdl_has_every_field_the_tables_list(edition: str) -> None:
+    from graphql import build_schema
+
+    from connect_sim.simulator import SDL_PATH
+
+    schema = build_schema(SDL_PATH.read_text())
+    fields = {
+        name
+        for type_name in ("SignalContentInput", "ItemInput", "CustomAttributeInput")
+        for name in schema.type_map[type_name].fields  # type: ignore[attr-defined]
+    }
+    # The text glues each list entry to the sentence before it ("...GBP".itemQuantity):
+    # a name is found when one of its suffixes is a field.
+    missing = {
+        name
+        for name in table_field_names(spec_text(edition))
+        if not any(name[i:] in fields for i in range(len(name)))
+    }
+    renamed = {"quantity"} if edition == EARLIER else set()  # itemQuantity now
+    assert missing - {"values"} == renamed  # "Valid values: ..." is prose
