@@ -410,7 +410,10 @@ class SignalConsumer:
                 return
             except BufferError:
                 self._producer.poll(0.1)
-            except KafkaException as error:  # the transaction needs an abort: commit now
+            except KafkaException as error:
+                if self._txn is None:
+                    raise
+                # the transaction needs an abort: commit now, which aborts and rewinds
                 log.warning("produce refused", error=str(error))
                 self._last_commit = 0.0
                 return
@@ -424,7 +427,6 @@ class SignalConsumer:
                 offsets.append(TopicPartition(key[0], key[1], offset))
         if not offsets and not self._txn_dirty:
             return
-        self.ledger.expire()
         if self._txn.commit(offsets):
             for tp in offsets:
                 self._last_committed[(tp.topic, tp.partition)] = tp.offset
@@ -450,6 +452,7 @@ class SignalConsumer:
         deadline = time.monotonic() + self._settings.drain_timeout_s
         while self._in_flight and time.monotonic() < deadline:
             self._collect_reports(block_s=0.1)  # stale reports: ledger records only
+        self._producer.flush(30)  # on the broker before a partition can change hands
         self._in_flight_keys.clear()
         self._offsets.clear()
         self._buffered_bytes = 0
@@ -467,7 +470,12 @@ class SignalConsumer:
                 offset = committed.offset if committed.offset >= 0 else OFFSET_BEGINNING
             positions.append(TopicPartition(key[0], key[1], offset))
         for tp in positions:
-            self._consumer.seek(tp)
+            try:
+                self._consumer.seek(tp)
+            except KafkaException as error:
+                # Not re-readable in place: stop uncommitted; a restart re-reads from the
+                # committed offsets, and the ledger skips what was accepted meanwhile.
+                raise TransactionFatal(f"rewind of {tp.topic}[{tp.partition}]: {error}") from None
         log.warning("rewound to the committed offsets", partitions=len(positions))
 
     # --- the loop ------------------------------------------------------------------------
@@ -712,6 +720,7 @@ class SignalConsumer:
 
     def _commit(self, *, asynchronous: bool, only: set[TopicPartitionKey] | None = None) -> None:
         self._last_commit = time.monotonic()
+        self.ledger.expire()
         if self._txn is not None:
             self._commit_transaction()  # every partition's offsets: never too many
             return
@@ -785,6 +794,10 @@ class SignalConsumer:
 
     def _shutdown(self) -> None:
         log.info("stopping: draining in-flight batches")
+        if self._fatal:  # nothing more can be recorded: send nothing more
+            self._open, self._open_bytes = [], 0
+            self._ready.clear()
+            self._abandon.set()
         drained = self._drain(self._settings.drain_timeout_s)
         if not drained:
             log.warning("drain timed out: unfinished records stay uncommitted")

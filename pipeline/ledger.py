@@ -26,6 +26,7 @@ import struct
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import Any, Final
 
 import structlog
@@ -123,13 +124,14 @@ class LedgerIndex:
             del self._keys[key]  # re-inserted at the end: it is now among the newest
         self._keys[key] = shared
         if len(self._keys) > self.max_keys:
-            self._evict(len(self._keys) - self.max_keys)
+            # 1% at a time: each eviction walks the dict's front (deleted slots too) once
+            self._evict(len(self._keys) - self.max_keys + self.max_keys // 100)
         return True
 
     def _evict(self, count: int) -> None:
         first = self.evicted == 0
-        for _ in range(count):
-            self._keys.pop(next(iter(self._keys)))
+        for key in list(islice(self._keys, count)):
+            del self._keys[key]
         self.evicted += count
         if first or self.evicted % 100_000 < count:
             log.warning(
@@ -141,18 +143,17 @@ class LedgerIndex:
     def expire(self) -> int:
         """Drop keys older than the retention window (from the oldest end)."""
         cutoff_minute = self.cutoff_ms() // 60_000
-        dropped = 0
-        while self._keys:
-            key = next(iter(self._keys))
-            if self._keys[key] >= cutoff_minute:
+        victims = []
+        for key, minute in self._keys.items():  # one walk from the oldest end
+            if minute >= cutoff_minute:
                 break
+            victims.append(key)
+        for key in victims:
             del self._keys[key]
-            dropped += 1
-        if dropped:
-            self.expired += dropped
-            live = set(self._keys.values())
-            self._minutes = {m: m for m in self._minutes if m in live}
-        return dropped
+        if victims:
+            self.expired += len(victims)
+            self._minutes = {m: m for m in self._minutes if m >= cutoff_minute}
+        return len(victims)
 
 
 def ensure_ledger_topic(
