@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +36,7 @@ from typing import Any, Final, Literal
 import click
 import httpx
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from pipeline.clickstream import GeneratedEvent, clickstream
 from pipeline.config import DEFAULT_AVRO_DIR, Settings
@@ -45,6 +45,7 @@ from pipeline.producer import EventEncoder
 APP_KEY: Final = "chaos-app-key"
 API_KEY: Final = "chaos-api-key"
 REPO: Final = Path(__file__).resolve().parent.parent
+MIN_UPTIME_S: Final = 8.0
 SECRET_SETTINGS: Final = ("kafka_sasl_password", "connect_api_key", "default_app_key")
 
 ActionKind = Literal["kill", "join", "leave", "pause", "burst"]
@@ -202,8 +203,8 @@ class ChaosReport:
     accepted_rows: int = 0
     accepted_unique: int = 0
     duplicates: int = 0
-    resent: int = 0  # of which from re-reading (kills, rebalances)
-    retried: int = 0  # of which from retrying a call Connect had served (same batch)
+    resent: int = 0  # of which in a new batch (a re-read after a kill or a lost commit)
+    retried: int = 0  # of which in the same batch (a retry, or an identical re-read batch)
     lost: int = 0
     unexpected_accepted: int = 0  # keys that are no valid event's (invalid accepted?)
     dead_lettered: int = 0  # distinct invalid events found on the dead-letter topic
@@ -223,6 +224,8 @@ class ChaosReport:
     drained: bool = False
     duration_s: float = 0.0
     lost_sample: list[str] = field(default_factory=list)
+    #: partitions the group had not committed to the end when the run stopped waiting
+    uncommitted: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def allowed_duplicates(self) -> int:
@@ -248,7 +251,10 @@ class ChaosReport:
             problems.append(f"{self.duplicates} duplicates exceed the bound {governing}")
         problems.extend(f"replica crashed or hung: {c}" for c in self.crashes)
         if not self.drained:
-            problems.append("the stream did not drain before the timeout")
+            behind = ", ".join(
+                f"[{p}] committed {c} of {e}" for p, (c, e) in sorted(self.uncommitted.items())
+            )
+            problems.append(f"the stream did not drain before the timeout: {behind}")
         return problems
 
     def lines(self) -> list[str]:
@@ -266,7 +272,7 @@ class ChaosReport:
             ("simulator faults", ", ".join(f"{k} {v}" for k, v in sorted(faults.items()))),
             ("accepted (all calls)", self.accepted_rows),
             ("accepted unique", self.accepted_unique),
-            ("duplicates", f"{self.duplicates} ({self.resent} re-read, {self.retried} retried)"),
+            ("duplicates", f"{self.duplicates} ({self.retried} same batch, {self.resent} new)"),
             ("lost", self.lost),
             ("accepted, not valid", self.unexpected_accepted),
             ("dead-lettered", f"{self.dead_lettered} ({self.dead_letter_records} records)"),
@@ -285,8 +291,9 @@ class ChaosReport:
 class Tally:
     rows: int  # accepted signals, every acceptance counted
     unique: int  # distinct valid events accepted
-    resent: int  # duplicates from a re-read (another batch: a crash, a lost commit)
-    retried: int  # duplicates from a retried call Connect had served (same batch key)
+    resent: int  # duplicates in a new batch (a re-read: a kill, a lost commit)
+    retried: int  # in the same batch key: a retried call Connect had served, or a
+    # re-read that formed the identical batch again (the key hashes its signals)
     unexpected: int  # accepted keys that are no valid event
     lost: list[str]  # valid events never accepted
 
@@ -346,6 +353,7 @@ class Replica:
         self._stopped = False  # ended on purpose: not a crash
         self.process: subprocess.Popen[bytes] | None = None
         self.exits: list[int] = []  # each incarnation's exit status (-9: our SIGKILL)
+        self.started_at = 0.0
 
     @property
     def alive(self) -> bool:
@@ -362,6 +370,7 @@ class Replica:
     def start(self) -> None:
         self.record_exit()
         self._starts += 1
+        self.started_at = time.monotonic()
         self._stopped = False
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -384,6 +393,9 @@ class Replica:
         self._stopped = True
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
+        # A SIGTERM before the interpreter has installed its handler just kills it:
+        # give a fresh process time to come up (a pod gets the same grace).
+        time.sleep(max(0.0, self.started_at + MIN_UPTIME_S - time.monotonic()))
         self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout_s)
@@ -410,13 +422,16 @@ class EventFeed:
             {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20}
         )
         self.acknowledged = 0
+        self.end_offsets: dict[int, int] = {}  # partition -> one past the last written
         self.failures: list[str] = []
         self.invalid_values: set[bytes] = set()
         self._thread: threading.Thread | None = None
 
-    def _on_delivery(self, error: Any, _: Any) -> None:
+    def _on_delivery(self, error: Any, message: Any) -> None:
         if error is None:
             self.acknowledged += 1
+            partition, end = message.partition(), message.offset() + 1
+            self.end_offsets[partition] = max(end, self.end_offsets.get(partition, 0))
         else:
             self.failures.append(str(error))
 
@@ -476,6 +491,20 @@ def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         if all(t in metadata and len(metadata[t].partitions) == n for t, n in topics.items()):
             return
         time.sleep(0.2)
+
+
+def group_offsets(
+    bootstrap: str, group_id: str, topic: str, partitions: Iterable[int]
+) -> dict[int, int]:
+    """The group's committed offset per partition (negative: none yet)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id})
+    try:
+        wanted = [TopicPartition(topic, p) for p in partitions]
+        return {tp.partition: tp.offset for tp in consumer.committed(wanted, timeout=10)}
+    except KafkaException:
+        return {}
+    finally:
+        consumer.close()
 
 
 def read_dead_letters(
@@ -587,6 +616,7 @@ class ChaosRun:
         self.echo = echo
         self.report = ChaosReport(config.seed, config.events)
         self.stop_timeout_s = 30.0
+        self.bootstrap_servers, self.group_id, self.topic = "", "", ""
 
     def run(self) -> ChaosReport:
         from connect_sim.testing import run_simulator
@@ -616,6 +646,7 @@ class ChaosRun:
             topic, dlq = f"chaos-{suffix}", f"chaos-{suffix}-dlq"
             create_topics(bootstrap, {topic: config.partitions, dlq: 1})
             settings = consumer_settings(bootstrap, topic, dlq, sim.graphql_url, config.settings)
+            self.bootstrap_servers, self.group_id, self.topic = bootstrap, settings.group_id, topic
             self.stop_timeout_s = settings.drain_timeout_s + 20
             replicas = [Replica("A", settings, self.log_dir), Replica("B", settings, self.log_dir)]
             for replica in replicas:
@@ -721,6 +752,20 @@ class ChaosRun:
             sim.set_faults(**simulator_faults(rng.randrange(1 << 30), burst=burst))
             self.echo(f"{moment}: simulator answers the next {burst} calls with 429")
 
+    def _committed_to_end(self, end_offsets: dict[int, int]) -> bool:
+        """The group committed every partition to its end: every record is finished.
+
+        Ends come from the producer's acknowledgements, not from watermarks (the
+        embedded broker's undercount). Until then a replica may still owe dead letters.
+        """
+        committed = group_offsets(self.bootstrap_servers, self.group_id, self.topic, end_offsets)
+        self.report.uncommitted = {
+            p: (committed.get(p, -1), end)
+            for p, end in end_offsets.items()
+            if committed.get(p, -1) < end
+        }
+        return not self.report.uncommitted
+
     def _stop(self, replica: Replica, when: str) -> None:
         """SIGTERM must drain, commit and exit 0 in time; anything else is a failure."""
         code = replica.stop(self.stop_timeout_s)
@@ -748,7 +793,7 @@ class ChaosRun:
         deadline = started + self.config.timeout_s
         while time.monotonic() < deadline:
             self._check_crashes(replicas)
-            if feed.done and progress() >= 1.0:
+            if feed.done and progress() >= 1.0 and self._committed_to_end(feed.end_offsets):
                 return True
             time.sleep(0.2)
         return False
