@@ -114,7 +114,7 @@ def signal_content(event: ValidEvent) -> dict[str, Any]:
     reshaped = _RESHAPED[event.signal_type]
     # Validation returns only the fields the producer sent (no None values).
     content = {"signalType": event.signal_type}
-    content.update((k, v) for k, v in fields.items() if k not in _ENVELOPE_KEYS)
+    content.update({k: v for k, v in fields.items() if k not in _ENVELOPE_KEYS})
     for name, fs in reshaped.items():
         if name in content:
             content[name] = _value(fs, content[name])
