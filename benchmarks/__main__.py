@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING
 from benchmarks import machine
 
 if TYPE_CHECKING:
+    from benchmarks.end_to_end import RunResult
     from benchmarks.stack import Backlog
 
 BENCHES = ("cpu", "backlog", "scaling", "reference", "latency", "rss", "sim", "replay")
@@ -102,12 +104,11 @@ def bench_cpu(args: argparse.Namespace, report: Report) -> None:
     full(prepared)  # warm-up: caches filled outside the timing
     cpu_path.decode_only(prepared)
     runs = max(3, args.runs)
-    a = cpu_path.timed(cpu_path.decode_only, prepared, runs)
-    b = cpu_path.timed(full, prepared, runs)
+    a, b = cpu_path.interleaved(cpu_path.decode_only, full, prepared, runs)
     ratios = [y / x for x, y in zip(a, b, strict=True)]
     label = f"cpu ({len(prepared):,} events, in-process)"
-    report.add(label, "fastavro decode only, events/s", spread(a))
-    report.add(label, "decode+validate+map, events/s", spread(b))
+    report.add(label, "fastavro decode only, events per CPU-second", spread(a))
+    report.add(label, "decode+validate+map, events per CPU-second", spread(b))
     report.add(label, "ratio full / decode-only", spread(ratios, ".2f"), ">= 0.6")
 
 
@@ -126,8 +127,25 @@ def bench_backlog(args: argparse.Namespace, report: Report, ctx: Context) -> Non
         ">= 25,000 events/s",
     )
     report.add(label, "launch to first acceptance, s", spread([r.first_s for r in results], ".1f"))
+    add_cpu(report, label, results)
     report.add(label, "peak RSS of the pipeline", mib([r.peak_rss_bytes[0] for r in results]))
     report.add(label, "duplicates at the simulator", spread([r.duplicates for r in results]))
+
+
+def add_cpu(report: Report, label: str, results: Sequence[RunResult]) -> None:
+    """CPU per signal by component: robust on a noisy machine, and it gives a ceiling."""
+    per = [r.cpu_us for r in results if r.cpu_us]
+    if not per:
+        return
+    parts = {k: statistics.median(p[k] for p in per) for k in per[0]}
+    shown = " / ".join(f"{k} {v:.0f}" for k, v in parts.items())
+    report.add(label, "CPU µs per accepted signal, steady", shown)
+    if parts.get("broker"):
+        cores = len(os.sched_getaffinity(0))
+        ceiling = cores * 1e6 / sum(parts.values())
+        report.add(
+            label, f"ceiling on {cores} cores at that CPU cost, signals/s", f"{ceiling:,.0f}"
+        )
 
 
 def bench_scaling(args: argparse.Namespace, report: Report, ctx: Context) -> None:
@@ -142,6 +160,7 @@ def bench_scaling(args: argparse.Namespace, report: Report, ctx: Context) -> Non
     one_steady = statistics.median(r.steady_rate for r in ctx.ours)
     report.add(label, "2 processes: events/s, launch to last", spread([r.rate for r in two]))
     report.add(label, "2 processes: accepted/s, steady", spread([r.steady_rate for r in two]))
+    add_cpu(report, label + " 2 processes", two)
     report.add(
         label,
         "speed-up 2 vs 1 process (steady; launch to last)",
@@ -232,7 +251,6 @@ class Context:
     """One broker + registry + simulator, and one backlog shared by the benchmarks."""
 
     def __init__(self) -> None:
-        from benchmarks.end_to_end import RunResult
         from benchmarks.stack import Stack
 
         self.stack = Stack()

@@ -26,6 +26,7 @@ class RunResult:
     total_s: float  # launch -> last acceptance
     steady_rate: float  # accepted/s between 10% and 90%
     peak_rss_bytes: tuple[int, ...]  # one per process
+    cpu_us: dict[str, float]  # CPU µs per accepted signal in the steady window, by component
 
     @property
     def rate(self) -> float:
@@ -56,6 +57,7 @@ def run_backlog(
         trace.last_s,
         trace.steady_rate() or 0.0,
         peaks,
+        trace.cpu_us_per_signal(),
     )
 
 
@@ -115,7 +117,7 @@ def run_reference(
         raise RuntimeError(f"reference failed: {log_path.read_text(errors='replace')[-2000:]}")
     report = json.loads(output.strip().splitlines()[-1])
     samples.append((time.monotonic(), int(stack.sim.stats()["accepted"])))
-    trace = Acceptance(start, samples[-1][1], samples)
+    trace = Acceptance(start, samples[-1][1], samples)  # no CPU samples: rates only
     return ReferenceResult(
         report["events"],
         report["accepted"],

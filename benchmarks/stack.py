@@ -57,25 +57,42 @@ class Backlog:
     produce_s: float
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a live process, from /proc (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Acceptance:
-    """The simulator's accepted count over time, polled every POLL_S seconds."""
+    """The simulator's accepted count over time, polled every POLL_S seconds, with the
+    CPU seconds used so far by each component (pipeline, simulator, broker)."""
 
     start: float  # monotonic time the pipeline processes were launched
     expected: int
     samples: list[tuple[float, int]] = field(default_factory=list)
+    cpu: list[dict[str, float]] = field(default_factory=list)  # one per sample
     duplicates: int = 0
 
     @property
     def complete(self) -> bool:
         return bool(self.samples) and self.samples[-1][1] >= self.expected
 
+    def index_of(self, count: int) -> int | None:
+        for i, (_, accepted) in enumerate(self.samples):
+            if accepted >= count:
+                return i
+        return None
+
     def time_to(self, count: int) -> float | None:
         """Seconds from start until at least ``count`` signals were accepted."""
-        for t, accepted in self.samples:
-            if accepted >= count:
-                return t - self.start
-        return None
+        i = self.index_of(count)
+        return None if i is None else self.samples[i][0] - self.start
 
     @property
     def first_s(self) -> float | None:
@@ -85,12 +102,28 @@ class Acceptance:
     def last_s(self) -> float | None:
         return self.time_to(self.expected)
 
-    def steady_rate(self, low: float = 0.1, high: float = 0.9) -> float | None:
-        """Accepted signals/s between 10% and 90% of the expected count."""
-        a, b = self.time_to(int(self.expected * low)), self.time_to(int(self.expected * high))
+    def _window(self, low: float, high: float) -> tuple[int, int] | None:
+        a, b = self.index_of(int(self.expected * low)), self.index_of(int(self.expected * high))
         if a is None or b is None or b <= a:
             return None
-        return (int(self.expected * high) - int(self.expected * low)) / (b - a)
+        return a, b
+
+    def steady_rate(self, low: float = 0.1, high: float = 0.9) -> float | None:
+        """Accepted signals/s between 10% and 90% of the expected count."""
+        window = self._window(low, high)
+        if window is None:
+            return None
+        a, b = window
+        return (self.samples[b][1] - self.samples[a][1]) / (self.samples[b][0] - self.samples[a][0])
+
+    def cpu_us_per_signal(self, low: float = 0.1, high: float = 0.9) -> dict[str, float]:
+        """CPU microseconds per accepted signal, per component, in the steady window."""
+        window = self._window(low, high)
+        if window is None or len(self.cpu) != len(self.samples):
+            return {}
+        a, b = window
+        signals = self.samples[b][1] - self.samples[a][1]
+        return {k: (self.cpu[b][k] - self.cpu[a][k]) * 1e6 / signals for k in self.cpu[b]}
 
 
 @dataclass
@@ -142,6 +175,7 @@ class Stack:
         self.bootstrap = ""
         self.registry = LocalRegistry()
         self.sim: Any = None
+        self.broker_pid: int | None = None  # None: an external Kafka, CPU not measured
 
     def __enter__(self) -> Stack:
         configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -152,6 +186,8 @@ class Stack:
 
             broker = EmbeddedBroker(log_dir=self.workdir)
             self.bootstrap = self._exit.enter_context(broker).bootstrap_servers
+            process = getattr(broker, "_process", None)
+            self.broker_pid = process.pid if process is not None else None
         self.registry.start()
         self._exit.callback(self.registry.stop)
         from connect_sim.testing import run_simulator
@@ -269,6 +305,13 @@ class Stack:
             stats = self.sim.stats()
             now = time.monotonic()
             trace.samples.append((now, int(stats["accepted"])))
+            trace.cpu.append(
+                {
+                    "pipeline": sum(cpu_seconds(p.process.pid) for p in processes),
+                    "simulator": cpu_seconds(self.sim.pid),
+                    "broker": cpu_seconds(self.broker_pid),
+                }
+            )
             trace.duplicates = int(stats.get("duplicates", 0))
             if stats["accepted"] >= expected:
                 break
