@@ -35,5 +35,6 @@ lint: install
 test: install lint checks-venv
 	PIPELINE_REQUIRE_CHECKS=1 $(BIN)/pytest -q
 
+# make bench [BENCH="backlog latency --events 50000"]: see python -m benchmarks --help
 bench: install
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH)
