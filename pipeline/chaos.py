@@ -512,9 +512,9 @@ def read_dead_letters(
 ) -> list[bytes]:
     """Every record value on the dead-letter topic, read to the end.
 
-    Counted by reading, never by watermarks (the embedded broker's undercount): read
-    until every expected value was seen or the time is up, then a little longer so
-    that extra records show.
+    Committed records only. Counted by reading, never by watermarks (the embedded
+    broker's undercount): read until every expected value was seen or the time is
+    up, then a little longer so that extra records show.
     """
     consumer = Consumer(
         {
@@ -523,6 +523,9 @@ def read_dead_letters(
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "session.timeout.ms": 6000,
+            # A dead letter written in a transaction that was then aborted (a kill) is
+            # void: only committed ones count, or a lost dead letter could hide.
+            "isolation.level": "read_committed",
         }
     )
     consumer.subscribe([topic])
