@@ -52,7 +52,7 @@ from pipeline.metrics import PipelineMetrics
 from pipeline.offsets import PartitionOffsets
 from pipeline.outcomes import Reason, Rejection
 from pipeline.processor import Dropped, EventProcessor
-from pipeline.transactions import TransactionFatal, Transactions
+from pipeline.transactions import TransactionFatal, Transactions, is_fatal
 
 log = structlog.get_logger("pipeline.consumer")
 
@@ -308,9 +308,9 @@ class SignalConsumer:
                     and time.monotonic() - self._last_record > stop_after_idle_s
                 ):
                     break
-        except TransactionFatal:
+        except TransactionFatal as error:
             self._fatal = True
-            log.error("producer fenced or failed fatally: stopping without committing")
+            log.error("producer fenced or failed fatally: stopping uncommitted", error=str(error))
             raise
         finally:
             self._shutdown()
@@ -390,7 +390,8 @@ class SignalConsumer:
             elif self._txn is None:
                 log.warning("ledger write failed, retrying", error=str(error))
                 self._write_ledger(partition, key, accepted_ms, pending)
-            # in a transaction, the commit fails, aborts and the records are read again
+            else:  # the commit fails, aborts and the records are read again; unless fenced
+                self._stop_if_fenced(error)
 
         if self._txn is not None:
             self._txn_ledger.append((partition, key, accepted_ms))
@@ -402,6 +403,24 @@ class SignalConsumer:
             on_delivery=acknowledged,
         )
 
+    def _stop_if_fenced(self, error: KafkaError) -> None:
+        """A write refused because a newer instance took over: stop sending at once."""
+        if is_fatal(error) and not self._fatal:
+            self._fatal = True
+            raise TransactionFatal(str(error))
+
+    def _poll_producer(self, timeout_s: float = 0.0) -> None:
+        """Serve delivery reports; a fatal producer error (fenced) stops the consumer."""
+        try:
+            self._producer.poll(timeout_s)
+        except KafkaException as error:
+            if self._fatal:
+                return
+            if is_fatal(error.args[0]):
+                self._fatal = True
+                raise TransactionFatal(str(error)) from None
+            raise
+
     def _produce(self, topic: str, **kwargs: Any) -> None:
         while True:
             try:
@@ -409,10 +428,15 @@ class SignalConsumer:
                 self._txn_dirty = True
                 return
             except BufferError:
-                self._producer.poll(0.1)
+                self._poll_producer(0.1)
             except KafkaException as error:
                 if self._txn is None:
                     raise
+                if self._fatal:
+                    return  # stopping after a fatal error: nothing can be recorded
+                if is_fatal(error.args[0]):
+                    self._fatal = True
+                    raise TransactionFatal(str(error)) from None
                 # the transaction needs an abort: commit now, which aborts and rewinds
                 log.warning("produce refused", error=str(error))
                 self._last_commit = 0.0
@@ -425,9 +449,14 @@ class SignalConsumer:
             offset = tracker.committable()
             if offset is not None and offset != self._last_committed.get(key):
                 offsets.append(TopicPartition(key[0], key[1], offset))
-        if not offsets and not self._txn_dirty:
+        if self._fatal or (not offsets and not self._txn_dirty):
             return
-        if self._txn.commit(offsets):
+        try:
+            committed = self._txn.commit(offsets)
+        except TransactionFatal:
+            self._fatal = True
+            raise
+        if committed:
             for tp in offsets:
                 self._last_committed[(tp.topic, tp.partition)] = tp.offset
             self._txn_ledger.clear()
@@ -488,7 +517,7 @@ class SignalConsumer:
             self.metrics.consumed.inc(len(messages))
         for message in messages:
             self._handle(message)
-        self._producer.poll(0)
+        self._poll_producer()
         self._retry_failed_dead_letters()
         self._collect_reports()
         self._close_open_batch_if_due()
@@ -580,6 +609,8 @@ class SignalConsumer:
         self._ready.append(batch)
 
     def _dispatch(self) -> None:
+        if self._fatal:
+            return  # nothing sent now could be recorded in the ledger
         while self._ready and self._in_flight < self._settings.max_in_flight_batches:
             batch = self._ready.popleft()
             self._in_flight += 1
@@ -662,6 +693,7 @@ class SignalConsumer:
         def acknowledged(error: KafkaError | None, _: Message) -> None:
             if error is not None:
                 if self._txn is not None:
+                    self._stop_if_fenced(error)
                     return  # the commit fails and aborts: the record is read again
                 log.warning("dead-letter write failed, retrying", error=str(error))
                 self._dlq_failed.append((pending, rejection))
@@ -753,12 +785,13 @@ class SignalConsumer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self._dispatch()
-            self._producer.poll(0)
+            self._poll_producer()
             self._retry_failed_dead_letters()
             self._collect_reports(block_s=0.05)
             if self._in_flight == 0 and not self._ready:
                 break
-        self._producer.flush(max(0.0, deadline - time.monotonic()))
+        if not self._fatal:
+            self._producer.flush(max(0.0, deadline - time.monotonic()))
         self._collect_reports()
         return self._in_flight == 0 and not self._ready
 
@@ -777,8 +810,9 @@ class SignalConsumer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
-        self._drain(self._settings.drain_timeout_s)
-        self._commit(asynchronous=False, only=revoked)
+        if not self._fatal:  # fenced: nothing can be committed, hand them over as they are
+            self._drain(self._settings.drain_timeout_s)
+            self._commit(asynchronous=False, only=revoked)
         for key in revoked:
             self._offsets.pop(key, None)
             self._last_committed.pop(key, None)
@@ -803,9 +837,11 @@ class SignalConsumer:
             log.warning("drain timed out: unfinished records stay uncommitted")
             self._abandon.set()
             self._collect_reports(block_s=1.0)
-        if not self._fatal:
-            self._commit(asynchronous=False)
-        self._consumer.close()
+        try:
+            if not self._fatal:
+                self._commit(asynchronous=False)
+        finally:
+            self._consumer.close()  # leave the group whatever happened: hand partitions over
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._client.close()
         self._producer.flush(5)

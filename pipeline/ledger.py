@@ -41,6 +41,8 @@ log = structlog.get_logger("pipeline.ledger")
 LOAD_TIMEOUT_S: Final = 300.0
 #: linger.ms of the consumer's producer (ledger and dead-letter records).
 PRODUCER_LINGER_MS: Final = 5
+#: A produce round trip with acks=all on a local network (for ``duplicate_bound``).
+LEDGER_ACK_S: Final = 0.02
 _VALUE: Final = struct.Struct(">q")
 
 
@@ -62,20 +64,28 @@ def transactional_id(settings: Settings) -> str:
     return f"{settings.group_id}-{replica}"
 
 
-def duplicate_bound(settings: Settings, *, min_call_latency_s: float = 0.0) -> int:
-    """The most signals one replica's crash (SIGKILL) can make Connect receive twice.
+def duplicate_bound(
+    settings: Settings,
+    *,
+    min_call_latency_s: float = 0.0,
+    ledger_ack_s: float = LEDGER_ACK_S,
+) -> int:
+    """The most signals one replica's crash or fencing can make Connect receive twice.
 
-    A signal is sent again only when Connect accepted it but its ledger record had not
-    reached the broker when the process died: the batches in flight (sent, answer not
-    yet processed) plus the batches settled within the producer's last linger
-    (``PRODUCER_LINGER_MS``), whose ledger records were still queued. A transaction
-    open at the crash is aborted, but its ledger records are read all the same (read
-    uncommitted). The settled batches are bounded by how many calls can complete in
-    one linger at ``min_call_latency_s``; without it, by one more round in flight.
+    A signal is sent again only when Connect accepted it but its ledger record never
+    reached the broker: the batches in flight when the process died (or was fenced),
+    plus the batches that complete while the last ledger records are still unacked
+    (one producer linger, ``PRODUCER_LINGER_MS``, plus one broker round trip,
+    ``ledger_ack_s``): a crash loses those records, a fenced producer has them
+    refused, and stops dispatching at the first refusal. A transaction open at the
+    crash is aborted, but its ledger records are read all the same (read uncommitted).
+    The rounds that can complete in that time are bounded by ``min_call_latency_s``;
+    without it, one round.
     """
     in_flight = settings.max_in_flight_batches
     if min_call_latency_s > 0:
-        rounds = math.ceil(PRODUCER_LINGER_MS / 1000 / min_call_latency_s)
+        window_s = PRODUCER_LINGER_MS / 1000 + ledger_ack_s
+        rounds = math.ceil(window_s / min_call_latency_s)
     else:
         rounds = 1
     return settings.batch_max_signals * in_flight * (1 + rounds)

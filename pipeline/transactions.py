@@ -24,6 +24,22 @@ class TransactionFatal(Exception):
     """The producer cannot go on (fenced by a newer instance, or a fatal broker error)."""
 
 
+#: Fencing, however it surfaces: librdkafka does not always flag it fatal at once (an
+#: abort then hangs until it times out).
+FENCED: Final = frozenset(
+    {
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    }
+)
+
+
+def is_fatal(error: KafkaError) -> bool:
+    return bool(error.fatal()) or error.code() in FENCED
+
+
 class Transactions:
     """The open transaction of one consumer's producer."""
 
@@ -60,7 +76,7 @@ class Transactions:
                 self._producer.commit_transaction(TIMEOUT_S)
             except KafkaException as exception:
                 error: KafkaError = exception.args[0]
-                if error.fatal():
+                if is_fatal(error):
                     raise TransactionFatal(str(error)) from exception
                 if error.txn_requires_abort():
                     self.abort(str(error))

@@ -74,10 +74,11 @@ def test_transactional_id_is_stable_per_replica() -> None:
     )
 
 
-def test_duplicate_bound_is_the_batches_in_flight_plus_one_linger_of_settled_ones() -> None:
+def test_duplicate_bound_is_the_batches_in_flight_plus_those_done_before_the_ledger_ack() -> None:
     s = settings(batch_max_signals=25, max_in_flight_batches=4)
-    # calls slower than the producer's linger: at most one more round settles in it
+    # calls slower than linger + ack: at most one more round completes meanwhile
     assert duplicate_bound(s, min_call_latency_s=0.3) == 25 * 4 * 2
-    # 1 ms calls: five rounds can settle within the 5 ms linger
-    assert duplicate_bound(s, min_call_latency_s=0.001) == 25 * 4 * (1 + 5)
+    # 5 ms calls: (5 ms linger + 20 ms ack) / 5 ms = five more rounds
+    assert duplicate_bound(s, min_call_latency_s=0.005) == 25 * 4 * (1 + 5)
+    assert duplicate_bound(s, min_call_latency_s=0.005, ledger_ack_s=0.005) == 25 * 4 * 3
     assert duplicate_bound(s) == 25 * 4 * 2
