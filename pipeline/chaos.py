@@ -65,7 +65,10 @@ class ChaosConfig:
     invalid_ratio: float = 0.03
     v1_ratio: float = 0.05
     before_ratio: float = 0.2  # produced before the consumers start; the rest during
-    produce_rate: float = 2_000.0  # events/s for the part produced during the run
+    produce_rate: float = 1_000.0  # events/s for the part produced during the run
+    #: Membership changes (kill, join, leave) wait this long after the previous one: the
+    #: embedded broker never expires a group leader killed mid-rebalance (README).
+    settle_s: float = 12.0
     faults: bool = True
     timeout_s: float = 900.0  # give up waiting for the stream to drain
     settings: dict[str, Any] = field(default_factory=dict)  # consumer overrides
@@ -620,6 +623,7 @@ class ChaosRun:
         self.report = ChaosReport(config.seed, config.events)
         self.stop_timeout_s = 30.0
         self.bootstrap_servers, self.group_id, self.topic = "", "", ""
+        self._last_change = 0.0
 
     def run(self) -> ChaosReport:
         from connect_sim.testing import run_simulator
@@ -705,25 +709,31 @@ class ChaosRun:
     ) -> None:
         rng = random.Random(f"chaos-restart-{self.config.seed}")
         deadline = started + self.config.timeout_s
+        self._last_change = time.monotonic()  # replica A has just started
         for action in actions:
-            while progress() < action.at:
+            settled = action.kind not in ("kill", "join", "leave")
+            while progress() < action.at or not settled:
                 self._check_crashes(replicas)
                 if time.monotonic() > deadline:
                     return
+                settled = settled or time.monotonic() - self._last_change >= self.config.settle_s
                 time.sleep(0.1)
             time.sleep(action.delay_s)
-            self._do(action, replicas, embedded, sim, rng)
+            moment = f"{time.monotonic() - started:6.1f} s, {progress():4.0%} accepted"
+            self._do(action, moment, replicas, embedded, sim, rng)
+            if action.kind != "burst":
+                self._last_change = time.monotonic()
 
     def _do(
         self,
         action: Action,
+        moment: str,
         replicas: list[Replica],
         embedded: Any,
         sim: Any,
         rng: random.Random,
     ) -> None:
         report, a, b = self.report, replicas[0], replicas[1]
-        moment = f"at {action.at:.0%} accepted"
         if action.kind == "kill":
             live = [r for r in replicas if r.alive] or [a]
             victim = live[action.pick % len(live)]
@@ -814,7 +824,10 @@ class ChaosRun:
 @click.option("--faults/--no-faults", default=True, show_default=True)
 @click.option("--partitions", default=6, show_default=True)
 @click.option("--invalid-ratio", default=0.03, show_default=True)
-@click.option("--produce-rate", default=2_000.0, show_default=True, help="Events/s, live part.")
+@click.option("--produce-rate", default=1_000.0, show_default=True, help="Events/s, live part.")
+@click.option(
+    "--settle", "settle_s", default=12.0, show_default=True, help="Seconds between kills/joins."
+)
 @click.option("--timeout", "timeout_s", default=900.0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 def chaos(
@@ -827,6 +840,7 @@ def chaos(
     partitions: int,
     invalid_ratio: float,
     produce_rate: float,
+    settle_s: float,
     timeout_s: float,
     json_path: str | None,
 ) -> None:
@@ -845,6 +859,7 @@ def chaos(
         partitions=partitions,
         invalid_ratio=invalid_ratio,
         produce_rate=produce_rate,
+        settle_s=settle_s,
         faults=faults,
         timeout_s=timeout_s,
     )
