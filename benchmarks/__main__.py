@@ -14,6 +14,10 @@ BENCH is any of (default: all of them, in this order):
   sim        the Connect simulator's own capacity (benchmarks.sim_capacity)
   replay     replay throughput (benchmarks.replay, when present)
 
+and, on request only (it wraps the consumer's methods in this process):
+
+  breakdown  where the consumer thread's time goes, per accepted signal
+
 Everything runs on this machine: the embedded Tansu broker (or KAFKA_BOOTSTRAP_SERVERS),
 the Connect simulator in its own process with server idempotency on, a local schema
 registry over HTTP, and the pipeline as ``connect-pipeline run`` child processes.
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from benchmarks.stack import Backlog
 
 BENCHES = ("cpu", "backlog", "scaling", "reference", "latency", "rss", "sim", "replay")
+ON_REQUEST = ("breakdown",)
 MIB = 1024 * 1024
 
 
@@ -228,7 +233,9 @@ def _module_main(name: str, argv: list[str], report: Report, label: str) -> None
     command = [sys.executable, "-m", f"benchmarks.{name}", *argv]
     print(f"$ {' '.join(command[1:])}", flush=True)
     done = subprocess.run(command, text=True, capture_output=True)
-    print(done.stdout, done.stderr, sep="", flush=True)
+    print(done.stdout, flush=True)
+    if done.returncode != 0:  # progress bars otherwise: only the end says anything
+        print(done.stderr[-3000:], flush=True)
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     summary = lines[-1] if lines else "(no output)"
     status = "" if done.returncode == 0 else f" (exit {done.returncode})"
@@ -240,8 +247,21 @@ def bench_sim(args: argparse.Namespace, report: Report) -> None:
     _module_main("sim_capacity", argv, report, "sim (simulator alone)")
 
 
+def bench_breakdown(args: argparse.Namespace, report: Report, ctx: Context) -> None:
+    from benchmarks.breakdown import print_breakdown, run_breakdown
+
+    seconds, signals, totals = run_breakdown(ctx.stack, args.events)
+    print_breakdown(seconds, signals, totals)
+    label = f"breakdown ({args.events:,} events, in-process)"
+    report.add(label, "consumer thread, accepted/s", f"{signals / seconds:,.0f}")
+    for name in ("process", "process > decode", "_delivered", "_dead_letter", "producer.poll"):
+        if name in totals:
+            report.add(label, f"{name}, µs per signal", f"{totals[name] * 1e6 / signals:.1f}")
+
+
 def bench_replay(args: argparse.Namespace, report: Report) -> None:
-    _module_main("replay", args.replay_arg, report, "replay")
+    argv = args.replay_arg or (["--events", "5000", "--keys", "20000"] if args.quick else [])
+    _module_main("replay", argv, report, "replay")
 
 
 # --- running ------------------------------------------------------------------------------
@@ -303,9 +323,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.cpu_events = min(args.cpu_events, 2_000)
         args.latency_seconds = min(args.latency_seconds, 3)
         args.runs = 1
-    unknown = set(args.bench) - {*BENCHES, "all"}
+    unknown = set(args.bench) - {*BENCHES, *ON_REQUEST, "all"}
     if unknown:
-        parser.error(f"unknown benchmark {sorted(unknown)}: choose from {', '.join(BENCHES)}")
+        known = ", ".join((*BENCHES, *ON_REQUEST))
+        parser.error(f"unknown benchmark {sorted(unknown)}: choose from {known}")
     if not args.bench or "all" in args.bench:
         args.bench = list(BENCHES)
     return args
@@ -315,7 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = Report()
     started = time.monotonic()
-    needs_stack = {"backlog", "scaling", "reference", "latency", "rss"} & set(args.bench)
+    needs_stack = {"backlog", "scaling", "reference", "latency", "rss", *ON_REQUEST} & set(
+        args.bench
+    )
     ctx = Context() if needs_stack else None
     steps: dict[str, Callable[[], None]] = {
         "cpu": lambda: bench_cpu(args, report),
@@ -330,12 +353,13 @@ def main(argv: list[str] | None = None) -> None:
                 "reference": lambda: bench_reference(args, report, ctx),
                 "latency": lambda: bench_latency(args, report, ctx),
                 "rss": lambda: bench_rss(args, report, ctx),
+                "breakdown": lambda: bench_breakdown(args, report, ctx),
             }
         )
     try:
         if ctx is not None:
             ctx.stack.__enter__()
-        for name in BENCHES:
+        for name in (*BENCHES, *ON_REQUEST):
             if name in args.bench:
                 print(f"[{name}]", flush=True)
                 steps[name]()
