@@ -87,7 +87,8 @@ _ENVELOPE_BYTES: Final = len(_BODY_PREFIX) + len(_BODY_SUFFIX)
 def encode_signal(signal: dict[str, Any]) -> bytes:
     """One signal as a JSON fragment of the request body (escaped by the encoder).
 
-    orjson: compact UTF-8, about 20 times faster than ``json.dumps`` on the hot path.
+    orjson: compact UTF-8; on a realistic stream of distinct signals about 1.5 times
+    faster than ``json.dumps`` (3.7 against 5.7 µs per signal on the benchmark machine).
     It refuses unpaired surrogates and integers over 64 bits; validation already
     keeps numbers finite (orjson would write NaN as null) and within GraphQL Int.
     """
