@@ -65,6 +65,15 @@ def test_replay_of_a_delivered_range_sends_nothing_and_reports_all_skipped(
         assert report["sent"] == 0 and report["skipped_already_delivered"] == len(expected)
         assert report["dead_lettered"] == invalid
         assert simulator.stats()["accepted"] == accepted_before
+        # --to before the first record: the captured end is the start, nothing is read
+        report = replay_command(
+            settings,
+            f"--topic={topic}",
+            "--from=2020-01-01T00:00:00+00:00",
+            "--to=2020-01-02T00:00:00+00:00",
+            "--no-progress",
+        )
+        assert report["read"] == 0 and report["sent"] == 0
 
 
 def test_redrive_after_a_tier_upgrade_sends_only_what_was_rejected(kafka_bootstrap, simulator):
