@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import click
+import structlog
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.config import ConfigError, Settings, load_settings
@@ -24,6 +25,7 @@ from pipeline.consumer import Bounds, RecordOrigin, RunSummary, SignalConsumer
 from pipeline.logs import configure_logging
 
 TIMEOUT_S = 30.0
+log = structlog.get_logger("pipeline.replay")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +61,15 @@ def resolve_bounds(
     where: Range,
     *,
     whole_ledger: bool = False,
+    live_group: str | None = None,
 ) -> Bounds:
-    """Start and end offsets per partition, captured now (the end never moves)."""
+    """Start and end offsets per partition, captured now (the end never moves).
+
+    With ``live_group``, the end is also capped at that group's committed offsets:
+    what the live consumer has not committed yet is its to deliver, and a replay
+    reading it at the same time could send it alongside (each only knows the ledger
+    as loaded when it started).
+    """
     consumer = _metadata_consumer(settings)
     try:
         metadata = consumer.list_topics(timeout=TIMEOUT_S).topics
@@ -83,6 +92,8 @@ def resolve_bounds(
             for key, offset in _by_time(consumer, keys, where.to_ms).items():
                 if offset >= 0:
                     end[key] = min(end[key], offset)
+        if live_group is not None:
+            _cap_at_live_offsets(settings, live_group, end)
         start: dict[tuple[str, int], int] = {}
         if where.from_ms is not None:
             for key, offset in _by_time(consumer, keys, where.from_ms).items():
@@ -93,6 +104,30 @@ def resolve_bounds(
     finally:
         consumer.close()
     return Bounds(start, end, whole_ledger)
+
+
+def _cap_at_live_offsets(settings: Settings, group: str, end: dict[Any, int]) -> None:
+    live = _metadata_consumer(settings.model_copy(update={"group_id": group}))
+    try:
+        committed = live.committed([TopicPartition(*key) for key in end], timeout=TIMEOUT_S)
+    finally:
+        live.close()
+    for tp in committed:
+        key = (tp.topic, tp.partition)
+        if tp.offset < 0:
+            log.warning(
+                "the live group has no committed offset here: the replay may overlap it",
+                partition=f"{tp.topic}[{tp.partition}]",
+                live_group=group,
+            )
+        elif tp.offset < end[key]:
+            log.info(
+                "replay stops at the live group's committed offset",
+                partition=f"{tp.topic}[{tp.partition}]",
+                end=tp.offset,
+                high_watermark=end[key],
+            )
+            end[key] = tp.offset
 
 
 def bounded_settings(settings: Settings, group: str, topics: Sequence[str] = ()) -> Settings:
@@ -224,6 +259,6 @@ def replay(
         raise click.UsageError("give --topic (PIPELINE_TOPICS is a pattern)")
     settings = bounded_settings(live, group or f"{live.group_id}-replay", chosen)
     where = Range(from_offset, _millis(from_time), _millis(to_time))
-    bounds = resolve_bounds(settings, chosen, partitions, where)
+    bounds = resolve_bounds(settings, chosen, partitions, where, live_group=live.group_id)
     summary = run_bounded(settings, bounds, progress=progress)
     click.echo(json.dumps(report(summary)))

@@ -81,5 +81,7 @@ def replay_command(settings: Settings, *args: str) -> dict[str, Any]:
 def replay_all(settings: Settings, topic: str) -> RunSummary:
     """``connect-pipeline replay --topic <topic> --from-offset 0``, in this process."""
     replaying = bounded_settings(settings, f"{settings.group_id}-replay", [topic])
-    bounds = resolve_bounds(replaying, [topic], [], Range(from_offset=0))
+    bounds = resolve_bounds(
+        replaying, [topic], [], Range(from_offset=0), live_group=settings.group_id
+    )
     return run_bounded(replaying, bounds)

@@ -13,7 +13,6 @@ import pytest
 
 from pipeline.clickstream import clickstream
 from pipeline.ledger import duplicate_bound
-from pipeline.replay import Range, bounded_settings, resolve_bounds, run_bounded
 from tests.integration.consumer_harness import (
     consumer_process,
     expected_signals,
@@ -25,6 +24,7 @@ from tests.integration.consumer_harness import (
 )
 from tests.integration.ledger_harness import (  # noqa: F401  (fixtures)
     module_simulator_fixture,
+    replay_all,
     seal,
     simulator_fixture,
 )
@@ -100,8 +100,7 @@ def test_sigkill_of_one_replica_then_a_replay_sends_no_signal_twice(
     assert stats["accepted"] == len(expected)
 
     # A replay of the whole range afterwards: everything is already delivered.
-    replaying = bounded_settings(base, f"{base.group_id}-replay", [topic])
-    summary = run_bounded(replaying, resolve_bounds(replaying, [topic], [], Range(0)))
+    summary = replay_all(base, topic)
     assert summary.consumed == len(expected)
     assert summary.delivered_total == 0 and summary.skipped == len(expected)
     stats = simulator.stats()
