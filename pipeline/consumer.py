@@ -232,6 +232,7 @@ class SignalConsumer:
         self._done: set[TopicPartitionKey] = set()  # bounded mode: partitions read to end
         self._in_flight_keys: set[str] = set()  # batched or sent, not yet settled
         self._last_committed: dict[TopicPartitionKey, int] = {}
+        self._revoking: set[TopicPartitionKey] = set()
         self._txn_ledger: list[tuple[int, str, int]] = []  # ledger records in the open txn
         self._txn_dirty = False
         self._txn = Transactions(self._producer, self._consumer) if settings.transactions else None
@@ -490,7 +491,7 @@ class SignalConsumer:
             self._assigned.update(self._bounded)
             self._consumer.resume([TopicPartition(*key) for key in self._bounded])
         positions = []
-        for key in sorted(self._assigned):
+        for key in sorted(self._assigned - self._revoking):
             offset = self._last_committed.get(key)
             if offset is None and self._bounds is not None:
                 offset = self._bounds.start[key]
@@ -812,7 +813,11 @@ class SignalConsumer:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         if not self._fatal:  # fenced: nothing can be committed, hand them over as they are
             self._drain(self._settings.drain_timeout_s)
-            self._commit(asynchronous=False, only=revoked)
+            self._revoking = revoked  # an abort now re-reads only the partitions we keep
+            try:
+                self._commit(asynchronous=False, only=revoked)
+            finally:
+                self._revoking = set()
         for key in revoked:
             self._offsets.pop(key, None)
             self._last_committed.pop(key, None)
