@@ -78,10 +78,12 @@ def replay_command(settings: Settings, *args: str) -> dict[str, Any]:
     return report
 
 
-def replay_all(settings: Settings, topic: str) -> RunSummary:
-    """``connect-pipeline replay --topic <topic> --from-offset 0``, in this process."""
+def replay_all(settings: Settings, topic: str, *, behind_live: bool = True) -> RunSummary:
+    """``connect-pipeline replay --topic <topic> --from-offset 0``, in this process.
+
+    ``behind_live=False`` reads to the end even past the live group's committed offset.
+    """
     replaying = bounded_settings(settings, f"{settings.group_id}-replay", [topic])
-    bounds = resolve_bounds(
-        replaying, [topic], [], Range(from_offset=0), live_group=settings.group_id
-    )
+    live_group = settings.group_id if behind_live else None
+    bounds = resolve_bounds(replaying, [topic], [], Range(from_offset=0), live_group=live_group)
     return run_bounded(replaying, bounds)

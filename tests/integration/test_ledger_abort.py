@@ -71,6 +71,8 @@ def test_an_aborted_transaction_rewinds_and_sends_nothing_twice(kafka_bootstrap,
         assert len(dead) == invalid
 
     # The ledger records rewritten after the abort were committed: a replay sends 0.
-    replay = replay_all(settings, topic)
+    # The whole range (Tansu does not apply the offsets of a transaction that wrote no
+    # record, so after the skipped re-reads the live group's offset may lag there).
+    replay = replay_all(settings, topic, behind_live=False)
     assert replay.delivered_total == 0 and replay.skipped == len(expected)
     assert simulator.stats()["duplicates"] == 0
