@@ -34,7 +34,12 @@ from confluent_kafka import (
 )
 
 from pipeline.config import Settings
-from pipeline.dead_letter import Source, dead_letter_headers
+from pipeline.dead_letter import (
+    RECORD_OVERHEAD_BYTES,
+    Source,
+    dead_letter_headers,
+    record_bytes,
+)
 from pipeline.delivery import Batch, ConnectClient, DeliveryReport, RetryPolicy, encode_signal
 from pipeline.health import HealthState
 from pipeline.ledger import (
@@ -212,6 +217,11 @@ class SignalConsumer:
         self._in_flight = 0
         self._reports: queue.SimpleQueue[DeliveryReport] = queue.SimpleQueue()
         self._dlq_failed: deque[tuple[Pending, Rejection]] = deque()
+        # A value too large for the dead-letter topic goes without it (else it stalls
+        # the partition): the limit, and the records a write was refused for.
+        conf = producer_config(settings)
+        self._dlq_max_bytes = int(conf.get("message.max.bytes", 1_000_000))
+        self._omit_value: set[tuple[str, int, int]] = set()
         self._last_commit = time.monotonic()
         self._last_record = time.monotonic()
         kafka_logger = logging.getLogger("librdkafka")
@@ -431,8 +441,8 @@ class SignalConsumer:
             except BufferError:
                 self._poll_producer(0.1)
             except KafkaException as error:
-                if self._txn is None:
-                    raise
+                if self._txn is None or error.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise  # too large: refused before sending, the caller sends less
                 if self._fatal:
                     return  # stopping after a fatal error: nothing can be recorded
                 if is_fatal(error.args[0]):
@@ -679,6 +689,17 @@ class SignalConsumer:
         source, attempt = self._origin.source(message)
         rejection = redacted(rejection)  # messages quote values: never a secret in headers
         headers = dead_letter_headers(rejection, source, self._settings.group_id, attempt)
+        coordinates = (topic, partition, offset)
+        value = source.value
+        too_large = (
+            record_bytes(source.key, value, headers) + RECORD_OVERHEAD_BYTES > self._dlq_max_bytes
+        )
+        if value is not None and (too_large or coordinates in self._omit_value):
+            omitted = len(value)
+            value = None
+            headers = dead_letter_headers(
+                rejection, source, self._settings.group_id, attempt, omitted_value_bytes=omitted
+            )
         log.info(
             "dead-lettered",
             topic=topic,
@@ -693,25 +714,34 @@ class SignalConsumer:
 
         def acknowledged(error: KafkaError | None, _: Message) -> None:
             if error is not None:
+                if error.code() == KafkaError.MSG_SIZE_TOO_LARGE and value is not None:
+                    self._omit_value.add(coordinates)  # the next attempt goes without it
                 if self._txn is not None:
                     self._stop_if_fenced(error)
                     return  # the commit fails and aborts: the record is read again
                 log.warning("dead-letter write failed, retrying", error=str(error))
                 self._dlq_failed.append((pending, rejection))
                 return
+            self._omit_value.discard(coordinates)
             if pending.epoch != self._epoch:
                 return
             self.summary.dead_lettered[str(rejection.reason)] += 1
             self.metrics.dead_lettered[str(rejection.reason)].inc()
             self._finish(pending)
 
-        self._produce(
-            self._settings.dlq_topic,
-            key=source.key,
-            value=source.value,
-            headers=list[tuple[str, str | bytes | None]](headers),
-            on_delivery=acknowledged,
-        )
+        try:
+            self._produce(
+                self._settings.dlq_topic,
+                key=source.key,
+                value=value,
+                headers=list[tuple[str, str | bytes | None]](headers),
+                on_delivery=acknowledged,
+            )
+        except KafkaException as error:
+            if value is None or error.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                raise
+            self._omit_value.add(coordinates)  # larger than estimated: again, without it
+            self._dead_letter(pending, rejection)
 
     def _retry_failed_dead_letters(self) -> None:
         for _ in range(len(self._dlq_failed)):

@@ -31,7 +31,11 @@ COMPONENTS: Final = {
     Reason.API_REJECTED: "pipeline.delivery.ConnectClient",
 }
 ATTEMPT_HEADER: Final = "connect.signals.attempt"
+#: Set when the value was too large to dead-letter: the original size in bytes.
+VALUE_OMITTED_HEADER: Final = "connect.signals.value.omitted"
 MAX_MESSAGE_BYTES: Final = 4_096
+#: Room kept under the producer's message.max.bytes for record and batch framing.
+RECORD_OVERHEAD_BYTES: Final = 1_024
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +52,24 @@ class Source:
 
 
 def dead_letter_headers(
-    rejection: Rejection, source: Source, group_id: str, attempt: int = 1
+    rejection: Rejection,
+    source: Source,
+    group_id: str,
+    attempt: int = 1,
+    *,
+    omitted_value_bytes: int | None = None,
 ) -> list[tuple[str, bytes]]:
-    """The headers of a dead-letter record: the source's own, then the error's."""
+    """The headers of a dead-letter record: the source's own, then the error's.
+
+    ``omitted_value_bytes``: the record goes without its value (too large to write);
+    the header and the exception message say so and give the original size.
+    """
     reason = rejection.reason
-    message = rejection.message.encode()[:MAX_MESSAGE_BYTES]
+    text = rejection.message
+    if omitted_value_bytes is not None:
+        # first, so the truncation below never cuts it
+        text = f"value of {omitted_value_bytes} bytes omitted (too large to dead-letter): {text}"
+    message = text.encode()[:MAX_MESSAGE_BYTES]
     error_headers = {
         "__connect.errors.topic": source.topic,
         "__connect.errors.partition": str(source.partition),
@@ -69,6 +86,8 @@ def dead_letter_headers(
         "connect.signals.pipeline.version": __version__,
         ATTEMPT_HEADER: str(attempt),
     }
+    if omitted_value_bytes is not None:
+        error_headers[VALUE_OMITTED_HEADER] = str(omitted_value_bytes)
     own = [(k, v) for k, v in source.headers if k not in error_headers and k != _MESSAGE]
     return [
         *own,
@@ -78,6 +97,13 @@ def dead_letter_headers(
 
 
 _MESSAGE: Final = "__connect.errors.exception.message"
+
+
+def record_bytes(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+) -> int:
+    """Key, value and header bytes: what counts against message.max.bytes, framing aside."""
+    return len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
 
 
 def header_value(headers: Sequence[Sequence[Any]] | None, name: str) -> str | None:

@@ -40,3 +40,19 @@ def test_a_redriven_record_replaces_the_previous_error_headers():
     assert [v for k, v in again if k == "__connect.errors.exception.message"] == [b"x: new"]
     assert header_value(again, "connect.signals.attempt") == "2"
     assert header_value(again, "__connect.errors.stage") == "TRANSFORMATION"
+
+
+def test_an_omitted_value_is_named_in_a_header_and_first_in_the_message():
+    from pipeline.dead_letter import VALUE_OMITTED_HEADER, record_bytes
+
+    rejection = Rejection(Reason.UNDECODABLE, (Problem("", "x" * 10_000),))
+    source = Source("clicks", 0, 7, None, b"k", b"v" * 2_000_000)
+    plain = dead_letter_headers(rejection, source, "grp")
+    assert header_value(plain, VALUE_OMITTED_HEADER) is None
+    assert record_bytes(source.key, source.value, plain) > 2_000_000
+    headers = dead_letter_headers(rejection, source, "grp", omitted_value_bytes=2_000_000)
+    assert header_value(headers, VALUE_OMITTED_HEADER) == "2000000"
+    message = header_value(headers, "__connect.errors.exception.message") or ""
+    assert message.startswith("value of 2000000 bytes omitted")
+    assert len(message) == 4_096  # still truncated, the note kept
+    assert record_bytes(source.key, None, headers) < 20_000
