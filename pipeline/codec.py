@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
@@ -227,17 +229,30 @@ def _read(value: bytes, start: int, plan: _Plan) -> Decoded | DecodeFailure:
     return Decoded(plan.record_name, record, plan.key)
 
 
-# Keyed by the schema object's id; the entry keeps the object alive so ids stay unique.
-_PARSED_FOR_WRITING: dict[int, tuple[dict[str, Any], Any, bytes]] = {}
+#: Writer schemas kept parsed: by content, and the last few objects (first in, first
+#: out; no JSON dump on the hot path). Both bounded: fresh dicts per event grow neither.
+WRITER_CACHE_SIZE: Final = 256
+_BY_OBJECT: OrderedDict[int, tuple[dict[str, Any], Any, bytes]] = OrderedDict()
+_BY_OBJECT_SIZE: Final = 64
+
+
+@lru_cache(maxsize=WRITER_CACHE_SIZE)
+def _parsed(canonical_json: str) -> tuple[Any, bytes]:
+    schema = json.loads(canonical_json)
+    return fastavro.parse_schema(schema), crc64_fingerprint(schema)
 
 
 def _writer(schema: dict[str, Any]) -> tuple[Any, bytes]:
-    """The parsed schema and its fingerprint, cached per schema object."""
-    cached = _PARSED_FOR_WRITING.get(id(schema))
-    if cached is None or cached[0] is not schema:
-        cached = (schema, fastavro.parse_schema(schema), crc64_fingerprint(schema))
-        _PARSED_FOR_WRITING[id(schema)] = cached
-    return cached[1], cached[2]
+    """The parsed schema and its fingerprint."""
+    cached = _BY_OBJECT.get(id(schema))
+    # the entry keeps the object alive, so a matching id is this very object
+    if cached is not None and cached[0] is schema:
+        return cached[1], cached[2]
+    parsed, fp = _parsed(json.dumps(schema, sort_keys=True, separators=(",", ":")))
+    _BY_OBJECT[id(schema)] = (schema, parsed, fp)
+    if len(_BY_OBJECT) > _BY_OBJECT_SIZE:
+        _BY_OBJECT.popitem(last=False)
+    return parsed, fp
 
 
 def _body(parsed: Any, record: dict[str, Any]) -> bytes:

@@ -253,3 +253,17 @@ def test_registered_writer_schema_that_does_not_resolve() -> None:
         f"writer schema id:{changed_id} does not resolve to the reader: "
         "No default value for field sessionId in connect.signals.OrderEvent"
     )
+
+
+def test_writer_schema_cache_stays_bounded_with_fresh_schema_dicts() -> None:
+    from pipeline import codec
+
+    original = schema(2, "order")
+    expected = encode_single_object(original, sample(2, "order"))
+    for _ in range(3 * codec.WRITER_CACHE_SIZE):
+        fresh = json.loads(json.dumps(original))  # equal content, a new object every time
+        assert encode_single_object(fresh, sample(2, "order")) == expected
+    assert len(codec._BY_OBJECT) <= codec._BY_OBJECT_SIZE
+    info = codec._parsed.cache_info()
+    assert info.currsize <= codec.WRITER_CACHE_SIZE
+    assert info.hits >= 3 * codec.WRITER_CACHE_SIZE - 1  # equal content: parsed once
