@@ -69,7 +69,7 @@ class ChaosReport:
             behind = ", ".join(
                 f"[{p}] committed {c} of {e}" for p, (c, e) in sorted(self.uncommitted.items())
             )
-            problems.append(f"the stream did not drain before the timeout: {behind}")
+            problems.append(f"the group never committed to the end of the stream: {behind}")
         return problems
 
     def lines(self) -> list[str]:

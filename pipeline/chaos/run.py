@@ -30,6 +30,8 @@ from pipeline.config import Settings
 
 APP_KEY: Final = "chaos-app-key"
 API_KEY: Final = "chaos-api-key"
+#: Every valid event accepted, yet no committed offset moved for this long: stop waiting.
+COMMIT_STALL_S: Final = 60.0
 
 
 def consumer_settings(
@@ -253,9 +255,18 @@ class ChaosRun:
         started: float,
     ) -> bool:
         deadline = started + self.config.timeout_s
+        behind: dict[int, tuple[int, int]] | None = None
+        behind_since = time.monotonic()
         while time.monotonic() < deadline:
             self._check_crashes(replicas)
-            if feed.done and progress() >= 1.0 and self._committed_to_end(feed.end_offsets):
-                return True
+            if feed.done and progress() >= 1.0:
+                if self._committed_to_end(feed.end_offsets):
+                    return True
+                # Everything accepted but a commit does not move: a stuck replica.
+                if self.report.uncommitted != behind:
+                    behind, behind_since = dict(self.report.uncommitted), time.monotonic()
+                elif time.monotonic() - behind_since > COMMIT_STALL_S:
+                    self.echo(f"commits stalled for {COMMIT_STALL_S:g} s: {behind}")
+                    return False
             time.sleep(0.2)
         return False

@@ -94,7 +94,7 @@ def test_small_chaos_run_loses_nothing(tmp_path):
         seed=1,
         kills=2,
         pause_s=3.0,
-        produce_rate=40.0,  # the live part lasts 60 s: every action lands mid-stream
+        produce_rate=50.0,  # the live part lasts ~50 s, so the actions land mid-stream
         timeout_s=150.0,
     )
     report = ChaosRun(config, bootstrap=external, log_dir=tmp_path).run()
