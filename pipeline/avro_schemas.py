@@ -184,6 +184,30 @@ def generated_files() -> dict[str, str]:
     return files
 
 
+def schema_texts(directory: Path) -> dict[str, str]:
+    """``v<edition>/<Record>.avsc`` -> text: the directory's files, or the generator's own
+    when the directory is the default one and holds none (an installed wheel)."""
+    from pipeline.config import DEFAULT_AVRO_DIR
+
+    files = {
+        str(path.relative_to(directory)): path.read_text(encoding="utf-8")
+        for path in sorted(directory.glob("v*/*.avsc"))
+    }
+    if not files and directory == DEFAULT_AVRO_DIR:
+        return generated_files()
+    if not files:
+        raise FileNotFoundError(f"no Avro schemas under {directory}/v*/")
+    return files
+
+
+def read_schemas(directory: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(edition, schema) of every schema of ``schema_texts``, in path order."""
+    return [
+        (int(relative.split("/", 1)[0].removeprefix("v")), json.loads(text))
+        for relative, text in sorted(schema_texts(directory).items())
+    ]
+
+
 def stale_files(directory: Path) -> list[str]:
     """Files under ``directory`` that differ from (or are missing from) the generator's."""
     expected = generated_files()

@@ -77,14 +77,13 @@ class SchemaStore:
 
     @classmethod
     def from_directory(cls, directory: Path) -> SchemaStore:
-        """``<dir>/v<edition>/*.avsc``; the highest edition gives the reader schemas."""
-        schemas = []
-        for path in sorted(directory.glob("v*/*.avsc")):
-            edition = int(path.parent.name.removeprefix("v"))
-            schemas.append((edition, json.loads(path.read_text())))
-        if not schemas:
-            raise FileNotFoundError(f"no Avro schemas under {directory}/v*/")
-        return cls(schemas)
+        """``<dir>/v<edition>/*.avsc``; the highest edition gives the reader schemas.
+
+        The default directory absent (an installed wheel): the catalog's schemas.
+        """
+        from pipeline.avro_schemas import read_schemas
+
+        return cls(read_schemas(directory))
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,9 @@ from pipeline.catalog import Tier
 
 ENV_PREFIX: Final = "PIPELINE_"
 CONFIG_FILE_ENV: Final = "PIPELINE_CONFIG_FILE"
+#: A source checkout's avro/. An installed wheel has none there (site-packages/avro is the
+#: Apache Avro library): the same schemas are then generated in memory from the catalog
+#: (pipeline.avro_schemas.schema_texts).
 DEFAULT_AVRO_DIR: Final = Path(__file__).resolve().parent.parent / "avro"
 
 
@@ -87,7 +90,11 @@ class Settings(BaseSettings):
     schema_registry_basic_auth: SecretStr | None = Field(
         None, description="Schema Registry basic auth user:password (secret)."
     )
-    avro_dir: Path = Field(DEFAULT_AVRO_DIR, description="Directory of the generated .avsc.")
+    avro_dir: Path = Field(
+        DEFAULT_AVRO_DIR,
+        description="Directory of the generated .avsc (default: avro/ of a source checkout, "
+        "else the same schemas built from the catalog in memory).",
+    )
     max_event_bytes: int = Field(
         1024 * 1024, ge=1_024, description="Larger record values are dead-lettered undecoded."
     )

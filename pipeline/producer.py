@@ -19,8 +19,13 @@ from pipeline.clickstream import GeneratedEvent
 
 
 def load_schema(avro_dir: Path, edition: int, signal_type: str) -> dict[str, Any]:
-    name = catalog.SIGNALS[signal_type].record_name
-    schema: dict[str, Any] = json.loads((avro_dir / f"v{edition}" / f"{name}.avsc").read_text())
+    from pipeline.avro_schemas import schema_texts
+
+    relative = f"v{edition}/{catalog.SIGNALS[signal_type].record_name}.avsc"
+    text = schema_texts(avro_dir).get(relative)
+    if text is None:
+        raise FileNotFoundError(avro_dir / relative)
+    schema: dict[str, Any] = json.loads(text)
     return schema
 
 

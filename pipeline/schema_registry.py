@@ -60,14 +60,10 @@ class Level(StrEnum):
 
 
 def load_schemas(directory: Path) -> list[tuple[int, dict[str, Any]]]:
-    """``<dir>/v<edition>/*.avsc`` as (edition, schema) pairs."""
-    schemas = []
-    for path in sorted(directory.glob("v*/*.avsc")):
-        edition = int(path.parent.name.removeprefix("v"))
-        schemas.append((edition, json.loads(path.read_text(encoding="utf-8"))))
-    if not schemas:
-        raise FileNotFoundError(f"no Avro schemas under {directory}/v*/")
-    return schemas
+    """``<dir>/v<edition>/*.avsc`` as (edition, schema) pairs (see ``read_schemas``)."""
+    from pipeline.avro_schemas import read_schemas
+
+    return read_schemas(directory)
 
 
 def full_name(schema: dict[str, Any]) -> str:
