@@ -31,6 +31,7 @@ def run(stop_after_idle: float | None) -> None:
     summary = runner.run(settings, stop_after_idle_s=stop_after_idle)
     click.echo(
         f"consumed {summary.consumed}, delivered {summary.delivered_total}, "
-        f"dead-lettered {summary.dead_lettered_total}",
+        f"dead-lettered {summary.dead_lettered_total}, "
+        f"skipped (already accepted) {summary.skipped}",
         err=True,
     )

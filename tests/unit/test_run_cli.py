@@ -1,0 +1,24 @@
+"""``connect-pipeline run``'s last words: one plain summary line (runner.run stubbed)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline import runner
+from pipeline.cli import main
+from pipeline.consumer import RunSummary
+
+
+def test_the_summary_line_counts_what_was_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = RunSummary(consumed=9, delivered=Counter(order=4), skipped=3)
+    summary.dead_lettered["validation"] = 2
+    monkeypatch.setattr(runner, "run", lambda settings, stop_after_idle_s=None: summary)
+    env = {"PIPELINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "PIPELINE_TOPICS": "t"}
+    result = CliRunner().invoke(main, ["run"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip().splitlines()[-1] == (
+        "consumed 9, delivered 4, dead-lettered 2, skipped (already accepted) 3"
+    )
