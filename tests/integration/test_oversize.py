@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 BIG = b"\xc3\x01" + b"\x00" * 1_200_000
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def simulator():
     from connect_sim.testing import run_simulator
 
