@@ -694,6 +694,7 @@ class SignalConsumer:
         too_large = (
             record_bytes(source.key, value, headers) + RECORD_OVERHEAD_BYTES > self._dlq_max_bytes
         )
+        omitted: int | None = None
         if value is not None and (too_large or coordinates in self._omit_value):
             omitted = len(value)
             value = None
@@ -710,6 +711,7 @@ class SignalConsumer:
             reason=str(rejection.reason),
             field=rejection.field,
             error=rejection.message[:500],
+            value_omitted_bytes=omitted,
         )
 
         def acknowledged(error: KafkaError | None, _: Message) -> None:
