@@ -25,10 +25,10 @@ from pipeline.replay import (
     TIMEOUT_S,
     _metadata_consumer,
     bounded_settings,
-    load_or_exit,
     report,
     run_bounded,
 )
+from pipeline.run_cli import load_or_exit
 
 
 def _header(message: Message, name: str) -> str | None:

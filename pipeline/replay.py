@@ -20,9 +20,10 @@ import click
 import structlog
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.config import Settings
 from pipeline.consumer import Bounds, RecordOrigin, RunSummary, SignalConsumer
 from pipeline.logs import configure_logging
+from pipeline.run_cli import load_or_exit
 
 TIMEOUT_S = 30.0
 log = structlog.get_logger("pipeline.replay")
@@ -212,18 +213,6 @@ class IsoTime(click.ParamType):  # type: ignore[type-arg]
             return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError:
             self.fail(f"{value!r} is not an ISO 8601 time", param, ctx)
-
-
-def load_or_exit() -> Settings:
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        click.echo(f"invalid configuration:\n{error}", err=True)
-        sys.exit(2)
-    if not settings.kafka_bootstrap_servers:
-        click.echo("invalid configuration:\nPIPELINE_KAFKA_BOOTSTRAP_SERVERS: required", err=True)
-        sys.exit(2)
-    return settings
 
 
 @click.command()

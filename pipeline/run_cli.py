@@ -6,7 +6,20 @@ import sys
 
 import click
 
-from pipeline.config import ConfigError, load_settings
+from pipeline.config import ConfigError, Settings, load_settings
+
+
+def load_or_exit() -> Settings:
+    """The settings of a command that needs a real Kafka, or exit 2 naming each problem."""
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        click.echo(f"invalid configuration:\n{error}", err=True)
+        sys.exit(2)
+    if not settings.kafka_bootstrap_servers:
+        click.echo("invalid configuration:\nPIPELINE_KAFKA_BOOTSTRAP_SERVERS: required", err=True)
+        sys.exit(2)
+    return settings
 
 
 @click.command()
@@ -18,14 +31,7 @@ from pipeline.config import ConfigError, load_settings
 )
 def run(stop_after_idle: float | None) -> None:
     """Consume the configured topics and deliver signals to Connect until SIGTERM."""
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        click.echo(f"invalid configuration:\n{error}", err=True)
-        sys.exit(2)
-    if not settings.kafka_bootstrap_servers:
-        click.echo("invalid configuration:\nPIPELINE_KAFKA_BOOTSTRAP_SERVERS: required", err=True)
-        sys.exit(2)
+    settings = load_or_exit()
     from pipeline import runner
 
     summary = runner.run(settings, stop_after_idle_s=stop_after_idle)
