@@ -232,6 +232,21 @@ class Settings(BaseSettings):
             return [pattern if pattern.startswith("^") else "^" + pattern]
         return list(self.topics)
 
+    def as_environment(self) -> dict[str, str]:
+        """``PIPELINE_*`` variables that configure a child process exactly like these
+        settings (secrets in clear: for a child's environment, never for printing)."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is None:
+                continue
+            current = getattr(self, name)
+            if isinstance(current, SecretStr):
+                value = current.get_secret_value()
+            env[f"{ENV_PREFIX}{name.upper()}"] = (
+                json.dumps(value) if isinstance(value, list | dict) else str(value)
+            )
+        return env
+
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka settings shared by the consumer and the producers."""
         # librdkafka's own lines go through the process's log formatter (JSON, redacted)

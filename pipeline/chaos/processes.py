@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -22,21 +21,12 @@ from pipeline.producer import EventEncoder
 
 REPO: Final = Path(__file__).resolve().parents[2]
 MIN_UPTIME_S: Final = 8.0
-SECRET_SETTINGS: Final = ("kafka_sasl_password", "connect_api_key", "default_app_key")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that configures ``connect-pipeline run`` like ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            continue
-        if name in SECRET_SETTINGS:
-            value = getattr(settings, name).get_secret_value()
-        env[f"PIPELINE_{name.upper()}"] = (
-            json.dumps(value) if isinstance(value, list | dict) else str(value)
-        )
-    return env
+    return env | settings.as_environment()
 
 
 class Replica:

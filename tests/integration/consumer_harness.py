@@ -105,14 +105,7 @@ class BackgroundConsumer:
 def consumer_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     """``connect-pipeline run`` in a child process, configured by environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            continue
-        if name in ("kafka_sasl_password", "connect_api_key", "default_app_key"):
-            value = getattr(settings, name).get_secret_value()
-        env[f"PIPELINE_{name.upper()}"] = (
-            json.dumps(value) if isinstance(value, list | dict) else str(value)
-        )
+    env |= settings.as_environment()
     log = log_path.open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "run"],

@@ -56,14 +56,7 @@ def replay_command(settings: Settings, *args: str) -> dict[str, Any]:
     """``connect-pipeline replay ARGS`` as a child process configured by PIPELINE_*
     (as a Kubernetes Job runs it); returns its JSON report."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            continue
-        if name in ("kafka_sasl_password", "connect_api_key", "default_app_key"):
-            value = getattr(settings, name).get_secret_value()
-        env[f"PIPELINE_{name.upper()}"] = (
-            json.dumps(value) if isinstance(value, list | dict) else str(value)
-        )
+    env |= settings.as_environment()
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "replay", *args],
         env=env,

@@ -54,3 +54,21 @@ def test_toml_file_is_read_below_the_environment(monkeypatch, tmp_path):
     settings = load_settings()
     assert settings.topics == ["from-file"]
     assert settings.group_id == "env-group"
+
+
+def test_as_environment_configures_a_child_exactly_and_carries_secrets(monkeypatch):
+    from pipeline.config import Settings
+
+    original = Settings(
+        topics=["a", "b"],
+        kafka_config={"fetch.wait.max.ms": "20"},
+        connect_api_key="api-secret",
+        schema_registry_basic_auth="user:registry-secret",
+        batch_max_signals=7,
+    )
+    env = original.as_environment()
+    assert env["PIPELINE_CONNECT_API_KEY"] == "api-secret"
+    assert env["PIPELINE_SCHEMA_REGISTRY_BASIC_AUTH"] == "user:registry-secret"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == original
