@@ -1,9 +1,14 @@
 """Logging: structlog, one JSON object per line in production, readable in a terminal.
 
 Every log line, ours and the libraries' (httpx, librdkafka through the stdlib logger),
-goes through one formatter on stderr. Its last step removes every configured secret
-(API key, the auth header value, appKey, SASL password, Schema Registry credentials)
-from the rendered line, whatever field or exception text it hid in.
+goes to one stream (stderr). The last step of both paths removes every configured
+secret (API key, the auth header value, appKey, SASL password, Schema Registry
+credentials) from the rendered line, whatever field or exception text it hid in.
+
+In JSON mode our own lines skip the stdlib ``logging`` machinery: structlog renders
+them with orjson and writes them itself (about 8 µs a line instead of about 50, and
+the consumer logs one line per dead letter). Libraries' lines still go through a
+stdlib handler with the same fields.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, Final, TextIO
 
+import orjson
 import structlog
 from pydantic import SecretStr
 
@@ -38,8 +44,9 @@ class Redactor:
             for secret in secrets:
                 if secret:
                     known.add(secret)
-                    # the same secret as it appears inside a JSON string
+                    # the same secret as it appears inside a JSON string (both escapings)
                     known.add(json.dumps(secret)[1:-1])
+                    known.add(json.dumps(secret, ensure_ascii=False)[1:-1])
             # longest first: "Bearer key" is masked whole, not around "key"
             self._secrets = tuple(sorted(known, key=len, reverse=True))
 
@@ -93,6 +100,19 @@ def _redact_rendered(_: Any, __: str, rendered: Any) -> Any:
     return redact(rendered) if isinstance(rendered, str) else rendered
 
 
+class _NamedWriteLogger(structlog.WriteLogger):
+    """A structlog ``WriteLogger`` with a ``name``, for ``add_logger_name``."""
+
+    def __init__(self, file: TextIO, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+def _render_json(_: Any, __: str, event_dict: Any) -> str:
+    # default=repr: a value orjson does not know still gives a line, never an error
+    return redact(orjson.dumps(event_dict, default=repr).decode())
+
+
 def _use_console(settings: Settings, stream: TextIO) -> bool:
     if "log_format" in settings.model_fields_set:
         return settings.log_format is LogFormat.CONSOLE
@@ -131,9 +151,22 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
+    # httpx logs every request at INFO: a line per createSignals call is noise at INFO
+    logging.getLogger("httpx").setLevel(
+        logging.DEBUG if level <= logging.DEBUG else logging.WARNING
+    )
+    if console:  # for a person: through the stdlib handler, like the libraries' lines
+        processors = [*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter]
+        factory: Any = structlog.stdlib.LoggerFactory()
+    else:  # for machines, and fast: rendered and written by structlog itself
+        processors = [*shared, structlog.processors.dict_tracebacks, _render_json]
+
+        def factory(*args: Any) -> _NamedWriteLogger:
+            return _NamedWriteLogger(out, str(args[0]) if args else "")
+
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        processors=processors,
+        logger_factory=factory,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=False,
     )

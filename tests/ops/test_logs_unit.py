@@ -97,3 +97,31 @@ def test_redactor_prefers_the_longest_secret():
     r.add(["abc", "xxabcxx", ""])
     assert r("1 xxabcxx 2 abc") == f"1 {MASK} 2 {MASK}"
     assert Redactor()("untouched") == "untouched"
+
+
+def test_httpx_request_lines_only_at_debug(restore_logging):
+    out = io.StringIO()
+    configure_logging(_settings(), out)
+    logging.getLogger("httpx").info('HTTP Request: POST http://c/graphql "HTTP/1.1 200 OK"')
+    logging.getLogger("httpx").warning("pool exhausted")
+    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["pool exhausted"]
+    out = io.StringIO()
+    configure_logging(_settings(log_level="DEBUG"), out)
+    logging.getLogger("httpx").info("HTTP Request: POST")
+    assert json.loads(out.getvalue())["event"] == "HTTP Request: POST"
+
+
+def test_a_value_json_cannot_hold_still_gives_a_line(restore_logging):
+    out = io.StringIO()
+    configure_logging(_settings(), out)
+    structlog.get_logger("x").info("odd", value=object(), keys={1, 2}, text="é ünï")
+    line = json.loads(out.getvalue())
+    assert line["event"] == "odd" and line["value"].startswith("<object object")
+    assert line["text"] == "é ünï" and line["level"] == "info"
+
+
+def test_non_ascii_secret_is_masked_in_json_lines(restore_logging):
+    out = io.StringIO()
+    configure_logging(Settings(topics=["t"], connect_api_key="clé-secrète-9"), out)
+    structlog.get_logger("x").info("sent", header="Bearer clé-secrète-9", raw="clé-secrète-9")
+    assert "secrète" not in out.getvalue() and "secr\\u00e8te" not in out.getvalue()
