@@ -54,10 +54,34 @@ def test_over_the_bound_the_oldest_keys_are_evicted_and_counted() -> None:
     index = LedgerIndex(max_keys=3, retention_ms=24 * HOUR_MS, clock=clock)
     for key in ("a", "b", "c"):
         index.add(key, clock.ms)
-    index.add("a", clock.ms)  # seen again: now among the newest
+    index.add("a", clock.ms)  # seen again: a newer copy; the older one is evicted first
     index.add("d", clock.ms)
-    assert len(index) == 3 and index.evicted == 1
-    assert "b" not in index and {"a", "c", "d"} <= {k for k in "abcd" if k in index}
+    assert len(index) == 3 and index.evicted == 2
+    assert "b" not in index and all(k in index for k in "acd")
+
+
+def test_a_key_added_again_outlives_its_older_copy() -> None:
+    clock = Clock(100 * HOUR_MS)
+    index = LedgerIndex(max_keys=1_000, retention_ms=24 * HOUR_MS, clock=clock)
+    index.add("a", clock.ms - 23 * HOUR_MS)
+    index.add("b", clock.ms - 23 * HOUR_MS)
+    index.add("a", clock.ms)  # accepted again (a rewind writes its record again)
+    clock.ms += 2 * HOUR_MS
+    assert index.expire() == 2
+    assert "a" in index and "b" not in index and len(index) == 1
+
+
+def test_many_keys_no_false_negative_and_bounded() -> None:
+    clock = Clock(100 * HOUR_MS)
+    index = LedgerIndex(max_keys=50_000, retention_ms=24 * HOUR_MS, clock=clock)
+    keys = [f"S{n:07d}-{n * 7919 % 16**6:06x}-{n % 97:04d}" for n in range(60_000)]
+    for n, key in enumerate(keys):
+        index.add(key, clock.ms - HOUR_MS + n)  # minutes advance as keys arrive
+    assert len(index) <= 50_000 and index.evicted >= 10_000
+    assert all(key in index for key in keys[-49_000:])
+    assert not any(key in index for key in keys[:10_000])
+    assert not any(f"never-{n}" in index for n in range(10_000))
+    assert 42 not in index  # only str keys
 
 
 def test_ledger_records_and_partitions() -> None:
