@@ -91,8 +91,11 @@ def encode_signal(signal: dict[str, Any]) -> bytes:
     faster than ``json.dumps`` (3.7 against 5.7 µs per signal on the benchmark machine).
     It refuses unpaired surrogates and integers over 64 bits; validation already
     keeps numbers finite (orjson would write NaN as null) and within GraphQL Int.
+
+    orjson's result keeps its whole working buffer (~8 KiB of memory for a ~0.8 KiB
+    fragment); a fragment waits in a batch, so it is copied to its own size (0.4 µs).
     """
-    return orjson.dumps(signal)
+    return memoryview(orjson.dumps(signal)).tobytes()
 
 
 def batch_body(fragments: Sequence[bytes]) -> bytes:
@@ -113,6 +116,14 @@ def batch_key(signal_keys: Sequence[str]) -> str:
 def sf_string(value: str) -> str:
     """An RFC 8941 sf-string (keys are plain ASCII by construction; escape anyway)."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def sf_list(values: Sequence[str]) -> str:
+    """An RFC 8941 list of sf-strings, in order."""
+    plain = "".join(values)
+    if not values or '"' in plain or "\\" in plain:  # rare: escape key by key
+        return ", ".join(sf_string(v) for v in values)
+    return '"' + '", "'.join(values) + '"'  # the usual case: two joins in C, no loop
 
 
 def _error_index(error: dict[str, Any]) -> int | None:
@@ -144,7 +155,7 @@ def classify_response(status: int, headers: httpx.Headers, body: bytes, size: in
             Verdict.RETRY, message=f"HTTP {status}", retry_after_s=_retry_after(headers)
         )
     try:
-        document = json.loads(body) if body else {}
+        document = orjson.loads(body) if body else {}
     except ValueError:
         document = None
     if not isinstance(document, dict):
@@ -243,7 +254,7 @@ class ConnectClient:
     def _post(self, batch: Batch) -> tuple[Classified, str]:
         headers = {
             "Idempotency-Key": sf_string(batch_key(batch.keys)),
-            "Signal-Idempotency-Keys": ", ".join(sf_string(k) for k in batch.keys),
+            "Signal-Idempotency-Keys": sf_list(batch.keys),
         }
         started = time.perf_counter()
         try:
@@ -285,10 +296,12 @@ class ConnectClient:
     def deliver(self, batch: Batch) -> DeliveryReport:
         """Deliver a batch; permanent rejections are isolated to the offending signals."""
         report = DeliveryReport(batch)
-        pending: list[list[int]] = [list(range(len(batch)))]
+        whole = list(range(len(batch)))
+        pending: list[list[int]] = [whole]
         while pending:
             indices = pending.pop()
-            outcome = self._send_until_answered(batch.subset(indices), report)
+            part = batch if indices is whole else batch.subset(indices)
+            outcome = self._send_until_answered(part, report)
             if outcome is None:
                 report.abandoned = True
                 return report

@@ -13,6 +13,7 @@ from pipeline.delivery import (
     batch_key,
     classify_response,
     encode_signal,
+    sf_list,
     sf_string,
 )
 from pipeline.graphql_doc import CREATE_SIGNALS
@@ -101,3 +102,11 @@ def test_backoff_grows_is_capped_and_honours_retry_after():
     assert all(policy.delay(0, None, rng) <= 0.1 for _ in range(100))
     assert all(policy.delay(20, None, rng) <= 2.0 for _ in range(100))
     assert policy.delay(0, 5.0, rng) >= 5.0
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [[], ["a"], ["e-1", "e-2", "e-3"], ['a"b', "c"], ["x", "back\\slash"], ['", "', "z"]],
+)
+def test_sf_list_is_the_sf_strings_joined(keys):
+    assert sf_list(keys) == ", ".join(sf_string(k) for k in keys)
