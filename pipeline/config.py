@@ -79,8 +79,17 @@ class Settings(BaseSettings):
         description="Extra librdkafka settings for consumer and producer (JSON object).",
     )
     session_timeout_ms: int = Field(10_000, ge=1_000, description="session.timeout.ms.")
-    fetch_buffer_kbytes: int = Field(
-        16_384, ge=64, description="queued.max.messages.kbytes: librdkafka's prefetch bound."
+    fetch_buffer_kbytes: int | None = Field(
+        None,
+        ge=64,
+        description="queued.max.messages.kbytes: librdkafka's prefetch bound; "
+        "unset: PIPELINE_MAX_BUFFERED_BYTES / 8.",
+    )
+    fetch_queue_messages: int = Field(
+        10_000,
+        ge=100,
+        description="queued.min.messages: librdkafka prefetches while fewer are queued "
+        "(its own default, 100,000, holds ~50 MB of small events).",
     )
 
     # --- decoding ----------------------------------------------------------------------
@@ -128,9 +137,10 @@ class Settings(BaseSettings):
     retry_initial_backoff_ms: int = Field(100, ge=1, description="First retry delay.")
     retry_max_backoff_ms: int = Field(30_000, ge=1, description="Retry delay ceiling.")
     max_buffered_bytes: int = Field(
-        64 * 1024 * 1024,
+        32 * 1024 * 1024,
         ge=64 * 1024,
-        description="Pause partitions when buffered + in-flight event bytes pass this.",
+        description="Pause partitions when buffered + in-flight records pass this "
+        "(their Kafka bytes and their signals' JSON).",
     )
     commit_interval_ms: int = Field(1_000, ge=10, description="Offset commit period.")
     drain_timeout_s: float = Field(
@@ -148,7 +158,7 @@ class Settings(BaseSettings):
         168.0, gt=0, description="Keys accepted within this window are never sent again."
     )
     ledger_max_keys: int = Field(
-        1_000_000, ge=1_000, description="In-memory ledger bound, ~120 B a key (oldest evicted)."
+        1_000_000, ge=1_000, description="In-memory ledger bound, ~24 B a key (oldest evicted)."
     )
     transactions: bool = Field(
         True, description="Ledger, dead letters and offsets in one Kafka transaction."
@@ -223,6 +233,13 @@ class Settings(BaseSettings):
     @property
     def ledger_topic_name(self) -> str:
         return self.ledger_topic or f"{self.group_id}-ledger"
+
+    @property
+    def fetch_queue_kbytes(self) -> int:
+        """librdkafka's prefetch bound, within the memory budget unless set explicitly."""
+        if self.fetch_buffer_kbytes is not None:
+            return self.fetch_buffer_kbytes
+        return max(1024, self.max_buffered_bytes // 8 // 1024)
 
     @property
     def source_topics(self) -> list[str]:

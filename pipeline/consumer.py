@@ -72,9 +72,11 @@ class Pending:
     message: Message
     size: int
     signal_type: str
+    tracker: PartitionOffsets  # its partition's, as it was when the record was read
+    offset: int
+    epoch: int  # records of an aborted transaction's epoch are read again
     key: str = ""  # the signal's idempotency key
     ledger_partition: int = 0  # the source partition (a redrive reads it from headers)
-    epoch: int = 0  # records of an aborted transaction's epoch are read again
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +150,8 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "partition.assignment.strategy": "cooperative-sticky",
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(100, settings.session_timeout_ms // 5),
-        "queued.max.messages.kbytes": settings.fetch_buffer_kbytes,
+        "queued.max.messages.kbytes": settings.fetch_queue_kbytes,
+        "queued.min.messages": settings.fetch_queue_messages,
         # Producers may write in transactions: never read what they abort.
         "isolation.level": "read_committed",
     }
@@ -167,6 +170,8 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     if settings.transactions:
         conf["transactional.id"] = transactional_id(settings)
         conf["transaction.timeout.ms"] = settings.transaction_timeout_ms
+        # the commit acknowledges every record of a transaction: report failures only
+        conf["delivery.report.only.error"] = True
     return conf
 
 
@@ -198,6 +203,8 @@ class SignalConsumer:
         self._settings = settings
         self._bounds = bounds
         self._origin = origin or RecordOrigin()
+        #: a redrive reads its records' origin from their headers; else the record is it
+        self._redrive = type(self._origin) is not RecordOrigin
         self._processor = processor
         self._stop_requested = threading.Event()
         self._abandon = threading.Event()  # shutdown drain timed out: stop retrying
@@ -244,6 +251,7 @@ class SignalConsumer:
         self._last_committed: dict[TopicPartitionKey, int] = {}
         self._revoking: set[TopicPartitionKey] = set()
         self._txn_ledger: list[tuple[int, str, int]] = []  # ledger records in the open txn
+        self._txn_dead_letters: Counter[str] = Counter()  # reason -> count, in the open txn
         self._txn_dirty = False
         self._txn = Transactions(self._producer, self._consumer) if settings.transactions else None
         retention_ms = int(settings.ledger_retention_hours * 3_600_000)
@@ -380,32 +388,43 @@ class SignalConsumer:
         self._in_flight_keys.add(key)
         return False
 
-    def _delivered(self, pending: Pending) -> None:
-        """Connect accepted it: remember it in the ledger, finish on the write's ack."""
+    def _delivered(self, pending: Pending, accepted_ms: int) -> None:
+        """Connect accepted it: remember it in the ledger, and finish it.
+
+        With transactions the record finishes at once: its offset commits in the same
+        transaction as its ledger record, so neither lands without the other. Without,
+        it finishes when the ledger write is acknowledged.
+        """
         self.summary.delivered[pending.signal_type] += 1
         if not self._settings.ledger_enabled:
             self._finish(pending)
             return
         self._in_flight_keys.discard(pending.key)
-        accepted_ms = int(time.time() * 1000)
         self.ledger.add(pending.key, accepted_ms)
-        self._write_ledger(pending.ledger_partition, pending.key, accepted_ms, pending)
+        if self._txn is not None:
+            self._write_ledger(pending.ledger_partition, pending.key, accepted_ms, None)
+            self._finish(pending)
+        else:
+            self._write_ledger(pending.ledger_partition, pending.key, accepted_ms, pending)
 
     def _write_ledger(
         self, partition: int, key: str, accepted_ms: int, pending: Pending | None
     ) -> None:
-        def acknowledged(error: KafkaError | None, _: Message) -> None:
-            if error is None:
-                if pending is not None:
-                    self._finish(pending)
-            elif self._txn is None:
-                log.warning("ledger write failed, retrying", error=str(error))
-                self._write_ledger(partition, key, accepted_ms, pending)
-            else:  # the commit fails, aborts and the records are read again; unless fenced
-                self._stop_if_fenced(error)
-
         if self._txn is not None:
             self._txn_ledger.append((partition, key, accepted_ms))
+            # a failed write fails the commit, which aborts and re-reads: the callback
+            # only has to stop a fenced producer at its first refused write
+            acknowledged: Callable[[KafkaError | None, Message], None] = self._ledger_refused
+        else:
+
+            def acknowledged(error: KafkaError | None, _: Message) -> None:
+                if error is None:
+                    if pending is not None:
+                        self._finish(pending)
+                else:
+                    log.warning("ledger write failed, retrying", error=str(error))
+                    self._write_ledger(partition, key, accepted_ms, pending)
+
         self._produce(
             self._settings.ledger_topic_name,
             partition=ledger_partition(partition, self._ledger_partitions),
@@ -413,6 +432,10 @@ class SignalConsumer:
             value=ledger_value(accepted_ms),
             on_delivery=acknowledged,
         )
+
+    def _ledger_refused(self, error: KafkaError | None, _: Message) -> None:
+        if error is not None:
+            self._stop_if_fenced(error)
 
     def _stop_if_fenced(self, error: KafkaError) -> None:
         """A write refused because a newer instance took over: stop sending at once."""
@@ -475,6 +498,9 @@ class SignalConsumer:
                 self._last_committed[(tp.topic, tp.partition)] = tp.offset
             self._txn_ledger.clear()
             self._txn_dirty = False
+            for reason, count in self._txn_dead_letters.items():
+                self._count_dead_letters(reason, count)
+            self._txn_dead_letters.clear()
         else:
             self._rewind()
 
@@ -506,6 +532,7 @@ class SignalConsumer:
         self._open, self._open_bytes = [], 0
         self._ready.clear()
         self._dlq_failed.clear()
+        self._txn_dead_letters.clear()  # void: they are read and dead-lettered again
         rewritten, self._txn_ledger = self._txn_ledger, []
         for partition, signal_key, accepted_ms in rewritten:
             self._write_ledger(partition, signal_key, accepted_ms, None)
@@ -583,28 +610,32 @@ class SignalConsumer:
         size = len(value or b"") + len(message.key() or b"")
         self._buffered_bytes += size
         self.summary.consumed += 1
-        if not self._origin.wanted(message):
+        epoch = self._epoch
+        if self._redrive and not self._origin.wanted(message):
             self.summary.filtered += 1
-            self._finish(Pending(message, size, "", epoch=self._epoch))
+            self._finish(Pending(message, size, "", tracker, offset, epoch))
             return
         outcome = self._processor.process(value)
         if isinstance(outcome, MappedSignal):
+            source_partition = self._origin.partition(message) if self._redrive else partition
             pending = Pending(
                 message,
                 size,
                 outcome.signal_type,
+                tracker,
+                offset,
+                epoch,
                 outcome.idempotency_key,
-                self._origin.partition(message),
-                self._epoch,
+                source_partition,
             )
             if not self._skip_if_delivered(outcome, pending):
                 self._add_to_batch(outcome, pending)
         elif isinstance(outcome, Rejection):
-            self._dead_letter(
-                Pending(message, size, outcome.signal_type, epoch=self._epoch), outcome
-            )
+            pending = Pending(message, size, outcome.signal_type, tracker, offset, epoch)
+            self._dead_letter(pending, outcome)
         else:
-            self._drop(Pending(message, size, outcome.signal_type, epoch=self._epoch), outcome)
+            pending = Pending(message, size, outcome.signal_type, tracker, offset, epoch)
+            self._drop(pending, outcome)
 
     # --- batching ----------------------------------------------------------------------------
 
@@ -615,6 +646,10 @@ class SignalConsumer:
             rule = f"the signal is {len(fragment)} bytes, over PIPELINE_BATCH_MAX_BYTES={limit}"
             self._dead_letter(pending, Rejection.single(Reason.VALIDATION, "", rule))
             return
+        # The JSON fragment (~4 times the Avro bytes) is most of what a buffered signal
+        # holds: it counts against PIPELINE_MAX_BUFFERED_BYTES until the record finishes.
+        pending.size += len(fragment)
+        self._buffered_bytes += len(fragment)
         if self._open and self._open_bytes + len(fragment) + 512 > limit:
             self._close_open_batch()
         if not self._open:
@@ -670,10 +705,11 @@ class SignalConsumer:
         self.summary.api_retries += report.retries
         if report.abandoned:
             return  # not finished: the offsets stay uncommitted and are read again
+        accepted_ms = int(time.time() * 1000)
         for index, pending in enumerate(report.batch.refs):
             message = report.rejected.get(index)
             if message is None:
-                self._delivered(pending)
+                self._delivered(pending, accepted_ms)
             elif pending.epoch != self._epoch:
                 continue  # its transaction was aborted: it is read and sent again
             else:
@@ -690,10 +726,8 @@ class SignalConsumer:
     def _finish(self, pending: Pending) -> None:
         if pending.epoch != self._epoch:
             return  # read again since (an aborted transaction): not this record any more
-        message = pending.message
-        tracker = self._offsets.get((message.topic() or "", message.partition() or 0))
-        if tracker is not None:
-            tracker.finish(message.offset() or 0)
+        # (a partition revoked and assigned again has a new tracker: this one is orphaned)
+        pending.tracker.finish(pending.offset)
         self._buffered_bytes -= pending.size
 
     def _drop(self, pending: Pending, dropped: Dropped) -> None:
@@ -734,6 +768,8 @@ class SignalConsumer:
             value_omitted_bytes=omitted,
         )
 
+        # With transactions, only failures are reported: the commit acknowledges the
+        # write, so the record finishes at once and is counted when the commit lands.
         def acknowledged(error: KafkaError | None, _: Message) -> None:
             if error is not None:
                 if error.code() == KafkaError.MSG_SIZE_TOO_LARGE and value is not None:
@@ -747,8 +783,7 @@ class SignalConsumer:
             self._omit_value.discard(coordinates)
             if pending.epoch != self._epoch:
                 return
-            self.summary.dead_lettered[str(rejection.reason)] += 1
-            self.metrics.dead_lettered[str(rejection.reason)].inc()
+            self._count_dead_letters(str(rejection.reason), 1)
             self._finish(pending)
 
         try:
@@ -764,6 +799,15 @@ class SignalConsumer:
                 raise
             self._omit_value.add(coordinates)  # larger than estimated: again, without it
             self._dead_letter(pending, rejection)
+            return
+        if self._txn is not None:
+            # (an omitted value stays omitted: an abort could re-read the record)
+            self._txn_dead_letters[str(rejection.reason)] += 1
+            self._finish(pending)
+
+    def _count_dead_letters(self, reason: str, count: int) -> None:
+        self.summary.dead_lettered[reason] += count
+        self.metrics.dead_lettered[reason].inc(count)
 
     def _retry_failed_dead_letters(self) -> None:
         for _ in range(len(self._dlq_failed)):

@@ -72,3 +72,16 @@ def test_as_environment_configures_a_child_exactly_and_carries_secrets(monkeypat
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert Settings() == original
+
+
+def test_librdkafka_prefetch_is_bounded_within_the_memory_budget():
+    from pipeline.config import Settings
+    from pipeline.consumer import consumer_config
+
+    conf = consumer_config(Settings(topics=["a"], max_buffered_bytes=32 * 1024 * 1024))
+    # its own defaults (100,000 messages, 64 MiB) would hold several times the budget
+    assert conf["queued.max.messages.kbytes"] == 4096
+    assert conf["queued.min.messages"] == 10_000
+    explicit = Settings(topics=["a"], fetch_buffer_kbytes=512, fetch_queue_messages=500)
+    assert consumer_config(explicit)["queued.max.messages.kbytes"] == 512
+    assert consumer_config(explicit)["queued.min.messages"] == 500

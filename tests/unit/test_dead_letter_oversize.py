@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from pipeline.config import Settings
 from pipeline.consumer import Pending, SignalConsumer
 from pipeline.dead_letter import VALUE_OMITTED_HEADER, header_value
+from pipeline.offsets import PartitionOffsets
 from pipeline.outcomes import Reason, Rejection
 from tests.fuzz.hostile import processor
 
@@ -64,7 +65,9 @@ def _pending(consumer: SignalConsumer, value: bytes) -> Pending:
     message = Message(
         topic="clicks", partition=0, offset=41, key=b"k", value=value, headers=[("h", b"v")]
     )
-    return Pending(message, len(value), "order", epoch=consumer._epoch)
+    tracker = consumer._offsets.setdefault(("clicks", 0), PartitionOffsets())
+    tracker.track(41)
+    return Pending(message, len(value), "order", tracker, 41, consumer._epoch)
 
 
 REJECTION = Rejection.single(Reason.UNDECODABLE, "", "not Avro")
