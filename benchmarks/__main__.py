@@ -311,6 +311,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--replay-arg", action="append", default=[], help="argument for benchmarks.replay"
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SETTING=VALUE",
+        help="a pipeline setting for every pipeline run, e.g. --set BATCH_MAX_SIGNALS=500",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="small sizes for a quick look (and the smoke test): a few seconds each",
@@ -327,6 +334,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         known = ", ".join((*BENCHES, *ON_REQUEST))
         parser.error(f"unknown benchmark {sorted(unknown)}: choose from {known}")
+    for item in args.set:
+        name, sep, _ = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--set {item!r}: expected SETTING=VALUE, e.g. BATCH_MAX_SIGNALS=500")
     if not args.bench or "all" in args.bench:
         args.bench = list(BENCHES)
     return args
@@ -358,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     try:
         if ctx is not None:
+            pairs = [item.removeprefix("PIPELINE_").partition("=") for item in args.set]
+            ctx.stack.pipeline_settings = {name: value for name, _, value in pairs}
             ctx.stack.__enter__()
         for name in (*BENCHES, *ON_REQUEST):
             if name in args.bench:

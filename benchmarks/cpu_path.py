@@ -10,8 +10,9 @@ bytes, in the same process, with the same gc settings:
 
 (a) decode only: bare ``fastavro.schemaless_reader`` with the same writer and reader
     schemas, framing already stripped (the floor any Avro consumer pays);
-(b) full path: ``pipeline.codec.EventDecoder.decode`` -> ``validate_event`` ->
-    ``map_event``.
+(b) full path: ``pipeline.processor.EventProcessor.process``, what the consumer runs
+    per record: ``EventDecoder.decode`` -> subscription check -> ``validate_event``
+    -> ``map_event``, to a ``MappedSignal`` (every event of the mix is valid).
 
 The ratio (b)/(a) in events/s says how much of the floor the pipeline keeps (target
 >= 0.6). Figures only: this is not a test and never fails on a slow machine.
@@ -35,10 +36,9 @@ from typing import Any
 
 import fastavro
 
-from pipeline import catalog
 from pipeline.clickstream import clickstream
-from pipeline.mapping import MappedSignal, MappingOptions, map_event
-from pipeline.validation import ValidEvent, validate_event
+from pipeline.mapping import MappedSignal, MappingOptions
+from pipeline.processor import EventProcessor
 
 AVRO_DIR = Path(__file__).resolve().parents[1] / "avro"
 CONFLUENT_SHARE = 0.5  # half the records in Confluent framing, half single-object
@@ -117,18 +117,12 @@ def decode_only(prepared: list[Prepared]) -> int:
 
 
 def full_path(decoder: Any, options: MappingOptions) -> Callable[[list[Prepared]], int]:
-    signal_type_of = {name: t for name, t in catalog.BY_RECORD_NAME.items()}
+    process = EventProcessor(decoder, options).process
 
     def run(prepared: list[Prepared]) -> int:
         ok = 0
         for p in prepared:
-            decoded = decoder.decode(p.value)
-            record = decoded.record
-            signal_type = signal_type_of[decoded.record_name.rpartition(".")[2]]
-            valid = validate_event(signal_type, record)
-            if isinstance(valid, ValidEvent) and isinstance(
-                map_event(valid, options), MappedSignal
-            ):
+            if isinstance(process(p.value), MappedSignal):
                 ok += 1
         return ok
 
@@ -207,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---:|---:|---:|---:|")
     for label, rates, med in (
         ("(a) decode only: fastavro.schemaless_reader", a, a_med),
-        ("(b) full: EventDecoder -> validate_event -> map_event", b, b_med),
+        ("(b) full: EventProcessor.process (decode, validate, map)", b, b_med),
     ):
         print(f"| {label} | {med:,.0f} | {min(rates):,.0f} | {max(rates):,.0f} | {1e6 / med:.1f} |")
     print(f"| ratio (b)/(a) | {b_med / a_med:.2f} (target >= 0.6) | | | |")

@@ -176,6 +176,8 @@ class Stack:
         self.registry = LocalRegistry()
         self.sim: Any = None
         self.broker_pid: int | None = None  # None: an external Kafka, CPU not measured
+        #: settings for every pipeline run, without the prefix (``--set BATCH_MAX_SIGNALS=500``)
+        self.pipeline_settings: dict[str, str] = {}
 
     def __enter__(self) -> Stack:
         configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -273,6 +275,7 @@ class Stack:
             "SESSION_TIMEOUT_MS": "6000",
             "HTTP_PORT": str(_free_port()),
         }
+        settings.update(self.pipeline_settings)
         settings.update(overrides)
         env.update({f"PIPELINE_{k}": v for k, v in settings.items()})
         return env

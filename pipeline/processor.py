@@ -7,7 +7,7 @@ it joins a batch or the dead-letter topic.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Final, Protocol
 
 from pipeline import catalog
 from pipeline.catalog import Tier
@@ -44,7 +44,15 @@ Outcome = MappedSignal | Rejection | Dropped
 
 def signal_type_of(record_name: str) -> str | None:
     """``connect.signals.OrderEvent`` (or ``OrderEvent``) -> ``order``."""
-    return catalog.BY_RECORD_NAME.get(record_name.rpartition(".")[2])
+    return _BY_FULL_NAME.get(record_name) or catalog.BY_RECORD_NAME.get(
+        record_name.rpartition(".")[2]
+    )
+
+
+_BY_FULL_NAME: Final = {
+    f"{catalog.AVRO_NAMESPACE}.{name}": signal_type
+    for name, signal_type in catalog.BY_RECORD_NAME.items()
+}
 
 
 class EventProcessor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Callable
@@ -17,6 +18,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError as PydanticValidationError
 
 from pipeline import catalog
 from pipeline.catalog import FieldSpec, Format, Kind, Tier
@@ -29,7 +33,7 @@ from pipeline.mapping import (
     merge_repeated_products,
 )
 from pipeline.outcomes import Problem, Reason, Rejection
-from pipeline.validation import ValidEvent, validate_event
+from pipeline.validation import CURRENCY_CODES, ValidEvent, _validators, validate_event
 from tests.spec_examples import full_event, minimal_event, minimal_item, sample_value
 
 OPTIONS: Final = MappingOptions(default_app_key="default-app")
@@ -368,6 +372,83 @@ def test_several_problems_all_reported() -> None:
         Problem("orderId", "must not be empty"),
         Problem("bogus", "unknown field"),
     }
+
+
+@pytest.mark.parametrize("signal_type", catalog.SIGNAL_TYPES)
+def test_null_optional_fields_are_absent_fields(signal_type: str) -> None:
+    """The Avro form: every optional field present as None maps like the field left out."""
+    nulls = {fs.name: None for fs in catalog.SIGNALS[signal_type].fields if not fs.required}
+    event = minimal_event(signal_type)
+    with_nulls = validate_event(signal_type, {**event, **nulls, "signalType": None})
+    without = validate_event(signal_type, event)
+    assert isinstance(with_nulls, ValidEvent) and isinstance(without, ValidEvent)
+    assert map_event(with_nulls, OPTIONS) == map_event(without, OPTIONS)
+
+
+def _decide(validator: Any, event: dict[str, Any]) -> Any:
+    try:
+        return validator.validate_python(event)
+    except PydanticValidationError:
+        return None
+
+
+@pytest.mark.parametrize("signal_type", catalog.SIGNAL_TYPES)
+def test_fast_and_strict_models_decide_alike(signal_type: str) -> None:
+    """validate_event tries a model that ignores unknown keys (then compares sizes) before
+    the strict one that names them: both decide every table case, with and without an
+    unknown key, the same way."""
+    models = _validators(signal_type)
+    cases = [c for c in CASES if c.signal_type == signal_type]
+    for case, extra in itertools.product([None, *cases], [{}, {"bogus": 1}]):
+        event = {**full_event(signal_type), **extra}
+        if case is not None:
+            case.change(event)
+        strict = _decide(models.strict, event)
+        fast = _decide(models.fast, event)
+        fast_accepts = fast is not None and len(fast) == len(event)
+        assert fast_accepts == (strict is not None), (case, extra)
+        assert fast is None or not fast_accepts or fast == strict
+        if case is None or case.field != "signalType":  # checked before the models
+            outcome = validate_event(signal_type, event)
+            assert isinstance(outcome, ValidEvent) == (strict is not None)
+
+
+_RULED: Final = [
+    (t, fs)
+    for t, spec in catalog.SIGNALS.items()
+    for fs in spec.fields
+    if fs.kind is Kind.STRING and (fs.enum or fs.format)
+]
+
+
+def _near_the_rule(fs: FieldSpec) -> st.SearchStrategy[str]:
+    """Values on both sides of a string rule: allowed ones in any case, near misses."""
+    if fs.format is Format.DATE_ADDED:
+        digits = st.text("0123456789", min_size=1, max_size=4)
+        parts = st.tuples(digits, digits, digits, digits, digits, digits, digits)
+        return st.one_of(
+            st.datetimes().map(lambda d: f"{d:%Y-%m-%d %H:%M:%S}.{d.microsecond // 1000:03d}"),
+            parts.map(lambda p: "{}-{}-{} {}:{}:{}.{}".format(*p)),
+            st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}\Z"),
+            st.text(max_size=30),
+        )
+    allowed = sorted(fs.enum or CURRENCY_CODES)
+    variants = st.sampled_from(allowed).flatmap(
+        lambda v: st.sampled_from([v, v.lower(), v.swapcase(), f" {v}", f"{v}x", v[:-1]])
+    )
+    return st.one_of(variants, st.text(max_size=8))
+
+
+@pytest.mark.parametrize(("signal_type", "fs"), _RULED, ids=lambda x: getattr(x, "name", x))
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_fast_and_strict_string_rules_decide_alike(
+    signal_type: str, fs: FieldSpec, data: st.DataObject
+) -> None:
+    value = data.draw(_near_the_rule(fs))
+    event = {**full_event(signal_type), fs.name: value}
+    models = _validators(signal_type)
+    assert _decide(models.fast, event) == _decide(models.strict, event), value
 
 
 def test_currency_and_enums_are_canonicalised() -> None:
