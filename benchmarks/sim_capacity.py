@@ -1,7 +1,7 @@
 """The Connect simulator's own capacity: accepted signals/s under concurrent batches.
 
     python -m benchmarks.sim_capacity [--duration 5] [--runs 3] [--connections 8]
-                                      [--batch 100] [--sim-arg=--no-idempotency ...]
+                                      [--batch 250] [--sim-arg=--no-idempotency ...]
 
 The simulator runs as in the tests and the demo (``connect_sim.testing``: its own
 process, uvicorn with uvloop and httptools). The load generator sends the pipeline's
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=100, help="signals per request")
+    parser.add_argument("--batch", type=int, default=250, help="signals per request (the pipeline default)")
     parser.add_argument(
         "--paced-rate",
         type=float,

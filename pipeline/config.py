@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     )
 
     # --- delivery --------------------------------------------------------------------------
-    batch_max_signals: int = Field(100, ge=1, le=10_000, description="Signals per call.")
+    batch_max_signals: int = Field(250, ge=1, le=10_000, description="Signals per call.")
     batch_max_bytes: int = Field(
         512 * 1024, ge=1_024, description="Request body bytes per call (at most)."
     )
