@@ -227,7 +227,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=250, help="signals per request (the pipeline default)")
+    parser.add_argument(
+        "--batch", type=int, default=250, help="signals per call (pipeline default)"
+    )
     parser.add_argument(
         "--paced-rate",
         type=float,
