@@ -334,10 +334,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         known = ", ".join((*BENCHES, *ON_REQUEST))
         parser.error(f"unknown benchmark {sorted(unknown)}: choose from {known}")
+    args.pipeline_settings = {}
     for item in args.set:
-        name, sep, _ = item.partition("=")
+        name, sep, value = item.removeprefix("PIPELINE_").partition("=")
         if not sep or not name:
             parser.error(f"--set {item!r}: expected SETTING=VALUE, e.g. BATCH_MAX_SIGNALS=500")
+        args.pipeline_settings[name] = value
     if not args.bench or "all" in args.bench:
         args.bench = list(BENCHES)
     return args
@@ -369,8 +371,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     try:
         if ctx is not None:
-            pairs = [item.removeprefix("PIPELINE_").partition("=") for item in args.set]
-            ctx.stack.pipeline_settings = {name: value for name, _, value in pairs}
+            ctx.stack.pipeline_settings = args.pipeline_settings
             ctx.stack.__enter__()
         for name in (*BENCHES, *ON_REQUEST):
             if name in args.bench:

@@ -110,10 +110,10 @@ class EventDecoder:
         self._store = store
         self._registry = registry
         self._max_value_bytes = max_value_bytes
-        self._plans: dict[bytes | int, _Plan | DecodeFailure] = {}
-        #: Usable plans by the exact header that names them (Confluent: magic and id,
-        #: 5 bytes; single-object: marker and fingerprint, 10 bytes): one lookup.
-        self._by_header: dict[bytes, _Plan] = {}
+        #: Plans (or why there is none) by the exact header that names the writer
+        #: schema (Confluent: magic and id, 5 bytes; single-object: marker and
+        #: fingerprint, 10 bytes), so a known record costs one lookup.
+        self._plans: dict[bytes, _Plan | DecodeFailure] = {}
         self._parsed_readers: dict[str, Any] = {}
 
     def _plan_for(self, writer_schema: dict[str, Any], key: str) -> _Plan | DecodeFailure:
@@ -132,21 +132,23 @@ class EventDecoder:
         except Exception as error:
             return DecodeFailure("unknown_schema", f"writer schema {key} unusable: {error}")
 
-    def _single_object_plan(self, fp: bytes) -> _Plan | DecodeFailure:
-        plan = self._plans.get(fp)
+    def _single_object_plan(self, header: bytes) -> _Plan | DecodeFailure:
+        plan = self._plans.get(header)
         if plan is None:
+            fp = header[2:10]
             schema = self._store.writers_by_fingerprint.get(fp)
             key = f"fp:{fp[::-1].hex()}"
             if schema is None:
                 plan = DecodeFailure("unknown_schema", f"no schema with fingerprint {key}")
             else:
                 plan = self._plan_for(schema, key)
-            self._plans[fp] = plan
+            self._plans[header] = plan
         return plan
 
-    def _registry_plan(self, schema_id: int) -> _Plan | DecodeFailure:
-        plan = self._plans.get(schema_id)
+    def _registry_plan(self, header: bytes) -> _Plan | DecodeFailure:
+        plan = self._plans.get(header)
         if plan is None:
+            schema_id = int.from_bytes(header[1:5], "big")
             key = f"id:{schema_id}"
             if self._registry is None:
                 return DecodeFailure(
@@ -160,19 +162,19 @@ class EventDecoder:
                 # Not cached: a registry outage must not turn into permanent failures.
                 if _is_not_found(error):
                     plan = DecodeFailure("unknown_schema", f"schema id {schema_id} not found")
-                    self._plans[schema_id] = plan
+                    self._plans[header] = plan
                     return plan
                 raise
             plan = self._plan_for(schema, key)
-            self._plans[schema_id] = plan
+            self._plans[header] = plan
         return plan
 
     def decode(self, value: bytes | None) -> Decoded | DecodeFailure:
         """One Kafka record value to a record, or why it is not one."""
         if type(value) is bytes and 0 < len(value) <= self._max_value_bytes:
             start = 5 if value[0] == CONFLUENT_MAGIC else 10
-            plan = self._by_header.get(value[:start])
-            if plan is not None:
+            plan = self._plans.get(value[:start])
+            if type(plan) is _Plan:
                 return _read(value, start, plan)
         return self._decode(value)
 
@@ -188,13 +190,13 @@ class EventDecoder:
         if value[0] == CONFLUENT_MAGIC:
             if len(value) < 5:
                 return DecodeFailure("undecodable", "truncated Confluent header")
-            plan = self._registry_plan(int.from_bytes(value[1:5], "big"))
             start = 5
+            plan = self._registry_plan(bytes(value[:start]))
         elif value[:2] == SINGLE_OBJECT_MAGIC:
             if len(value) < 10:
                 return DecodeFailure("undecodable", "truncated single-object header")
-            plan = self._single_object_plan(bytes(value[2:10]))
             start = 10
+            plan = self._single_object_plan(bytes(value[:start]))
         else:
             return DecodeFailure(
                 "undecodable",
@@ -203,8 +205,6 @@ class EventDecoder:
             )
         if isinstance(plan, DecodeFailure):
             return plan
-        if isinstance(value, bytes):
-            self._by_header[value[:start]] = plan
         return _read(value, start, plan)
 
 

@@ -203,8 +203,6 @@ class SignalConsumer:
         self._settings = settings
         self._bounds = bounds
         self._origin = origin or RecordOrigin()
-        #: a redrive reads its records' origin from their headers; else the record is it
-        self._redrive = type(self._origin) is not RecordOrigin
         self._processor = processor
         self._stop_requested = threading.Event()
         self._abandon = threading.Event()  # shutdown drain timed out: stop retrying
@@ -401,11 +399,9 @@ class SignalConsumer:
             return
         self._in_flight_keys.discard(pending.key)
         self.ledger.add(pending.key, accepted_ms)
+        self._write_ledger(pending.ledger_partition, pending.key, accepted_ms, pending)
         if self._txn is not None:
-            self._write_ledger(pending.ledger_partition, pending.key, accepted_ms, None)
             self._finish(pending)
-        else:
-            self._write_ledger(pending.ledger_partition, pending.key, accepted_ms, pending)
 
     def _write_ledger(
         self, partition: int, key: str, accepted_ms: int, pending: Pending | None
@@ -611,13 +607,12 @@ class SignalConsumer:
         self._buffered_bytes += size
         self.summary.consumed += 1
         epoch = self._epoch
-        if self._redrive and not self._origin.wanted(message):
+        if not self._origin.wanted(message):
             self.summary.filtered += 1
             self._finish(Pending(message, size, "", tracker, offset, epoch))
             return
         outcome = self._processor.process(value)
         if isinstance(outcome, MappedSignal):
-            source_partition = self._origin.partition(message) if self._redrive else partition
             pending = Pending(
                 message,
                 size,
@@ -626,7 +621,7 @@ class SignalConsumer:
                 offset,
                 epoch,
                 outcome.idempotency_key,
-                source_partition,
+                self._origin.partition(message),
             )
             if not self._skip_if_delivered(outcome, pending):
                 self._add_to_batch(outcome, pending)

@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 from pipeline import catalog
-from pipeline.catalog import FieldSpec, ItemSpec, Kind
+from pipeline.catalog import FieldSpec, Kind
 from pipeline.outcomes import Reason, Rejection
 from pipeline.validation import GRAPHQL_INT_MAX, ValidEvent
 
@@ -75,7 +75,7 @@ def default_effect(signal_type: str, content: dict[str, Any]) -> str | None:
     return catalog.SIGNALS[signal_type].suggested_effect
 
 
-def _item(item: dict[str, Any], spec: ItemSpec) -> dict[str, Any]:
+def _item(item: dict[str, Any]) -> dict[str, Any]:
     # validation returns the item's fields in catalog order, absent ones as None
     return {k: v for k, v in item.items() if v is not None}
 
@@ -107,7 +107,7 @@ def merge_repeated_products(items: list[dict[str, Any]]) -> list[dict[str, Any]]
 def _value(fs: FieldSpec, value: Any) -> Any:
     if fs.kind is Kind.ITEMS:
         assert fs.items is not None
-        items = [_item(i, fs.items) for i in value]
+        items = [_item(i) for i in value]
         return merge_repeated_products(items) if fs.items.merge_repeated_products else items
     return value
 
@@ -197,7 +197,5 @@ def map_event(event: ValidEvent, options: MappingOptions) -> MappedSignal | Reje
         "sessionId": fields["sessionId"],
         "signalContent": signal_content(event),
     }
-    event_id = fields.get("eventId")
-    if event_id and _PLAIN_KEY.fullmatch(event_id):  # most events: idempotency_key's first case
-        return MappedSignal(event.signal_type, event_id, signal)
-    return MappedSignal(event.signal_type, idempotency_key(event_id, signal), signal)
+    key = idempotency_key(fields.get("eventId"), signal)
+    return MappedSignal(event.signal_type, key, signal)

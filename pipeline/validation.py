@@ -251,18 +251,13 @@ class _Validators:
     renames: bool
 
 
-_VALIDATORS: Final[dict[str, _Validators]] = {}
-
-
+@cache
 def _validators(signal_type: str) -> _Validators:
-    found = _VALIDATORS.get(signal_type)
-    if found is None:
-        found = _VALIDATORS[signal_type] = _Validators(
-            _adapter(signal_type, fast=True).validator,
-            _adapter(signal_type).validator,
-            signal_type in _TYPES_WITH_RENAMES,
-        )
-    return found
+    return _Validators(
+        _adapter(signal_type, fast=True).validator,
+        _adapter(signal_type).validator,
+        signal_type in _TYPES_WITH_RENAMES,
+    )
 
 
 # --- validation ---------------------------------------------------------------------
@@ -382,14 +377,12 @@ def _problems(error: PydanticValidationError) -> tuple[Problem, ...]:
 
 def validate_event(signal_type: str, record: Mapping[str, Any]) -> ValidEvent | Rejection:
     """Check one decoded event against the catalog's rules for its type."""
-    validators = _VALIDATORS.get(signal_type)
-    if validators is None:
-        if signal_type not in catalog.SIGNALS:
-            known = ", ".join(catalog.SIGNAL_TYPES)
-            return Rejection.single(
-                Reason.VALIDATION, "signalType", f"{shown(signal_type)} is not one of {known}"
-            )
-        validators = _validators(signal_type)
+    if signal_type not in catalog.SIGNALS:
+        known = ", ".join(catalog.SIGNAL_TYPES)
+        return Rejection.single(
+            Reason.VALIDATION, "signalType", f"{shown(signal_type)} is not one of {known}"
+        )
+    validators = _validators(signal_type)
     declared = record.get("signalType")
     if declared is not None and declared != signal_type:
         return Rejection.single(
