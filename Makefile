@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint bench install checks-venv
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml dev/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev]" -e ./dev
 	touch $@
 
 install: $(BIN)/.installed
@@ -30,7 +30,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy pipeline connect_sim
+	$(BIN)/mypy pipeline dev/devtools dev/connect_sim
 
 test: install lint checks-venv
 	PIPELINE_REQUIRE_CHECKS=1 $(BIN)/pytest -q

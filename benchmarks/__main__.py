@@ -102,7 +102,7 @@ def mib(values: Sequence[float]) -> str:
 
 def bench_cpu(args: argparse.Namespace, report: Report) -> None:
     from benchmarks import cpu_path
-    from pipeline.mapping import MappingOptions
+    from pipeline.signals.mapping import MappingOptions
 
     prepared, decoder, _ = cpu_path.prepare(args.cpu_events, args.seed)
     full = cpu_path.full_path(decoder, MappingOptions(default_app_key="bench-app"))

@@ -62,11 +62,11 @@ class _Timed:
 
 def run_breakdown(stack: Stack, events: int) -> tuple[float, int, dict[str, float]]:
     """(seconds, signals, label -> seconds) from the first to the last acceptance."""
-    import pipeline.processor as processor_module
+    import pipeline.signals.processor as processor_module
     from pipeline.config import Settings
-    from pipeline.consumer import SignalConsumer
-    from pipeline.logs import configure_logging
-    from pipeline.runner import build_processor
+    from pipeline.kafka.consumer import SignalConsumer
+    from pipeline.kafka.runner import build_processor
+    from pipeline.ops.logs import configure_logging
 
     backlog = stack.produce_backlog(events)
     stack.sim.reset()

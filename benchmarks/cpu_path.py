@@ -2,7 +2,7 @@
 
     python -m benchmarks.cpu_path [--events N] [--runs 5] [--profile]
 
-A realistic clickstream mix of all 11 signal types (``pipeline.clickstream``: many
+A realistic clickstream mix of all 11 signal types (``devtools.clickstream``: many
 page and product views, fewer orders; about 10% written with the earlier edition's
 schemas) is encoded once with the checked-in schemas (``avro/v2``, ``avro/v1``), in
 single-object encoding or Confluent framing. Both measurements then run on the same
@@ -10,7 +10,7 @@ bytes, in the same process, with the same gc settings:
 
 (a) decode only: bare ``fastavro.schemaless_reader`` with the same writer and reader
     schemas, framing already stripped (the floor any Avro consumer pays);
-(b) full path: ``pipeline.processor.EventProcessor.process``, what the consumer runs
+(b) full path: ``pipeline.signals.processor.EventProcessor.process``, what the consumer runs
     per record: ``EventDecoder.decode`` -> subscription check -> ``validate_event``
     -> ``map_event``, to a ``MappedSignal`` (every event of the mix is valid).
 
@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+from devtools.clickstream import clickstream
 
-from pipeline.clickstream import clickstream
-from pipeline.mapping import MappedSignal, MappingOptions
-from pipeline.processor import EventProcessor
+from pipeline.signals.mapping import MappedSignal, MappingOptions
+from pipeline.signals.processor import EventProcessor
 
 AVRO_DIR = Path(__file__).resolve().parents[1] / "avro"
 CONFLUENT_SHARE = 0.5  # half the records in Confluent framing, half single-object
@@ -67,13 +67,13 @@ class _Registry:
 
 
 def _load(edition: int, signal_type: str) -> dict[str, Any]:
-    from pipeline.producer import load_schema
+    from devtools.producer import load_schema
 
     return load_schema(AVRO_DIR, edition, signal_type)
 
 
 def prepare(count: int, seed: int) -> tuple[list[Prepared], Any, dict[str, int]]:
-    from pipeline import codec
+    from pipeline.codec import avro as codec
 
     registry = _Registry()
     raw: dict[tuple[int, str], dict[str, Any]] = {}

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Producer
+from devtools.clickstream import clickstream
 
 from benchmarks.stack import Stack
-from pipeline.clickstream import clickstream
 
 
 @dataclass(frozen=True)

@@ -31,15 +31,15 @@ from contextlib import ExitStack, contextmanager
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from devtools.clickstream import clickstream
+from devtools.producer import EventEncoder
 
-from pipeline.clickstream import clickstream
 from pipeline.config import DEFAULT_AVRO_DIR, Settings
-from pipeline.ledger import LedgerIndex, LedgerLoader, ledger_value
-from pipeline.mapping import MappingOptions, map_event
-from pipeline.outcomes import Rejection
-from pipeline.producer import EventEncoder
-from pipeline.replay import Range, bounded_settings, resolve_bounds, run_bounded
-from pipeline.validation import validate_event
+from pipeline.kafka.ledger import LedgerIndex, LedgerLoader, ledger_value
+from pipeline.kafka.replay import Range, bounded_settings, resolve_bounds, run_bounded
+from pipeline.signals.mapping import MappingOptions, map_event
+from pipeline.signals.outcomes import Rejection
+from pipeline.signals.validation import validate_event
 
 API_KEY = "bench-api-key"
 APP_KEY = "bench-app-key"
@@ -82,7 +82,7 @@ def broker() -> Iterator[str]:
     if configured:
         yield configured
         return
-    from pipeline.embedded_broker import EmbeddedBroker
+    from devtools.broker import EmbeddedBroker
 
     with EmbeddedBroker() as running:
         yield running.bootstrap_servers
@@ -200,7 +200,7 @@ def main() -> None:
             http_port=0,
             log_level="WARNING",
         )
-        from pipeline.logs import configure_logging
+        from pipeline.ops.logs import configure_logging
 
         configure_logging(live)
         settings = bounded_settings(live, f"{group}-replay", [topic])

@@ -5,8 +5,8 @@
 
 The simulator runs as in the tests and the demo (``connect_sim.testing``: its own
 process, uvicorn with uvloop and httptools). The load generator sends the pipeline's
-own requests: realistic signals (``pipeline.clickstream`` mapped by
-``pipeline.mapping``), the variables-form document, ``Idempotency-Key`` and
+own requests: realistic signals (``devtools.clickstream`` mapped by
+``pipeline.signals.mapping``), the variables-form document, ``Idempotency-Key`` and
 ``Signal-Idempotency-Keys`` headers, a new batch key per request, from several
 concurrent keep-alive connections for a fixed duration (plain asyncio HTTP/1.1
 with pre-built requests: httpx would cost more CPU than the simulator it measures).
@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
 from connect_sim.testing import SimulatorHandle, run_simulator
-from pipeline.clickstream import clickstream
-from pipeline.graphql_doc import request_body
-from pipeline.mapping import MappedSignal, MappingOptions, map_event
-from pipeline.validation import ValidEvent, validate_event
+from devtools.clickstream import clickstream
+
+from pipeline.connect.document import request_body
+from pipeline.signals.mapping import MappedSignal, MappingOptions, map_event
+from pipeline.signals.validation import ValidEvent, validate_event
 
 API_KEY = "bench-api-key"
 APP_KEY = "bench-app-key"

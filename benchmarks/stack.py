@@ -26,11 +26,11 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from devtools.clickstream import GeneratedEvent, clickstream
+from devtools.producer import EventEncoder, produce_events
 
 from benchmarks.registry import LocalRegistry
-from pipeline.clickstream import GeneratedEvent, clickstream
 from pipeline.config import DEFAULT_AVRO_DIR
-from pipeline.producer import EventEncoder, produce_events
 
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "bench-api-key"
@@ -184,7 +184,7 @@ class Stack:
         if configured:
             self.bootstrap = configured
         else:
-            from pipeline.embedded_broker import EmbeddedBroker
+            from devtools.broker import EmbeddedBroker
 
             broker = EmbeddedBroker(log_dir=self.workdir)
             self.bootstrap = self._exit.enter_context(broker).bootstrap_servers
@@ -286,7 +286,7 @@ class Stack:
         # replicas on one host need their own transactional id (the default is per host)
         overrides.setdefault("TRANSACTIONAL_ID", f"{group}-{replica}")
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "run"],
+            [sys.executable, "-m", "pipeline.cli.main", "run"],
             env=self.pipeline_env(topic, group, **overrides),
             stdout=log_path.open("ab"),
             stderr=subprocess.STDOUT,

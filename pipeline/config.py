@@ -25,13 +25,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from pipeline.catalog import Tier
+from pipeline.signals.catalog import Tier
 
 ENV_PREFIX: Final = "PIPELINE_"
 CONFIG_FILE_ENV: Final = "PIPELINE_CONFIG_FILE"
 #: A source checkout's avro/. An installed wheel has none there (site-packages/avro is the
 #: Apache Avro library): the same schemas are then generated in memory from the catalog
-#: (pipeline.avro_schemas.schema_texts).
+#: (pipeline.codec.schemas.schema_texts).
 DEFAULT_AVRO_DIR: Final = Path(__file__).resolve().parent.parent / "avro"
 
 

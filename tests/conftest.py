@@ -22,7 +22,7 @@ def kafka_bootstrap() -> Iterator[str]:
     if configured:
         yield configured
         return
-    from pipeline.embedded_broker import EmbeddedBroker
+    from devtools.broker import EmbeddedBroker
 
     with EmbeddedBroker() as broker:
         yield broker.bootstrap_servers

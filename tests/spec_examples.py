@@ -142,8 +142,8 @@ ENVELOPE: Final[dict[str, Any]] = {
 
 
 def sample_value(spec: Any) -> Any:
-    """A valid value for one catalog field (``pipeline.catalog.FieldSpec``)."""
-    from pipeline.catalog import Format, Kind
+    """A valid value for one catalog field (``pipeline.signals.catalog.FieldSpec``)."""
+    from pipeline.signals.catalog import Format, Kind
 
     match spec.kind:
         case Kind.STRING:
@@ -170,13 +170,13 @@ def sample_value(spec: Any) -> Any:
 
 
 def minimal_item(item: Any) -> dict[str, Any]:
-    """An item object (``pipeline.catalog.ItemSpec``) with its required fields only."""
+    """An item object (``pipeline.signals.catalog.ItemSpec``) with its required fields only."""
     return {fs.name: sample_value(fs) for fs in item.fields if fs.required}
 
 
 def minimal_event(signal_type: str) -> dict[str, Any]:
     """A valid JSON-form event with the envelope and the type's required fields only."""
-    from pipeline import catalog
+    from pipeline.signals import catalog
 
     spec = catalog.SIGNALS[signal_type]
     content = {fs.name: sample_value(fs) for fs in spec.fields if fs.required}
@@ -185,7 +185,7 @@ def minimal_event(signal_type: str) -> dict[str, Any]:
 
 def full_event(signal_type: str) -> dict[str, Any]:
     """A valid JSON-form event with every field of the type set."""
-    from pipeline import catalog
+    from pipeline.signals import catalog
 
     spec = catalog.SIGNALS[signal_type]
     content = {fs.name: sample_value(fs) for fs in spec.fields}

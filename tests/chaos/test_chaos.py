@@ -11,8 +11,7 @@ import os
 from dataclasses import replace
 
 import pytest
-
-from pipeline.chaos import (
+from devtools.chaos import (
     ChaosConfig,
     ChaosReport,
     ChaosRun,
@@ -22,6 +21,7 @@ from pipeline.chaos import (
     retry_allowance,
     tally_accepted,
 )
+
 from pipeline.config import Settings
 
 

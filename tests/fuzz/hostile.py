@@ -15,18 +15,18 @@ from pathlib import Path
 from typing import Any, Final
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from devtools.clickstream import clickstream
 from graphql import parse
 from graphql.utilities import value_from_ast_untyped
 
-from pipeline import catalog
-from pipeline.clickstream import clickstream
-from pipeline.codec import EventDecoder, SchemaStore, encode_confluent, encode_single_object
+from pipeline.codec.avro import EventDecoder, SchemaStore, encode_confluent, encode_single_object
 from pipeline.config import DEFAULT_AVRO_DIR
-from pipeline.delivery import encode_signal
-from pipeline.graphql_doc import inline_mutation, request_body
-from pipeline.mapping import MappedSignal, MappingOptions
-from pipeline.outcomes import Reason, Rejection
-from pipeline.processor import Dropped, EventProcessor
+from pipeline.connect.client import encode_signal
+from pipeline.connect.document import inline_mutation, request_body
+from pipeline.signals import catalog
+from pipeline.signals.mapping import MappedSignal, MappingOptions
+from pipeline.signals.outcomes import Reason, Rejection
+from pipeline.signals.processor import Dropped, EventProcessor
 
 CORPUS: Final = Path(__file__).resolve().parent / "corpus"
 #: A rejection's message travels in a Kafka header and a log line.

@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import catalog
-from pipeline.codec import SINGLE_OBJECT_MAGIC, crc64_fingerprint
-from pipeline.mapping import MappedSignal
-from pipeline.outcomes import Reason, Rejection
+from pipeline.codec.avro import SINGLE_OBJECT_MAGIC, crc64_fingerprint
+from pipeline.signals import catalog
+from pipeline.signals.mapping import MappedSignal
+from pipeline.signals.outcomes import Reason, Rejection
 from tests.fuzz.hostile import (
     CORPUS,
     avro_schema,

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline import catalog
-from pipeline.check import CheckOptions, check_lines
-from pipeline.cli import main
-from pipeline.mapping import MappingOptions
+from pipeline.cli.main import main
+from pipeline.signals import catalog
+from pipeline.signals.check import CheckOptions, check_lines
+from pipeline.signals.mapping import MappingOptions
 from tests.fuzz.hostile import CORPUS, MAX_MESSAGE_CHARS, check_signal
 from tests.fuzz.test_hostile_input import FUZZ, hostile_text
 from tests.spec_examples import full_event

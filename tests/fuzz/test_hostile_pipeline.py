@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from pipeline.consumer import SignalConsumer
-from pipeline.mapping import MappedSignal
-from pipeline.outcomes import Rejection
+from pipeline.kafka.consumer import SignalConsumer
+from pipeline.signals.mapping import MappedSignal
+from pipeline.signals.outcomes import Rejection
 from tests.fuzz.hostile import CORPUS, processor, valid_encodings, zigzag_varint
 from tests.integration.consumer_harness import (
     API_KEY,

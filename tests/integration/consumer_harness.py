@@ -16,15 +16,15 @@ from typing import Any
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from devtools.clickstream import GeneratedEvent
+from devtools.producer import EventEncoder, produce_events
 
-from pipeline.clickstream import GeneratedEvent
 from pipeline.config import DEFAULT_AVRO_DIR, Settings
-from pipeline.consumer import RunSummary, SignalConsumer
-from pipeline.mapping import MappingOptions, map_event
-from pipeline.outcomes import Rejection
-from pipeline.producer import EventEncoder, produce_events
-from pipeline.runner import build_processor
-from pipeline.validation import validate_event
+from pipeline.kafka.consumer import RunSummary, SignalConsumer
+from pipeline.kafka.runner import build_processor
+from pipeline.signals.mapping import MappingOptions, map_event
+from pipeline.signals.outcomes import Rejection
+from pipeline.signals.validation import validate_event
 
 APP_KEY = "test-app-key"
 API_KEY = "test-api-key"
@@ -108,7 +108,7 @@ def consumer_process(settings: Settings, log_path: Path) -> subprocess.Popen[byt
     env |= settings.as_environment()
     log = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run"],
+        [sys.executable, "-m", "pipeline.cli.main", "run"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from devtools.clickstream import GeneratedEvent
+from devtools.producer import EventEncoder
 
-from pipeline.clickstream import GeneratedEvent
 from pipeline.config import DEFAULT_AVRO_DIR, Settings
-from pipeline.consumer import RunSummary
-from pipeline.producer import EventEncoder
-from pipeline.replay import Range, bounded_settings, resolve_bounds, run_bounded
+from pipeline.kafka.consumer import RunSummary
+from pipeline.kafka.replay import Range, bounded_settings, resolve_bounds, run_bounded
 from tests.integration.consumer_harness import API_KEY, APP_KEY, REPO, produce
 
 
@@ -58,7 +58,7 @@ def replay_command(settings: Settings, *args: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
     env |= settings.as_environment()
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "replay", *args],
+        [sys.executable, "-m", "pipeline.cli.main", "replay", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -6,9 +6,9 @@ import signal
 import time
 
 import pytest
+from devtools.clickstream import clickstream
 
-from pipeline.clickstream import clickstream
-from pipeline.dead_letter import header_value
+from pipeline.kafka.dead_letters import header_value
 from tests.integration.consumer_harness import (
     API_KEY,
     APP_KEY,
@@ -61,8 +61,9 @@ def test_valid_events_arrive_exactly_as_mapped_and_invalid_ones_are_dead_lettere
     dead = read_topic(kafka_bootstrap, dlq, len(invalid))
     assert len(dead) == len(invalid)
     by_event_value = {m.value(): m for m in dead}
+    from devtools.producer import EventEncoder
+
     from pipeline.config import DEFAULT_AVRO_DIR
-    from pipeline.producer import EventEncoder
 
     encoder = EventEncoder(DEFAULT_AVRO_DIR)
     for event in invalid:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from devtools.clickstream import clickstream
 
-from pipeline.catalog import Tier
-from pipeline.clickstream import clickstream
-from pipeline.dead_letter import header_value
-from pipeline.redrive import run_redrive
+from pipeline.kafka.dead_letters import header_value
+from pipeline.kafka.redrive import run_redrive
+from pipeline.signals.catalog import Tier
 from tests.integration.consumer_harness import (
     expected_signals,
     new_topics,

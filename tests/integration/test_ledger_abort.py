@@ -11,11 +11,11 @@ import os
 import threading
 
 import pytest
+from devtools.clickstream import clickstream
 
-from pipeline.clickstream import clickstream
-from pipeline.consumer import SignalConsumer
-from pipeline.dead_letter import header_value
-from pipeline.runner import build_processor
+from pipeline.kafka.consumer import SignalConsumer
+from pipeline.kafka.dead_letters import header_value
+from pipeline.kafka.runner import build_processor
 from tests.integration.consumer_harness import (
     expected_signals,
     new_topics,

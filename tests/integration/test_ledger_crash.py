@@ -10,9 +10,9 @@ import signal
 import time
 
 import pytest
+from devtools.clickstream import clickstream
 
-from pipeline.clickstream import clickstream
-from pipeline.ledger import duplicate_bound
+from pipeline.kafka.ledger import duplicate_bound
 from tests.integration.consumer_harness import (
     consumer_process,
     expected_signals,

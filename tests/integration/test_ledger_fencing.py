@@ -11,12 +11,12 @@ import threading
 
 import pytest
 from confluent_kafka import Producer
+from devtools.clickstream import clickstream
 
-from pipeline.clickstream import clickstream
-from pipeline.consumer import RunSummary, SignalConsumer
-from pipeline.ledger import duplicate_bound
-from pipeline.runner import build_processor
-from pipeline.transactions import TransactionFatal
+from pipeline.kafka.consumer import RunSummary, SignalConsumer
+from pipeline.kafka.ledger import duplicate_bound
+from pipeline.kafka.runner import build_processor
+from pipeline.kafka.transactions import TransactionFatal
 from tests.integration.consumer_harness import (
     expected_signals,
     new_topics,

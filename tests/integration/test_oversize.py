@@ -6,11 +6,11 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from devtools.clickstream import clickstream
+from devtools.producer import EventEncoder
 
-from pipeline.clickstream import clickstream
 from pipeline.config import DEFAULT_AVRO_DIR
-from pipeline.dead_letter import VALUE_OMITTED_HEADER, header_value
-from pipeline.producer import EventEncoder
+from pipeline.kafka.dead_letters import VALUE_OMITTED_HEADER, header_value
 from tests.integration.consumer_harness import (
     API_KEY,
     APP_KEY,

@@ -42,7 +42,7 @@ def run_process(env_settings: dict[str, str], log_path: Path) -> subprocess.Pope
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
     env.update(env_settings)
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run"],
+        [sys.executable, "-m", "pipeline.cli.main", "run"],
         env=env,
         stdout=log_path.with_suffix(".out").open("ab"),
         stderr=log_path.with_suffix(".err").open("ab"),

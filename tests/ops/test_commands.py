@@ -6,9 +6,9 @@ import uuid
 
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from pipeline.cli.config_reference import DEFAULT_PATH, render_reference
+from pipeline.cli.main import main
 from pipeline.config import Settings
-from pipeline.config_doc import DEFAULT_PATH, render_reference
 from tests.integration.consumer_harness import read_topic
 
 

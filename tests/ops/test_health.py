@@ -13,12 +13,12 @@ import threading
 import time
 
 import pytest
+from devtools.broker import EmbeddedBroker, free_port
+from devtools.clickstream import clickstream
 
-from pipeline.clickstream import clickstream
-from pipeline.consumer import SignalConsumer
-from pipeline.embedded_broker import EmbeddedBroker, free_port
-from pipeline.health import HealthState
-from pipeline.runner import build_processor, start_ops_server
+from pipeline.kafka.consumer import SignalConsumer
+from pipeline.kafka.runner import build_processor, start_ops_server
+from pipeline.ops.health import HealthState
 from tests.integration.consumer_harness import (
     API_KEY,
     APP_KEY,

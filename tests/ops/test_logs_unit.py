@@ -10,8 +10,8 @@ import pytest
 import structlog
 
 from pipeline.config import Settings
-from pipeline.logs import MASK, Redactor, configure_logging, redact, redacted, secrets_of
-from pipeline.outcomes import Reason, Rejection
+from pipeline.ops.logs import MASK, Redactor, configure_logging, redact, redacted, secrets_of
+from pipeline.signals.outcomes import Reason, Rejection
 
 SECRETS = {
     "connect_api_key": "api-KEY-7f3a9",

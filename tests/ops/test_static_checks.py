@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.config import Settings
-from pipeline.metrics import PipelineMetrics
+from pipeline.ops.metrics import PipelineMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKS_BIN = REPO / ".venv-checks" / "bin"

@@ -12,7 +12,6 @@ from typing import Any, Final
 
 import httpx
 import pytest
-
 from connect_sim.testing import SimulatorHandle, run_simulator
 
 API_KEY: Final = "test-sim-api-key"

@@ -1,6 +1,6 @@
 """The pipeline and the simulator check each other: what one maps, the other accepts.
 
-Both are written from the specification independently (pipeline.catalog and
+Both are written from the specification independently (pipeline.signals.catalog and
 connect_sim.rules). Every signal the pipeline validates and maps, for every type with
 only its required fields and with every field set, and a whole synthetic clickstream,
 must be accepted by the simulator; a disagreement is a bug in one of them.
@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from devtools.clickstream import clickstream
 
-from pipeline import catalog
-from pipeline.clickstream import clickstream
-from pipeline.graphql_doc import request_body
-from pipeline.mapping import MappedSignal, MappingOptions, map_event
-from pipeline.validation import ValidEvent, validate_event
+from pipeline.connect.document import request_body
+from pipeline.signals import catalog
+from pipeline.signals.mapping import MappedSignal, MappingOptions, map_event
+from pipeline.signals.validation import ValidEvent, validate_event
 from tests.sim.conftest import APP_KEY, SimClient
 from tests.sim.test_rules import CASES as RULE_CASES
 from tests.spec_examples import full_event, minimal_event

@@ -8,8 +8,8 @@ from dataclasses import asdict
 
 import httpx
 import pytest
-
 from connect_sim.faults import FaultPlan, Faults
+
 from tests.sim.conftest import SimClient, signal
 
 

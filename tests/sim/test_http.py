@@ -250,8 +250,8 @@ def test_operation_name_and_aliases_are_honoured(sim: SimClient) -> None:
 
 
 def test_the_pipelines_request_is_accepted(sim: SimClient) -> None:
-    """Exactly what pipeline.graphql_doc builds, byte for byte."""
-    from pipeline.graphql_doc import request_body
+    """Exactly what pipeline.connect.document builds, byte for byte."""
+    from pipeline.connect.document import request_body
 
     response = post_raw(sim, request_body([signal(), signal("order")]))
     assert response.status_code == 200 and "errors" not in response.json()

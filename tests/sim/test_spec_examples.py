@@ -155,9 +155,8 @@ def table_field_names(text: str) -> set[str]:
 
 @pytest.mark.parametrize("edition", [CURRENT, EARLIER])
 def test_the_sdl_has_every_field_the_tables_list(edition: str) -> None:
-    from graphql import build_schema
-
     from connect_sim.simulator import SDL_PATH
+    from graphql import build_schema
 
     schema = build_schema(SDL_PATH.read_text())
     fields = {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from connect_sim.__main__ import config_from, parse_args
 from connect_sim.testing import run_simulator
+
 from tests.sim.conftest import CREATE_SIGNALS, signal
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
 from connect_sim.faults import FaultPlan, Faults
 from connect_sim.headers import parse_sf_list, parse_sf_string
 from connect_sim.idempotency import IdempotencyStore, Verdict
 from connect_sim.simulator import Config, Simulator
+
 from tests.sim.conftest import CREATE_SIGNALS, signal
 
 

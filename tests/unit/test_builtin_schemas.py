@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from devtools.clickstream import clickstream
+from devtools.producer import EventEncoder, load_schema
 
-from pipeline import avro_schemas, config
-from pipeline.avro_schemas import read_schemas, schema_texts
-from pipeline.clickstream import clickstream
-from pipeline.codec import Decoded, EventDecoder, SchemaStore
-from pipeline.producer import EventEncoder, load_schema
+from pipeline import config
+from pipeline.codec.avro import Decoded, EventDecoder, SchemaStore
+from pipeline.codec import schemas as avro_schemas
+from pipeline.codec.schemas import read_schemas, schema_texts
 
 CHECKED_IN = Path(__file__).resolve().parents[2] / "avro"
 

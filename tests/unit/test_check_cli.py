@@ -10,8 +10,8 @@ from click.testing import CliRunner, Result
 from graphql import FieldNode, OperationDefinitionNode, parse
 from graphql.utilities import value_from_ast_untyped
 
-from pipeline import catalog
-from pipeline.cli import main
+from pipeline.cli.main import main
+from pipeline.signals import catalog
 from tests.spec_examples import minimal_event
 
 EXAMPLES: Final = Path(__file__).resolve().parents[2] / "examples" / "events.jsonl"

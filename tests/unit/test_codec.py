@@ -1,4 +1,4 @@
-"""pipeline/codec.py: both wire formats, and every way a value can fail to decode.
+"""pipeline/codec/avro.py: both wire formats, and every way a value can fail to decode.
 
 Confluent framing goes through confluent-kafka's in-process mock registry
 (``mock://``). Failures are values (``DecodeFailure``) with a reason class and a
@@ -15,11 +15,10 @@ from typing import Any, Final
 import avro.schema
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from devtools.clickstream import clickstream
 from fastavro.schema import to_parsing_canonical_form
 
-from pipeline import catalog
-from pipeline.clickstream import clickstream
-from pipeline.codec import (
+from pipeline.codec.avro import (
     Decoded,
     DecodeFailure,
     EventDecoder,
@@ -29,6 +28,7 @@ from pipeline.codec import (
     encode_single_object,
 )
 from pipeline.config import DEFAULT_AVRO_DIR
+from pipeline.signals import catalog
 
 STORE: Final = SchemaStore.from_directory(DEFAULT_AVRO_DIR)
 ORDER: Final = "connect.signals.OrderEvent"
@@ -256,7 +256,7 @@ def test_registered_writer_schema_that_does_not_resolve() -> None:
 
 
 def test_writer_schema_cache_stays_bounded_with_fresh_schema_dicts() -> None:
-    from pipeline import codec
+    from pipeline.codec import avro as codec
 
     original = schema(2, "order")
     expected = encode_single_object(original, sample(2, "order"))

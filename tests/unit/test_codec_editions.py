@@ -17,15 +17,15 @@ from typing import Any, Final
 
 import pytest
 from click.testing import CliRunner
+from devtools.clickstream import clickstream
 
-from pipeline import catalog
-from pipeline.avro_schemas import stale_files
-from pipeline.cli import main
-from pipeline.clickstream import clickstream
-from pipeline.codec import Decoded, EventDecoder, SchemaStore, encode_single_object
+from pipeline.cli.main import main
+from pipeline.codec.avro import Decoded, EventDecoder, SchemaStore, encode_single_object
+from pipeline.codec.schemas import stale_files
 from pipeline.config import DEFAULT_AVRO_DIR
-from pipeline.mapping import MappedSignal, MappingOptions, map_event
-from pipeline.validation import ValidEvent, validate_event
+from pipeline.signals import catalog
+from pipeline.signals.mapping import MappedSignal, MappingOptions, map_event
+from pipeline.signals.validation import ValidEvent, validate_event
 from tests.spec_examples import EARLIER, SpecExample, examples
 from tests.unit.test_spec_examples import build_event
 

@@ -76,7 +76,7 @@ def test_as_environment_configures_a_child_exactly_and_carries_secrets(monkeypat
 
 def test_librdkafka_prefetch_is_bounded_within_the_memory_budget():
     from pipeline.config import Settings
-    from pipeline.consumer import consumer_config
+    from pipeline.kafka.consumer import consumer_config
 
     conf = consumer_config(Settings(topics=["a"], max_buffered_bytes=32 * 1024 * 1024))
     # its own defaults (100,000 messages, 64 MiB) would hold several times the budget

@@ -1,6 +1,6 @@
 from pipeline import __version__
-from pipeline.dead_letter import Source, dead_letter_headers, header_value
-from pipeline.outcomes import Problem, Reason, Rejection
+from pipeline.kafka.dead_letters import Source, dead_letter_headers, header_value
+from pipeline.signals.outcomes import Problem, Reason, Rejection
 
 
 def test_headers_follow_kafka_connect_and_keep_the_source_headers():
@@ -43,7 +43,7 @@ def test_a_redriven_record_replaces_the_previous_error_headers():
 
 
 def test_an_omitted_value_is_named_in_a_header_and_first_in_the_message():
-    from pipeline.dead_letter import VALUE_OMITTED_HEADER, record_bytes
+    from pipeline.kafka.dead_letters import VALUE_OMITTED_HEADER, record_bytes
 
     rejection = Rejection(Reason.UNDECODABLE, (Problem("", "x" * 10_000),))
     source = Source("clicks", 0, 7, None, b"k", b"v" * 2_000_000)

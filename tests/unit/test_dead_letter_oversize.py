@@ -15,10 +15,10 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from pipeline.config import Settings
-from pipeline.consumer import Pending, SignalConsumer
-from pipeline.dead_letter import VALUE_OMITTED_HEADER, header_value
-from pipeline.offsets import PartitionOffsets
-from pipeline.outcomes import Reason, Rejection
+from pipeline.kafka.consumer import Pending, SignalConsumer
+from pipeline.kafka.dead_letters import VALUE_OMITTED_HEADER, header_value
+from pipeline.kafka.offsets import PartitionOffsets
+from pipeline.signals.outcomes import Reason, Rejection
 from tests.fuzz.hostile import processor
 
 TOO_LARGE = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)

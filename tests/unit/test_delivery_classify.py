@@ -5,7 +5,7 @@ import httpx
 import pytest
 from graphql import parse
 
-from pipeline.delivery import (
+from pipeline.connect.client import (
     Batch,
     RetryPolicy,
     Verdict,
@@ -16,7 +16,7 @@ from pipeline.delivery import (
     sf_list,
     sf_string,
 )
-from pipeline.graphql_doc import CREATE_SIGNALS
+from pipeline.connect.document import CREATE_SIGNALS
 
 
 def _body(document):

@@ -27,10 +27,10 @@ from graphql.utilities import value_from_ast_untyped
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import catalog
-from pipeline.graphql_doc import CREATE_SIGNALS, OPERATION_NAME, inline_mutation, request_body
-from pipeline.mapping import MappedSignal, MappingOptions, map_event
-from pipeline.validation import ValidEvent, validate_event
+from pipeline.connect.document import CREATE_SIGNALS, OPERATION_NAME, inline_mutation, request_body
+from pipeline.signals import catalog
+from pipeline.signals.mapping import MappedSignal, MappingOptions, map_event
+from pipeline.signals.validation import ValidEvent, validate_event
 from tests.spec_examples import full_event
 
 HOSTILE: Final = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from pipeline.config import Settings
-from pipeline.ledger import (
+from pipeline.kafka.ledger import (
     LedgerIndex,
     duplicate_bound,
     ledger_partition,

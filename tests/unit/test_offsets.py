@@ -1,4 +1,4 @@
-from pipeline.offsets import PartitionOffsets
+from pipeline.kafka.offsets import PartitionOffsets
 
 
 def test_commit_stays_behind_the_first_unfinished_record():

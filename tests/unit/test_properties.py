@@ -19,11 +19,11 @@ import fastavro
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import catalog
-from pipeline.catalog import FieldSpec, Format, ItemSpec, Kind
-from pipeline.graphql_doc import request_body
-from pipeline.mapping import MappedSignal, MappingOptions, map_event
-from pipeline.validation import CURRENCY_CODES, ValidEvent, validate_event
+from pipeline.connect.document import request_body
+from pipeline.signals import catalog
+from pipeline.signals.catalog import FieldSpec, Format, ItemSpec, Kind
+from pipeline.signals.mapping import MappedSignal, MappingOptions, map_event
+from pipeline.signals.validation import CURRENCY_CODES, ValidEvent, validate_event
 
 TIMESTAMP_FORMAT: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 KEY_FORMAT: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")

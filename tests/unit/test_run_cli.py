@@ -7,9 +7,9 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from pipeline import runner
-from pipeline.cli import main
-from pipeline.consumer import RunSummary
+from pipeline.cli.main import main
+from pipeline.kafka import runner
+from pipeline.kafka.consumer import RunSummary
 
 
 def test_the_summary_line_counts_what_was_skipped(monkeypatch: pytest.MonkeyPatch) -> None:

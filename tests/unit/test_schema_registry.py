@@ -17,13 +17,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from devtools.clickstream import clickstream
 
-from pipeline import catalog
-from pipeline.cli import main
-from pipeline.clickstream import clickstream
-from pipeline.codec import Decoded, EventDecoder, SchemaStore, encode_confluent
-from pipeline.config import DEFAULT_AVRO_DIR
-from pipeline.schema_registry import (
+from pipeline.cli.main import main
+from pipeline.codec.avro import Decoded, EventDecoder, SchemaStore, encode_confluent
+from pipeline.codec.registry import (
     Level,
     Status,
     SubjectStrategy,
@@ -33,6 +31,8 @@ from pipeline.schema_registry import (
     registration_plan,
     subject_name,
 )
+from pipeline.config import DEFAULT_AVRO_DIR
+from pipeline.signals import catalog
 
 SCHEMAS = load_schemas(DEFAULT_AVRO_DIR)
 ORDER = "connect.signals.OrderEvent"

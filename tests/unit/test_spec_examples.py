@@ -17,10 +17,10 @@ from typing import Any, Final
 
 import pytest
 
-from pipeline import catalog
-from pipeline.catalog import FieldSpec, Kind
-from pipeline.mapping import MappedSignal, MappingOptions, map_event
-from pipeline.validation import ValidEvent, validate_event
+from pipeline.signals import catalog
+from pipeline.signals.catalog import FieldSpec, Kind
+from pipeline.signals.mapping import MappedSignal, MappingOptions, map_event
+from pipeline.signals.validation import ValidEvent, validate_event
 from tests.spec_examples import CURRENT, EARLIER, SpecExample, all_examples, examples
 
 #: The envelope given to the earlier edition's JSON examples, which have none.

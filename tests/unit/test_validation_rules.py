@@ -22,18 +22,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError as PydanticValidationError
 
-from pipeline import catalog
-from pipeline.catalog import FieldSpec, Format, Kind, Tier
-from pipeline.check import CheckOptions, process_record
-from pipeline.mapping import (
+from pipeline.signals import catalog
+from pipeline.signals.catalog import FieldSpec, Format, Kind, Tier
+from pipeline.signals.check import CheckOptions, process_record
+from pipeline.signals.mapping import (
     MappedSignal,
     MappingOptions,
     idempotency_key,
     map_event,
     merge_repeated_products,
 )
-from pipeline.outcomes import Problem, Reason, Rejection
-from pipeline.validation import CURRENCY_CODES, ValidEvent, _validators, validate_event
+from pipeline.signals.outcomes import Problem, Reason, Rejection
+from pipeline.signals.validation import CURRENCY_CODES, ValidEvent, _validators, validate_event
 from tests.spec_examples import full_event, minimal_event, minimal_item, sample_value
 
 OPTIONS: Final = MappingOptions(default_app_key="default-app")

@@ -1,0 +1,116 @@
+"""Dead-letter records: the original bytes untouched, the reason in headers.
+
+Header names follow Kafka Connect's errant-record convention (``__connect.errors.*``),
+which operators already know and tools already read; what Connect has no header for
+is under ``connect.signals.*``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pipeline import __version__
+from pipeline.signals.outcomes import Reason, Rejection
+
+#: Kafka Connect's stage names, by where in the path the event failed.
+STAGES: Final = {
+    Reason.UNDECODABLE: "VALUE_CONVERTER",
+    Reason.UNKNOWN_SCHEMA: "VALUE_CONVERTER",
+    Reason.VALIDATION: "TRANSFORMATION",
+    Reason.SUBSCRIPTION: "TRANSFORMATION",
+    Reason.API_REJECTED: "TASK_PUT",
+}
+#: The component that rejected it (Connect's ``class.name`` header).
+COMPONENTS: Final = {
+    Reason.UNDECODABLE: "pipeline.codec.avro.EventDecoder",
+    Reason.UNKNOWN_SCHEMA: "pipeline.codec.avro.EventDecoder",
+    Reason.VALIDATION: "pipeline.signals.validation",
+    Reason.SUBSCRIPTION: "pipeline.signals.catalog.Tier",
+    Reason.API_REJECTED: "pipeline.connect.client.ConnectClient",
+}
+ATTEMPT_HEADER: Final = "connect.signals.attempt"
+#: Set when the value was too large to dead-letter: the original size in bytes.
+VALUE_OMITTED_HEADER: Final = "connect.signals.value.omitted"
+MAX_MESSAGE_BYTES: Final = 4_096
+#: Room kept under the producer's message.max.bytes for record and batch framing.
+RECORD_OVERHEAD_BYTES: Final = 1_024
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where the errant record came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def dead_letter_headers(
+    rejection: Rejection,
+    source: Source,
+    group_id: str,
+    attempt: int = 1,
+    *,
+    omitted_value_bytes: int | None = None,
+) -> list[tuple[str, bytes]]:
+    """The headers of a dead-letter record: the source's own, then the error's.
+
+    ``omitted_value_bytes``: the record goes without its value (too large to write);
+    the header and the exception message say so and give the original size.
+    """
+    reason = rejection.reason
+    text = rejection.message
+    if omitted_value_bytes is not None:
+        # first, so the truncation below never cuts it
+        text = f"value of {omitted_value_bytes} bytes omitted (too large to dead-letter): {text}"
+    message = text.encode()[:MAX_MESSAGE_BYTES]
+    error_headers = {
+        "__connect.errors.topic": source.topic,
+        "__connect.errors.partition": str(source.partition),
+        "__connect.errors.offset": str(source.offset),
+        "__connect.errors.stage": STAGES[reason],
+        "__connect.errors.class.name": COMPONENTS[reason],
+        "__connect.errors.exception.class.name": str(reason),
+        "connect.signals.reason": str(reason),
+        "connect.signals.field": rejection.field,
+        "connect.signals.timestamp": ""
+        if source.timestamp_ms is None
+        else str(source.timestamp_ms),
+        "connect.signals.group": group_id,
+        "connect.signals.pipeline.version": __version__,
+        ATTEMPT_HEADER: str(attempt),
+    }
+    if omitted_value_bytes is not None:
+        error_headers[VALUE_OMITTED_HEADER] = str(omitted_value_bytes)
+    own = [(k, v) for k, v in source.headers if k not in error_headers and k != _MESSAGE]
+    return [
+        *own,
+        *((k, v.encode()) for k, v in error_headers.items()),
+        (_MESSAGE, message),
+    ]
+
+
+_MESSAGE: Final = "__connect.errors.exception.message"
+
+
+def record_bytes(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+) -> int:
+    """Key, value and header bytes: what counts against message.max.bytes, framing aside."""
+    return len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+
+
+def header_value(headers: Sequence[Sequence[Any]] | None, name: str) -> str | None:
+    """The last value of a header, decoded (a redrive reads the previous attempt)."""
+    for key, value in reversed(list(headers or [])):
+        if key == name:
+            if isinstance(value, bytes):
+                return value.decode(errors="replace")
+            return None if value is None else str(value)
+    return None
