@@ -21,7 +21,7 @@ from pydantic_core import PydanticUndefined
 
 from pipeline.config import CONFIG_FILE_ENV, ENV_PREFIX, Settings
 
-REPO: Final = Path(__file__).resolve().parent.parent
+REPO: Final = Path(__file__).resolve().parents[2]
 DEFAULT_PATH: Final = REPO / "docs" / "configuration.md"
 
 HEADER: Final = f"""# Configuration reference

@@ -19,7 +19,7 @@ from devtools.clickstream import GeneratedEvent
 from devtools.producer import EventEncoder
 from pipeline.config import DEFAULT_AVRO_DIR, Settings
 
-REPO: Final = Path(__file__).resolve().parents[2]
+REPO: Final = Path(__file__).resolve().parents[3]
 MIN_UPTIME_S: Final = 8.0
 
 
