@@ -3,7 +3,9 @@
 Every log line, ours and the libraries' (httpx, librdkafka through the stdlib logger),
 goes to one stream (stderr). The last step of both paths removes every configured
 secret (API key, the auth header value, appKey, SASL password, Schema Registry
-credentials) from the rendered line, whatever field or exception text it hid in.
+credentials, passwords inside the URLs, secret-looking PIPELINE_KAFKA_CONFIG values)
+from the rendered line, whatever field or exception text it hid in. An exception
+nobody caught is logged the same way (not printed raw by the interpreter).
 
 In JSON mode our own lines skip the stdlib ``logging`` machinery: structlog renders
 them with orjson and writes them itself (about 8 µs a line instead of about 50, and
@@ -19,13 +21,14 @@ import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import replace
+from types import TracebackType
 from typing import Any, Final, TextIO
 
 import orjson
 import structlog
 from pydantic import SecretStr
 
-from pipeline.config import LogFormat, Settings
+from pipeline.config import LogFormat, Settings, is_secret_property, url_credentials
 from pipeline.signals.outcomes import Problem, Rejection
 
 MASK: Final = "**********"
@@ -91,9 +94,29 @@ def secrets_of(settings: Settings) -> list[str]:
         user_info = settings.schema_registry_basic_auth.get_secret_value()
         values.append(user_info.partition(":")[2])  # the password alone
     for key, value in settings.kafka_config.items():
-        if any(word in key.lower() for word in ("password", "secret", "token", "key")):
+        if is_secret_property(key):
             values.append(value)
+    values += url_credentials(settings.connect_url)
+    values += url_credentials(settings.schema_registry_url)
     return [v for v in values if v]
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, traceback: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, traceback)
+        return
+    structlog.get_logger("pipeline").critical("uncaught exception", exc_info=error)
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is not None:
+        structlog.get_logger("pipeline").critical(
+            "uncaught exception in a thread",
+            thread=getattr(args.thread, "name", None),
+            exc_info=args.exc_value,
+        )
 
 
 def _redact_rendered(_: Any, __: str, rendered: Any) -> Any:
@@ -124,9 +147,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     """Route structlog and stdlib logging to ``stream`` (stderr), secrets removed."""
     out = stream or sys.stderr
     redact.add(secrets_of(settings))
-    level = logging.getLevelName(settings.log_level.upper())
-    if not isinstance(level, int):
-        level = logging.INFO
+    level = logging.getLevelName(settings.log_level)  # validated: one of LOG_LEVELS
     console = _use_console(settings, out)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -170,3 +191,6 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=False,
     )
+    # a traceback printed by the interpreter would skip the redaction (URLs in messages)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread

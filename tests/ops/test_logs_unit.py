@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
+import threading
 
 import pytest
 import structlog
@@ -25,8 +28,10 @@ SECRETS = {
 def restore_logging():
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    hooks = sys.excepthook, threading.excepthook
     yield
     root.handlers, root.level = handlers, level
+    sys.excepthook, threading.excepthook = hooks
     structlog.reset_defaults()
 
 
@@ -125,3 +130,43 @@ def test_non_ascii_secret_is_masked_in_json_lines(restore_logging):
     configure_logging(Settings(topics=["t"], connect_api_key="clé-secrète-9"), out)
     structlog.get_logger("x").info("sent", header="Bearer clé-secrète-9", raw="clé-secrète-9")
     assert "secrète" not in out.getvalue() and "secr\\u00e8te" not in out.getvalue()
+
+
+def test_credentials_inside_urls_and_kafka_config_are_masked_in_lines(restore_logging):
+    out = io.StringIO()
+    settings = Settings(
+        topics=["t"],
+        connect_url="https://svc:Conn%2FPw-81@connect.example/graphql",
+        schema_registry_url="https://RegTok-82@registry.example",
+        kafka_config={"sasl.oauthbearer.client.secret": "OidcPw-83", "linger.ms": "5"},
+    )
+    configure_logging(settings, out)
+    log = structlog.get_logger("x")
+    log.warning("call failed", url=settings.connect_url, registry=settings.schema_registry_url)
+    logging.getLogger("librdkafka").error("token request with OidcPw-83 refused")
+    log.warning("decoded form", password="Conn/Pw-81")
+    text = out.getvalue()
+    for secret in ("Conn%2FPw-81", "Conn/Pw-81", "RegTok-82", "OidcPw-83"):
+        assert secret not in text
+    first = json.loads(text.splitlines()[0])
+    assert first["url"] == f"https://svc:{MASK}@connect.example/graphql"
+    assert first["registry"] == f"https://{MASK}@registry.example"
+
+
+def test_an_uncaught_exception_is_logged_masked_not_printed_raw(tmp_path):
+    """The interpreter's own traceback would print a URL with its password verbatim."""
+    script = (
+        "from pipeline.config import Settings\n"
+        "from pipeline.ops.logs import configure_logging\n"
+        "s = Settings(topics=['t'], connect_url='https://u:UncaughtPw-91@c.example/graphql')\n"
+        "configure_logging(s)\n"
+        "raise ConnectionError('cannot reach ' + s.connect_url)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "UncaughtPw-91" not in done.stderr + done.stdout
+    line = json.loads(done.stderr.strip().splitlines()[-1])
+    assert line["event"] == "uncaught exception" and line["level"] == "critical"
+    assert "ConnectionError" in json.dumps(line["exception"])
