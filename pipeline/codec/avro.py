@@ -3,17 +3,29 @@
 The writer schema comes from the framing (a registry id, or a CRC-64-AVRO fingerprint
 of a schema in ``avro/``); the reader schema is always the current edition's record
 of the same full name, so earlier-edition events arrive in the current shape through
-Avro schema resolution. Decoding returns a value (``Decoded`` or ``DecodeFailure``),
-never raises, and never puts the raw bytes in a message.
+Avro schema resolution. Decoding returns a value (``Decoded`` or ``DecodeFailure``) and
+never puts the raw bytes in a message. It raises one thing only: ``SchemaRegistryUnavailable``,
+when the registry gives no definitive answer for a framed record's schema id (an outage,
+a misaddressed URL, an answer it cannot read). That is not the record's fault: the caller
+rewinds to it and retries. Only a registry's own "not found" codes in a JSON body make an
+id unknown, and that answer expires (``negative_ttl_s``).
+
+Caches are bounded (least recently used out): decode plans by framing header, and failures
+with an expiry, so random headers (garbage fingerprints, unknown ids) cost neither memory
+without bound nor a registry call per record.
 
 fastavro returns ``timestamp-millis`` fields as timezone-aware (UTC) datetimes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import re
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +41,16 @@ SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
 #: up to ~30x the encoded bytes (a 70 MB order of 1e6 tiny items took 1.5 GB and 49 s),
 #: and a compressed batch can carry a value far beyond the broker's message size limit.
 DEFAULT_MAX_VALUE_BYTES: Final = 1024 * 1024
+#: Decode plans kept (one per writer schema seen: only schemas that resolve get one).
+PLAN_CACHE_SIZE: Final = 1024
+#: Failures kept per header (unknown ids, non-Avro schemas), each until it expires.
+FAILURE_CACHE_SIZE: Final = 4096
+#: How long a registry's "not found" (or a schema we cannot use) holds before asking again.
+NEGATIVE_TTL_S: Final = 60.0
+#: A registry's own "not found" error codes (in a JSON body with a 404): schema 40403,
+#: subject 40401 (Confluent, Karapace); confluent-kafka's in-process mock says 40400.
+#: Anything else (an HTML 404 from an ingress, 5xx, -1 for an unreadable body) is no answer.
+NOT_FOUND_CODES: Final = frozenset({40400, 40401, 40403})
 
 
 # Not frozen: one per event, and a frozen dataclass's __init__ costs three times as
@@ -44,6 +66,15 @@ class Decoded:
 class DecodeFailure:
     reason: Literal["undecodable", "unknown_schema"]
     message: str
+
+
+class SchemaRegistryUnavailable(Exception):
+    """No definitive answer from the registry for a schema id: hold the record and retry."""
+
+    def __init__(self, schema_id: int, cause: str) -> None:
+        super().__init__(f"Schema Registry unavailable for schema id {schema_id}: {cause}")
+        self.schema_id = schema_id
+        self.cause = cause
 
 
 class RegistryClient(Protocol):
@@ -99,29 +130,48 @@ class _Plan:
 
 
 class EventDecoder:
-    """Decodes record values; caches one plan per writer schema."""
+    """Decodes record values; caches one plan per writer schema (bounded)."""
 
     def __init__(
         self,
         store: SchemaStore,
         registry: RegistryClient | None = None,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        *,
+        plan_cache_size: int = PLAN_CACHE_SIZE,
+        failure_cache_size: int = FAILURE_CACHE_SIZE,
+        negative_ttl_s: float = NEGATIVE_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._registry = registry
         self._max_value_bytes = max_value_bytes
-        #: Plans (or why there is none) by the exact header that names the writer
-        #: schema (Confluent: magic and id, 5 bytes; single-object: marker and
-        #: fingerprint, 10 bytes), so a known record costs one lookup.
-        self._plans: dict[bytes, _Plan | DecodeFailure] = {}
+        #: Plans by the exact header that names the writer schema (Confluent: magic and
+        #: id, 5 bytes; single-object: marker and fingerprint, 10 bytes), so a known
+        #: record costs one lookup. Least recently used first.
+        self._plans: OrderedDict[bytes, _Plan] = OrderedDict()
+        self._plan_cache_size = plan_cache_size
+        #: Why a header has no plan, and until when that answer holds.
+        self._failures: OrderedDict[bytes, tuple[DecodeFailure, float]] = OrderedDict()
+        self._failure_cache_size = failure_cache_size
+        self._negative_ttl_s = negative_ttl_s
+        self._clock = clock
         self._parsed_readers: dict[str, Any] = {}
 
-    def _plan_for(self, writer_schema: dict[str, Any], key: str) -> _Plan | DecodeFailure:
-        name = _full_name(writer_schema)
-        reader = self._store.readers.get(name)
-        if reader is None:
-            return DecodeFailure("unknown_schema", f"no local reader schema for record {name!r}")
+    @property
+    def cache_sizes(self) -> tuple[int, int]:
+        """(plans, failures) held: for tests and metrics."""
+        return len(self._plans), len(self._failures)
+
+    def _plan_for(self, writer_schema: Any, key: str) -> _Plan | DecodeFailure:
+        """A plan from any writer schema: whatever is wrong with it is a DecodeFailure."""
         try:
+            name = _full_name(writer_schema)
+            reader = self._store.readers.get(name)
+            if reader is None:
+                return DecodeFailure(
+                    "unknown_schema", f"no local reader schema for record {name!r}"
+                )
             writer = fastavro.parse_schema(writer_schema)
             same = to_parsing_canonical_form(writer_schema) == to_parsing_canonical_form(reader)
             if same:
@@ -130,51 +180,103 @@ class EventDecoder:
                 self._parsed_readers[name] = fastavro.parse_schema(reader)
             return _Plan(name, writer, self._parsed_readers[name], key)
         except Exception as error:
-            return DecodeFailure("unknown_schema", f"writer schema {key} unusable: {error}")
+            return DecodeFailure("unknown_schema", f"writer schema {key} unusable: {error}"[:300])
+
+    def _remember(self, header: bytes, found: _Plan | DecodeFailure) -> _Plan | DecodeFailure:
+        """Cache a plan, or a failure until it expires; evict the least recently used."""
+        if isinstance(found, _Plan):
+            self._plans[header] = found
+            if len(self._plans) > self._plan_cache_size:
+                self._plans.popitem(last=False)
+        else:
+            self._failures[header] = (found, self._clock() + self._negative_ttl_s)
+            if len(self._failures) > self._failure_cache_size:
+                self._failures.popitem(last=False)
+        return found
+
+    def _remembered_failure(self, header: bytes) -> DecodeFailure | None:
+        entry = self._failures.get(header)
+        if entry is None:
+            return None
+        failure, expires = entry
+        if self._clock() >= expires:
+            del self._failures[header]
+            return None
+        self._failures.move_to_end(header)
+        return failure
 
     def _single_object_plan(self, header: bytes) -> _Plan | DecodeFailure:
-        plan = self._plans.get(header)
-        if plan is None:
-            fp = header[2:10]
-            schema = self._store.writers_by_fingerprint.get(fp)
-            key = f"fp:{fp[::-1].hex()}"
-            if schema is None:
-                plan = DecodeFailure("unknown_schema", f"no schema with fingerprint {key}")
-            else:
-                plan = self._plan_for(schema, key)
-            self._plans[header] = plan
-        return plan
+        fp = header[2:10]
+        key = f"fp:{fp[::-1].hex()}"
+        schema = self._store.writers_by_fingerprint.get(fp)
+        if schema is None:
+            # The local store never changes: nothing to cache, a lookup is cheap.
+            return DecodeFailure("unknown_schema", f"no schema with fingerprint {key}")
+        return self._remembered_failure(header) or self._remember(
+            header, self._plan_for(schema, key)
+        )
 
     def _registry_plan(self, header: bytes) -> _Plan | DecodeFailure:
-        plan = self._plans.get(header)
-        if plan is None:
-            schema_id = int.from_bytes(header[1:5], "big")
-            key = f"id:{schema_id}"
-            if self._registry is None:
-                return DecodeFailure(
-                    "unknown_schema",
-                    f"schema id {schema_id}: Confluent framing but no Schema Registry configured",
+        schema_id = int.from_bytes(header[1:5], "big")
+        if self._registry is None:
+            return DecodeFailure(
+                "unknown_schema",
+                f"schema id {schema_id}: Confluent framing but no Schema Registry configured",
+            )
+        failure = self._remembered_failure(header)
+        if failure is not None:
+            return failure
+        try:
+            registered = self._registry.get_schema(schema_id)
+            schema_type, text = registered.schema_type, registered.schema_str
+        except Exception as error:
+            if _is_not_found(error):
+                return self._remember(
+                    header, DecodeFailure("unknown_schema", f"schema id {schema_id} not found")
                 )
-            try:
-                registered = self._registry.get_schema(schema_id)
-                schema = json.loads(registered.schema_str)
-            except Exception as error:
-                # Not cached: a registry outage must not turn into permanent failures.
-                if _is_not_found(error):
-                    plan = DecodeFailure("unknown_schema", f"schema id {schema_id} not found")
-                    self._plans[header] = plan
-                    return plan
-                raise
-            plan = self._plan_for(schema, key)
-            self._plans[header] = plan
-        return plan
+            raise SchemaRegistryUnavailable(schema_id, _cause(error)) from error
+        if not isinstance(text, str):
+            # A 200 whose body is no schema (a proxy's {}): no answer. The client cached
+            # it; forget it so the retry asks again.
+            _forget(self._registry)
+            raise SchemaRegistryUnavailable(
+                schema_id, f"the answer carries no schema text ({type(text).__name__})"
+            )
+        return self._remember(header, self._registry_answer_plan(schema_id, schema_type, text))
+
+    def _registry_answer_plan(
+        self, schema_id: int, schema_type: object, text: str
+    ) -> _Plan | DecodeFailure:
+        """The registry's definitive answer for an id, as a plan or why it cannot be one."""
+        kind = str(schema_type or "AVRO")[:40]
+        if kind.upper() != "AVRO":
+            return DecodeFailure(
+                "unknown_schema", f"schema id {schema_id} is a {kind} schema, not Avro"
+            )
+        try:
+            schema = json.loads(text)
+        except ValueError:
+            return DecodeFailure(
+                "unknown_schema", f"schema id {schema_id}: the registered Avro schema is not JSON"
+            )
+        if not isinstance(schema, dict) or schema.get("type") != "record":
+            return DecodeFailure(
+                "unknown_schema",
+                f"schema id {schema_id} is an Avro {_avro_kind(schema)} schema, not a record",
+            )
+        return self._plan_for(schema, f"id:{schema_id}")
 
     def decode(self, value: bytes | None) -> Decoded | DecodeFailure:
-        """One Kafka record value to a record, or why it is not one."""
+        """One Kafka record value to a record, or why it is not one.
+
+        Raises ``SchemaRegistryUnavailable`` (only) when the registry cannot answer.
+        """
         if type(value) is bytes and 0 < len(value) <= self._max_value_bytes:
             start = 5 if value[0] == CONFLUENT_MAGIC else 10
-            plan = self._plans.get(value[:start])
-            if type(plan) is _Plan:
+            header = value[:start]
+            plan = self._plans.get(header)
+            if plan is not None:
+                self._plans.move_to_end(header)
                 return _read(value, start, plan)
         return self._decode(value)
 
@@ -209,8 +311,40 @@ class EventDecoder:
 
 
 def _is_not_found(error: Exception) -> bool:
-    code = getattr(error, "http_status_code", None) or getattr(error, "error_code", None)
-    return code in (404, 40403) or "not found" in str(error).lower()
+    """Only the registry's own codes in a JSON body: never a bare 404 (an ingress page)."""
+    return (
+        getattr(error, "http_status_code", None) == 404
+        and getattr(error, "error_code", None) in NOT_FOUND_CODES
+    )
+
+
+_USERINFO: Final = re.compile(r"//[^/@\s]*@")
+
+
+def _cause(error: Exception) -> str:
+    """A short cause for a log line: the kind and message, credentials in URLs masked."""
+    text = _USERINFO.sub("//***@", f"{type(error).__name__}: {error}")
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _forget(registry: object) -> None:
+    """Drop the client's cached answers (confluent-kafka's ``clear_caches``), if it has one."""
+    clear = getattr(registry, "clear_caches", None)
+    if callable(clear):
+        # a best effort: failing, the retry sees the same answer and waits again
+        with contextlib.suppress(Exception):
+            clear()
+
+
+def _avro_kind(schema: object) -> str:
+    """``"string"``, ``array``, ``union``...: what a non-record Avro schema is."""
+    if isinstance(schema, str):
+        return json.dumps(schema[:40])
+    if isinstance(schema, list):
+        return "union"
+    if isinstance(schema, dict):
+        return json.dumps(str(schema.get("type"))[:40])
+    return type(schema).__name__
 
 
 def _read(value: bytes, start: int, plan: _Plan) -> Decoded | DecodeFailure:

@@ -291,14 +291,41 @@ def _confluent_schema(text: str) -> Any:
     return Schema(text, SCHEMA_TYPE)
 
 
-def registry_client(url: str, basic_auth: str | None = None) -> Any:
-    """A SchemaRegistryClient; ``mock://...`` gives confluent-kafka's in-process mock."""
+#: A decoder's registry calls run in the poll loop: never wait without bound (the
+#: client's default is no timeout), and leave retrying with backoff to the consumer,
+#: which holds the partition (the client's own retries sleep up to seconds in the loop).
+DECODER_TIMEOUT_S: Final = 10.0
+DECODER_MAX_RETRIES: Final = 0
+
+
+def registry_client(
+    url: str,
+    basic_auth: str | None = None,
+    *,
+    timeout_s: float | None = None,
+    max_retries: int | None = None,
+) -> Any:
+    """A SchemaRegistryClient; ``mock://...`` gives confluent-kafka's in-process mock.
+
+    ``timeout_s``/``max_retries`` unset: the client's defaults.
+    """
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    conf = {"url": url}
+    conf: dict[str, Any] = {"url": url}
     if basic_auth:
         conf["basic.auth.user.info"] = basic_auth
+    if timeout_s is not None:
+        conf["timeout"] = timeout_s
+    if max_retries is not None:
+        conf["max.retries"] = max_retries
     return SchemaRegistryClient.new_client(conf)
+
+
+def decoder_registry_client(url: str, basic_auth: str | None = None) -> Any:
+    """The client a decoder uses: bounded waits, no retries of its own."""
+    return registry_client(
+        url, basic_auth, timeout_s=DECODER_TIMEOUT_S, max_retries=DECODER_MAX_RETRIES
+    )
 
 
 def is_mock(url: str) -> bool:

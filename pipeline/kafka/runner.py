@@ -7,6 +7,7 @@ from types import FrameType
 
 from pipeline.config import Settings
 from pipeline.kafka.consumer import RunSummary, SignalConsumer
+from pipeline.kafka.stops import ConsumerStopped
 from pipeline.ops.health import HealthServer
 from pipeline.signals.mapping import MappingOptions
 from pipeline.signals.processor import EventProcessor
@@ -19,10 +20,12 @@ def build_decoder(settings: Settings) -> object:
     if settings.schema_registry_url:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        conf = {"url": settings.schema_registry_url}
-        if settings.schema_registry_basic_auth is not None:
-            conf["basic.auth.user.info"] = settings.schema_registry_basic_auth.get_secret_value()
-        registry = SchemaRegistryClient(conf)
+        from pipeline.codec.registry import DECODER_MAX_RETRIES, DECODER_TIMEOUT_S
+
+        # URL, TLS, basic or bearer auth from the settings; the decoder's bounded waits
+        conf = settings.registry_config()
+        conf |= {"timeout": DECODER_TIMEOUT_S, "max.retries": DECODER_MAX_RETRIES}
+        registry = SchemaRegistryClient.new_client(conf)
     store = SchemaStore.from_directory(settings.avro_dir)
     return EventDecoder(store, registry, max_value_bytes=settings.max_event_bytes)
 
@@ -71,6 +74,8 @@ def run(settings: Settings, *, stop_after_idle_s: float | None = None) -> RunSum
     server = start_ops_server(settings, consumer)
     try:
         return consumer.run(stop_after_idle_s=stop_after_idle_s)
+    except ConsumerStopped as error:  # logged by the consumer; the reason, not a traceback
+        raise SystemExit(f"connect-pipeline: stopped uncommitted: {error}") from None
     finally:
         if server is not None:
             server.stop()

@@ -22,6 +22,7 @@ from pipeline.codec.avro import (
     Decoded,
     DecodeFailure,
     EventDecoder,
+    SchemaRegistryUnavailable,
     SchemaStore,
     crc64_fingerprint,
     encode_confluent,
@@ -224,7 +225,7 @@ def test_registry_outage_raises_and_is_not_cached() -> None:
     decoder = EventDecoder(STORE, flaky)
     value = encode_confluent(order_id, schema(2, "order"), sample(2, "order"))
     # An outage is not the event's fault: the caller retries, nothing is dead-lettered.
-    with pytest.raises(ConnectionError):
+    with pytest.raises(SchemaRegistryUnavailable, match=f"schema id {order_id}: ConnectionError"):
         decoder.decode(value)
     assert isinstance(decoder.decode(value), Decoded)
     assert isinstance(decoder.decode(value), Decoded)

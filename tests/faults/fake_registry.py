@@ -1,0 +1,102 @@
+"""A real HTTP server that speaks the Schema Registry's REST API (GET /schemas/ids/{id})
+and can lie: every id's answer is set by the test, and every request is counted.
+
+Answers are (status, content type, body). Helpers build the ones a registry gives
+(``schema``, ``not_found``) and the ones a misaddressed or broken one gives
+(``html_404``, ``server_error``...). ``hang_s`` makes the server sleep before answering.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final
+
+Answer = tuple[int, str, bytes]
+
+JSON: Final = "application/vnd.schemaregistry.v1+json"
+
+
+def schema(text: str | dict[str, Any], schema_type: str | None = None) -> Answer:
+    """A registry's answer for an id: the schema text (and its type unless Avro)."""
+    body: dict[str, Any] = {"schema": text if isinstance(text, str) else json.dumps(text)}
+    if schema_type is not None:
+        body["schemaType"] = schema_type
+    return 200, JSON, json.dumps(body).encode()
+
+
+def not_found(schema_id: int) -> Answer:
+    """What Confluent's registry answers for an id it does not have."""
+    body = {"error_code": 40403, "message": f"Schema {schema_id} not found"}
+    return 404, JSON, json.dumps(body).encode()
+
+
+def subject_not_found() -> Answer:
+    return 404, JSON, b'{"error_code":40401,"message":"Subject not found"}'
+
+
+def html_404() -> Answer:
+    """An ingress's page for a path it does not route: no registry behind it."""
+    return 404, "text/html", b"<html><body><h1>404 Not Found</h1>nginx</body></html>"
+
+
+def server_error() -> Answer:
+    return 500, JSON, b'{"error_code":50001,"message":"Error in the backend data store"}'
+
+
+class FakeRegistry:
+    """The server's state: answers by id (``default`` for the rest), requests by id."""
+
+    def __init__(self) -> None:
+        self.answers: dict[int, Answer] = {}
+        self.default: Answer | None = None  # None: not_found(id)
+        self.hang_s = 0.0
+        self.requests: Counter[int] = Counter()
+        self._lock = threading.Lock()
+
+    def answer(self, path: str) -> Answer:
+        parts = path.split("?", 1)[0].strip("/").split("/")
+        if len(parts) != 3 or parts[:2] != ["schemas", "ids"] or not parts[2].isdigit():
+            return html_404()
+        schema_id = int(parts[2])
+        with self._lock:
+            self.requests[schema_id] += 1
+        if self.hang_s:
+            time.sleep(self.hang_s)
+        found = self.answers.get(schema_id, self.default)
+        return found if found is not None else not_found(schema_id)
+
+
+@contextmanager
+def fake_registry() -> Iterator[tuple[FakeRegistry, str]]:
+    """A running server on 127.0.0.1 (any free port): its state and its URL."""
+    state = FakeRegistry()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, content_type, body = state.answer(self.path)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # quiet test output
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    # a short poll interval: shutdown() waits for it
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
