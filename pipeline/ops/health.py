@@ -14,11 +14,17 @@ Readiness (/readyz), all of:
   failure (5xx, timeout, network error, 401/403/404), i.e. no batch is being retried.
 
 Each endpoint answers 200 or 503 with a small JSON body naming every check.
+
+The server listens on IPv4 or IPv6 by the host's form; ``::`` is dual stack (IPv6 and
+IPv4-mapped), so one setting serves IPv6-only, IPv4-only and dual-stack clusters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import socketserver
 import threading
 import time
 from collections.abc import Callable
@@ -103,6 +109,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # probes every few seconds would drown the logs
 
 
+def address_family(host: str) -> socket.AddressFamily:
+    """IPv6 for an IPv6 literal (``::``, ``::1``), else IPv4 (an address or a name)."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 class HealthServer(ThreadingHTTPServer):
     """The operations endpoint, in daemon threads beside the consumer."""
 
@@ -115,10 +126,20 @@ class HealthServer(ThreadingHTTPServer):
         health: HealthState,
         metrics_page: Callable[[], tuple[bytes, str]],
     ) -> None:
+        self.address_family = address_family(host)
         super().__init__((host, port), _Handler)
         self.health = health
         self.metrics_page = metrics_page
         self._thread = threading.Thread(target=self.serve_forever, name="ops-http", daemon=True)
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            # IPv4 clients too, whatever the kernel's default (net.ipv6.bindv6only)
+            with contextlib.suppress(OSError, AttributeError):
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        # not HTTPServer.server_bind: its getfqdn() is a reverse DNS lookup at start
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.port
 
     @property
     def port(self) -> int:

@@ -4,20 +4,32 @@ Each ``PipelineMetrics`` owns its registry (several consumers can live in one te
 process). The hot path only calls ``inc()`` on pre-built children (no label lookup per
 event); gauges of the loop's state (in-flight batches, buffered bytes, paused
 partitions) are functions evaluated when Prometheus scrapes, so they cost nothing
-while consuming. Consumer lag comes from librdkafka's statistics callback.
+while consuming. Consumer lag comes from librdkafka's statistics callback. The
+standard ``process_*`` (CPU, memory, open files) and ``python_info`` collectors and a
+``connect_signals_build_info`` gauge (versions as labels) are in every registry.
 """
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Final
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pipeline import __version__
 from pipeline.signals.outcomes import Reason
 
 PREFIX: Final = "connect_signals"
@@ -46,6 +58,16 @@ class PipelineMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # the default registry's process and platform collectors, in this one too
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR):
+            r.register(collector)
+        build = Gauge(
+            f"{PREFIX}_build_info",
+            "Versions of this pipeline and its Kafka client; always 1.",
+            ["version", "python_version", "confluent_kafka_version", "librdkafka_version"],
+            registry=r,
+        )
+        build.labels(*build_labels()).set(1)
         self.consumed = Counter(f"{PREFIX}_events_consumed", "Records read from Kafka.", registry=r)
         self.delivered = Counter(
             f"{PREFIX}_events_delivered", "Signals accepted by Connect.", registry=r
@@ -175,6 +197,18 @@ class PipelineMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def build_labels() -> tuple[str, str, str, str]:
+    """(pipeline, Python, confluent-kafka, librdkafka) versions."""
+    import confluent_kafka
+
+    return (
+        __version__,
+        platform.python_version(),
+        confluent_kafka.version()[0],
+        confluent_kafka.libversion()[0],
+    )
 
 
 def partition_lags(stats: dict[str, Any]) -> Iterable[tuple[tuple[str, str], int]]:

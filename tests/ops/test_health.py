@@ -15,6 +15,7 @@ import time
 import pytest
 from devtools.broker import EmbeddedBroker, free_port
 from devtools.clickstream import clickstream
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.kafka.consumer import SignalConsumer
 from pipeline.kafka.runner import build_processor, start_ops_server
@@ -148,3 +149,46 @@ def test_liveness_and_readiness_rules():
     assert state.liveness()[0] is False  # and the loop has not beaten for 0.35 s
     state.beat()
     assert state.liveness()[0] is True
+
+
+def test_ops_server_on_double_colon_answers_ipv6_and_ipv4_with_process_and_build_metrics():
+    import confluent_kafka
+    import httpx
+
+    from pipeline import __version__
+    from pipeline.ops.health import HealthServer
+    from pipeline.ops.metrics import CONTENT_TYPE, PipelineMetrics
+
+    metrics = PipelineMetrics()
+    server = HealthServer(
+        "::", 0, HealthState(), lambda: (metrics.exposition(), CONTENT_TYPE)
+    ).start()
+    try:
+        for base in (f"http://[::1]:{server.port}", f"http://127.0.0.1:{server.port}"):
+            assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200, base
+        page = httpx.get(f"http://[::1]:{server.port}/metrics", timeout=5).text
+    finally:
+        server.stop()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+    }
+    names = {name for name, _ in samples}
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"} <= names
+    build = {labels: v for (name, labels), v in samples.items() if name.endswith("build_info")}
+    [(labels, one)] = build.items()
+    assert one == 1
+    assert dict(labels)["version"] == __version__
+    assert dict(labels)["librdkafka_version"] == confluent_kafka.libversion()[0]
+
+
+def test_ops_server_on_an_ipv4_address_stays_ipv4():
+    from pipeline.ops.health import HealthServer
+
+    server = HealthServer("127.0.0.1", 0, HealthState(), lambda: (b"", "text/plain")).start()
+    try:
+        assert server.socket.family == socket.AF_INET
+        assert probe(server.port, "/healthz")[0] == 200
+    finally:
+        server.stop()
