@@ -12,6 +12,7 @@ from typing import Final, Protocol
 from pipeline.config import OutOfTier
 from pipeline.signals import catalog
 from pipeline.signals.catalog import Tier
+from pipeline.signals.fused import map_avro_record
 from pipeline.signals.mapping import MappedSignal, MappingOptions, map_event
 from pipeline.signals.outcomes import Reason, Rejection
 from pipeline.signals.validation import validate_event
@@ -95,6 +96,10 @@ class EventProcessor:
                 signal_type,
                 record,
             )
+        fused = map_avro_record(signal_type, record, self._mapping)
+        if fused is not None:
+            return fused
+        # Not certain on the fused path: the strict one decides and explains.
         valid = validate_event(signal_type, record)
         if isinstance(valid, Rejection):
             return _about(valid, signal_type, record)
