@@ -67,6 +67,15 @@ class OutOfTier(StrEnum):
     DROP = "drop"
 
 
+class DeriveAbandonment(StrEnum):
+    """Which abandonment signals the session stage derives."""
+
+    OFF = "off"
+    CART = "cart"
+    BROWSE = "browse"
+    BOTH = "both"
+
+
 class LogFormat(StrEnum):
     JSON = "json"
     CONSOLE = "console"
@@ -257,6 +266,24 @@ class Settings(BaseSettings):
         60_000, ge=1_000, description="transaction.timeout.ms of the producer."
     )
 
+    # --- derived abandonment (pipeline.sessions) ----------------------------------------------
+    derive_abandonment: DeriveAbandonment = Field(
+        DeriveAbandonment.OFF,
+        description="Derive abandonment signals from sessions: off, cart, browse or both "
+        "(Premium and Ultimate tiers; leave off when producers send them themselves).",
+    )
+    session_gap_s: float = Field(
+        1800.0, gt=0, description="A session expires after this much inactivity (event time)."
+    )
+    session_grace_s: float = Field(
+        60.0, ge=0, description="Events this late (event time) still count towards a session."
+    )
+    session_max_open: int = Field(
+        100_000,
+        ge=100,
+        description="Open sessions per partition; past it the longest idle closes early.",
+    )
+
     # --- operations --------------------------------------------------------------------------
     log_format: LogFormat = Field(LogFormat.JSON, description="json or console.")
     log_level: str = Field(
@@ -318,6 +345,14 @@ class Settings(BaseSettings):
             raise ValueError("set exactly one of PIPELINE_TOPICS or PIPELINE_TOPIC_PATTERN")
         if self.dlq_topic in self.topics:
             raise ValueError("PIPELINE_DLQ_TOPIC must not be one of PIPELINE_TOPICS")
+        if (
+            self.derive_abandonment is not DeriveAbandonment.OFF
+            and self.subscription_tier is Tier.PRO
+        ):
+            raise ValueError(
+                "PIPELINE_DERIVE_ABANDONMENT needs PIPELINE_SUBSCRIPTION_TIER Premium or "
+                "Ultimate (Pro does not include abandonment signals)"
+            )
         for problem in _security_problems(self):
             raise ValueError(problem)
         return self

@@ -69,6 +69,14 @@ def verdict(line_number: int, outcome: MappedSignal | Rejection) -> dict[str, An
 
 def check_lines(lines: Iterable[str], options: CheckOptions) -> Iterator[dict[str, Any]]:
     """One verdict per non-blank input line, in order."""
+    for number, outcome in line_outcomes(lines, options):
+        yield verdict(number, outcome)
+
+
+def line_outcomes(
+    lines: Iterable[str], options: CheckOptions
+) -> Iterator[tuple[int, MappedSignal | Rejection]]:
+    """(line number, signal or rejection) per non-blank input line, in order."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -76,9 +84,9 @@ def check_lines(lines: Iterable[str], options: CheckOptions) -> Iterator[dict[st
             record = json.loads(line)
         except (ValueError, RecursionError) as error:
             problem = _json_problem(error)
-            yield verdict(number, Rejection.single(Reason.UNDECODABLE, "", problem))
+            yield number, Rejection.single(Reason.UNDECODABLE, "", problem)
             continue
-        yield verdict(number, process_record(record, options))
+        yield number, process_record(record, options)
 
 
 def _json_problem(error: ValueError | RecursionError) -> str:

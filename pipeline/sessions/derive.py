@@ -1,0 +1,165 @@
+"""A closed session -> its cartAbandonment / browseAbandonment signals.
+
+The derived signal is built as the JSON form of an event (what ``connect-pipeline
+check`` reads) and then goes through the catalog's validation and mapping like any
+producer's event, so every catalog rule (item fields, enumerations, defaults such as
+``effect: negative`` and ``category: Behavior``) applies to it unchanged.
+
+DECISIONS (README, "Derived abandonment"):
+
+- Cart: the add-to-cart lines not ordered afterwards. An order removes the products
+  it lists that were added before it (an order without ``orderedItems`` says nothing
+  of its products: it is taken to be the whole cart's checkout). Products added after
+  an order form a new cart.
+- Currency of a cart in several currencies: the currency of the latest add, with the
+  lines priced in it. A visitor who switches currency re-prices the cart, and the
+  shop's cart then shows the latest currency; a sum across currencies would be a
+  wrong number, and abandoned items carry no currency of their own, so a line priced
+  in another currency cannot be listed without mispricing it. Browse: the currency of
+  the most viewed product, with the viewed products priced in it.
+- ``abandonedCartValue`` = sum of itemQuantity x (unitPrice - discount), a line never
+  below 0, in exact decimal arithmetic (no 0.1 + 0.2 noise). ``discount`` is per unit,
+  as addToCart's table defines it ("difference between original and current price");
+  the specification's own example (159.97 for items worth 118.95) fits no reading.
+- ``abandonmentReason``: the session's latest error signal, type application ->
+  APPLICATION_ERROR, user -> USER_ERRORS; its errorText is the description.
+- One signal of each kind per session: its idempotency key is a hash of the kind,
+  the appKey and the sessionId, so a restart, a rebalance or a replay derives the
+  same key and the delivery ledger never lets it through twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Final
+
+from pipeline.sessions.session import CartLine, Session, SessionKey, format_ms
+from pipeline.signals.mapping import (
+    MappedSignal,
+    MappingOptions,
+    map_event,
+    merge_repeated_products,
+)
+from pipeline.signals.outcomes import Rejection
+from pipeline.signals.validation import validate_event
+
+CART: Final = "cartAbandonment"
+BROWSE: Final = "browseAbandonment"
+#: PIPELINE_DERIVE_ABANDONMENT's words -> the signal types they derive.
+KINDS: Final = {"cart": frozenset({CART}), "browse": frozenset({BROWSE})}
+KINDS["both"] = KINDS["cart"] | KINDS["browse"]
+#: At most this many viewed products in a browse abandonment, most viewed first.
+MAX_BROWSE_ITEMS: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class DeriveOptions:
+    kinds: frozenset[str]
+    mapping: MappingOptions = field(default_factory=MappingOptions)
+    max_browse_items: int = MAX_BROWSE_ITEMS
+
+
+def idempotency_key(key: SessionKey, kind: str) -> str:
+    """A function of the session and the kind only (plain ASCII: it travels in headers)."""
+    canonical = json.dumps([kind, key[0], key[1]], ensure_ascii=False).encode()
+    return f"{kind}-{hashlib.sha256(canonical).hexdigest()[:40]}"
+
+
+def _ordered_later(line: CartLine, session: Session) -> bool:
+    product = line.item["productId"]
+    return any(
+        o.at >= line.at and (o.products is None or product in o.products)
+        for o in session.orders.values()
+    )
+
+
+def _money(value: float) -> Decimal:
+    return Decimal(repr(value))  # the shortest repr is what the producer wrote
+
+
+def cart_content(session: Session) -> dict[str, Any] | None:
+    """The cartAbandonment fields, or None when nothing added is left unordered."""
+    live = sorted(
+        ((line.at, key, line) for key, line in session.adds.items()),
+        key=lambda entry: entry[:2],
+    )
+    lines = [line for _, _, line in live if not _ordered_later(line, session)]
+    if not lines:
+        return None
+    currency = lines[-1].currency
+    items = merge_repeated_products([dict(li.item) for li in lines if li.currency == currency])
+    value = sum(
+        (
+            max(
+                Decimal(0),
+                Decimal(i.get("itemQuantity", 1))
+                * (_money(i["unitPrice"]) - _money(i.get("discount") or 0.0)),
+            )
+            for i in items
+        ),
+        Decimal(0),
+    )
+    content: dict[str, Any] = {
+        "currency": currency,
+        "abandonedCartValue": float(value),
+        "abandonedItems": items,
+    }
+    if session.cart_url is not None:
+        content["shoppingCartUrl"] = session.cart_url[1]
+    return content
+
+
+def browse_content(session: Session, max_items: int) -> dict[str, Any] | None:
+    """The browseAbandonment fields, or None: an add or an order, or no priced view."""
+    if session.adds or session.orders:
+        return None
+    ranked = sorted(
+        ((product, v) for product, v in session.views.items() if v.complete),
+        key=lambda pv: (-pv[1].count, pv[1].first, pv[0]),
+    )
+    if not ranked:
+        return None
+    currency = ranked[0][1].currency
+    items = [dict(v.item) for _, v in ranked if v.currency == currency][:max_items]
+    return {"currency": currency, "abandonedItems": items}
+
+
+def derived_records(
+    session: Session, expiry_ms: int, options: DeriveOptions
+) -> list[dict[str, Any]]:
+    """The JSON-form events of the session's abandonment signals (none, or one per kind)."""
+    records = []
+    for kind in sorted(options.kinds):
+        if kind == CART:
+            content = cart_content(session)
+        else:
+            content = browse_content(session, options.max_browse_items)
+        if content is None:
+            continue
+        record: dict[str, Any] = {
+            "signalType": kind,
+            "eventId": idempotency_key(session.key, kind),
+            "sessionId": session.session_id,
+            "appKey": session.app_key,
+            "identifiableAttributes": session.identity or None,
+            "eventTime": format_ms(expiry_ms),
+            **content,
+        }
+        if session.error is not None:
+            _, reason, text = session.error
+            record["abandonmentReason"] = reason
+            if text:
+                record["abandonmentReasonDescription"] = text
+        records.append(record)
+    return records
+
+
+def to_signal(record: dict[str, Any], mapping: MappingOptions) -> MappedSignal | Rejection:
+    """Through the catalog's validation and mapping, like a producer's event."""
+    valid = validate_event(record["signalType"], record)
+    if isinstance(valid, Rejection):
+        return valid
+    return map_event(valid, mapping)

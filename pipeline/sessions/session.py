@@ -1,0 +1,168 @@
+"""What one session has seen: the facts abandonment is derived from.
+
+A session keeps facts, not a running verdict: the add-to-cart lines and the orders
+each with their event time, the viewed products with their view counts, the last
+cart URL and the last error. Derivation (``derive.py``) is a function of these facts
+and nothing else, so events that arrive out of order (within the grace) give the
+same signal as in order, and an event delivered twice by a producer's retry (same
+idempotency key) is one add, not two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, Final
+
+from pipeline.signals import catalog
+from pipeline.signals.mapping import MappedSignal
+
+#: (appKey, sessionId): the session's identity. The appKey is the mapped one (the
+#: event's, or the configured default), so one shop's session ids never meet another's.
+SessionKey = tuple[str, str]
+
+#: Fields of the abandoned-item object (catalog.ABANDONED_ITEM), in catalog order.
+ITEM_FIELDS: Final = tuple(fs.name for fs in catalog.ABANDONED_ITEM.fields)
+_VIEW_ITEM_FIELDS: Final = tuple(n for n in ITEM_FIELDS if n != "itemQuantity")
+#: The item fields without which an abandoned item identifies nothing (catalog DECISION).
+REQUIRED_ITEM_FIELDS: Final = tuple(fs.name for fs in catalog.ABANDONED_ITEM.fields if fs.required)
+
+ERROR_REASONS: Final = {"APPLICATION": "APPLICATION_ERROR", "USER": "USER_ERRORS"}
+VIEW_TYPES: Final = frozenset({"productView", "productConfiguration"})
+
+
+@dataclass(slots=True)
+class CartLine:
+    """One addToCart event."""
+
+    at: int  # event time, epoch ms
+    currency: str
+    item: dict[str, Any]  # abandoned-item fields, itemQuantity included
+
+
+@dataclass(slots=True)
+class Order:
+    """One order event: the products it contains (None: unknown, so all of them)."""
+
+    at: int
+    products: frozenset[str] | None
+
+
+@dataclass(slots=True)
+class Viewed:
+    """One product viewed (productView or productConfiguration) in the session."""
+
+    count: int
+    first: int  # time of the first view: ties between equally viewed products
+    at: int  # time of the view ``item`` was taken from
+    currency: str | None
+    item: dict[str, Any]
+
+    @property
+    def complete(self) -> bool:
+        """It can be an abandoned item: id, name, price, and the price's currency."""
+        return self.currency is not None and all(k in self.item for k in REQUIRED_ITEM_FIELDS)
+
+
+@dataclass(slots=True)
+class Session:
+    app_key: str
+    session_id: str
+    first: int  # earliest event time seen, epoch ms
+    last: int  # latest event time seen: the session expires gap after it
+    identity: dict[str, str] = field(default_factory=dict)
+    identity_at: int = -1
+    adds: dict[str, CartLine] = field(default_factory=dict)  # idempotency key -> line
+    orders: dict[str, Order] = field(default_factory=dict)  # idempotency key -> order
+    views: dict[str, Viewed] = field(default_factory=dict)  # productId -> views
+    cart_url: tuple[int, str] | None = None
+    error: tuple[int, str, str] | None = None  # (at, abandonmentReason, errorText)
+
+    @property
+    def key(self) -> SessionKey:
+        return (self.app_key, self.session_id)
+
+
+def session_key(signal: MappedSignal) -> SessionKey:
+    body = signal.signal
+    return (str(body["appKey"]), str(body["sessionId"]))
+
+
+@lru_cache(maxsize=4096)
+def _epoch_second(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
+
+
+def timestamp_ms(text: str) -> int:
+    """``2025-08-31T08:29:30.001Z`` (mapping.format_timestamp's form) -> epoch ms.
+
+    The second is parsed once and cached: a stream's events share seconds.
+    """
+    if len(text) == 24 and text[19] == "." and text[23] == "Z":
+        return _epoch_second(text[:19]) * 1000 + int(text[20:23])
+    moment = datetime.fromisoformat(text)
+    return int(moment.timestamp() * 1000)
+
+
+def format_ms(ms: int) -> str:
+    """Epoch ms -> ``2025-08-31T08:29:30.001Z``."""
+    moment = datetime.fromtimestamp(ms // 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+
+
+def event_time(signal: MappedSignal) -> int:
+    return timestamp_ms(signal.signal["signalContent"]["signalTimestamp"])
+
+
+def new_session(key: SessionKey, at: int) -> Session:
+    return Session(key[0], key[1], first=at, last=at)
+
+
+def apply(session: Session, signal: MappedSignal, at: int) -> None:
+    """Record what one event of the session says. Any event is activity."""
+    session.first = min(session.first, at)
+    session.last = max(session.last, at)
+    body = signal.signal
+    identity = body.get("identifiableAttributes")
+    if identity and at >= session.identity_at:
+        session.identity = dict(identity)
+        session.identity_at = at
+    content: dict[str, Any] = body["signalContent"]
+    url = content.get("shoppingCartUrl")
+    if url and (session.cart_url is None or at >= session.cart_url[0]):
+        session.cart_url = (at, url)
+    kind = signal.signal_type
+    if kind == "addToCart":
+        item = {k: content[k] for k in ITEM_FIELDS if k in content}
+        session.adds[signal.idempotency_key] = CartLine(at, content["currency"], item)
+    elif kind == "order":
+        ordered = content.get("orderedItems")
+        products = frozenset(i["productId"] for i in ordered) if ordered else None
+        session.orders[signal.idempotency_key] = Order(at, products)
+    elif kind in VIEW_TYPES:
+        _view(session, content, at)
+    elif kind == "error":
+        reason = ERROR_REASONS.get(content.get("errorType", ""))
+        if reason and (session.error is None or at >= session.error[0]):
+            session.error = (at, reason, content.get("errorText", ""))
+
+
+def _view(session: Session, content: dict[str, Any], at: int) -> None:
+    product = content["productId"]
+    item = {k: content[k] for k in _VIEW_ITEM_FIELDS if k in content}
+    currency = content.get("currency")
+    seen = session.views.get(product)
+    if seen is None:
+        session.views[product] = Viewed(1, at, at, currency, item)
+        return
+    seen.count += 1
+    seen.first = min(seen.first, at)
+    # The product's description accumulates over its views, the latest value of each
+    # field winning (whatever order the views arrive in).
+    if at >= seen.at:
+        seen.at, seen.item = at, {**seen.item, **item}
+        seen.currency = currency or seen.currency
+    else:
+        seen.item = {**item, **seen.item}
+        seen.currency = seen.currency or currency

@@ -1,0 +1,374 @@
+"""One source partition's sessions: open, closing, closed; and what changed.
+
+A session expires ``gap`` after its latest event (event time) and is closed, its
+signals derived, once the partition's watermark passes expiry + ``grace``: events
+up to ``grace`` late still count. After that:
+
+- an event of a closed session is counted (``late``, or ``reused`` when it comes
+  after the session's expiry: the id came back after a gap) and changes nothing;
+  the closed session's marker stays ``gap + grace`` past its expiry, after which any
+  event of it would be late anyway, and is then forgotten (a tombstone);
+- an event of no known session older than ``gap + grace`` behind the watermark is
+  counted ``late`` and opens nothing.
+
+The number of open sessions is capped: at the cap, the session idle longest is
+closed early (``evicted``) and its signals derived as of the watermark.
+
+The store never does I/O. The caller feeds it mapped signals with their offsets,
+asks it to ``advance`` with the wall clock, writes ``take_changes()`` to the
+changelog in the transaction that commits the offsets, then says ``committed()``
+or ``aborted()``. Derived signals stay ``pending`` in the closed marker until
+``settled``, so a crash between closing and delivering re-emits them on restore.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pipeline.config import DeriveAbandonment, Settings
+from pipeline.sessions.changelog import (
+    ClockState,
+    Closed,
+    clock_record_key,
+    decode,
+    encode,
+    parse_key,
+    session_record_key,
+)
+from pipeline.sessions.clock import PartitionClock
+from pipeline.sessions.derive import KINDS, DeriveOptions, derived_records, to_signal
+from pipeline.sessions.session import (
+    Session,
+    SessionKey,
+    apply,
+    event_time,
+    new_session,
+    session_key,
+)
+from pipeline.signals.mapping import MappedSignal, MappingOptions
+from pipeline.signals.outcomes import Rejection
+
+Heap = list[tuple[int, int, SessionKey]]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    derive: DeriveOptions
+    gap_ms: int = 1_800_000
+    grace_ms: int = 60_000
+    #: Open sessions per partition; the longest idle is closed early past it.
+    max_open: int = 100_000
+    #: Wall time without an event after which the watermark follows the wall clock
+    #: (None: the grace, at least one second).
+    idle_ms: int | None = None
+
+    @property
+    def quiet_ms(self) -> int:
+        return self.idle_ms if self.idle_ms is not None else max(1_000, self.grace_ms)
+
+
+def session_options(settings: Settings, mapping: MappingOptions) -> SessionOptions | None:
+    """The session stage's options from the settings (None: derivation is off)."""
+    if settings.derive_abandonment is DeriveAbandonment.OFF:
+        return None
+    return SessionOptions(
+        DeriveOptions(KINDS[settings.derive_abandonment.value], mapping),
+        gap_ms=round(settings.session_gap_s * 1000),
+        grace_ms=round(settings.session_grace_s * 1000),
+        max_open=settings.session_max_open,
+    )
+
+
+@dataclass(slots=True)
+class Derived:
+    """One derived signal: the JSON-form event and what validation/mapping made of it."""
+
+    key: SessionKey
+    kind: str
+    record: dict[str, object]
+    outcome: MappedSignal | Rejection
+    evicted: bool = False
+
+
+@dataclass(slots=True)
+class Counters:
+    opened: int = 0
+    closed: int = 0
+    evicted: int = 0  # closed early at the cap
+    late: int = 0  # beyond the grace: ignored
+    reused: int = 0  # a session id seen again after its session expired: ignored
+    derived: Counter[str] = field(default_factory=Counter)
+
+
+class SessionStore:
+    """The sessions of one source partition (``topic`` names it in changelog keys)."""
+
+    def __init__(self, topic: str, options: SessionOptions) -> None:
+        self.topic = topic
+        self.options = options
+        self.counters = Counters()
+        self.clock = PartitionClock(options.quiet_ms, max_ahead_ms=options.gap_ms)
+        self.applied_offset = -1
+        self._open: dict[SessionKey, Session] = {}
+        self._closed: dict[SessionKey, Closed] = {}
+        self._open_heap: Heap = []  # (close deadline, seq, key); stale entries skipped
+        self._closed_heap: Heap = []  # (forget deadline, seq, key)
+        self._seq = itertools.count()
+        self._dirty: set[SessionKey] = set()
+        self._in_txn: set[SessionKey] = set()
+        self._clock_dirty = False
+        self._window = options.gap_ms + options.grace_ms
+
+    # --- reading ----------------------------------------------------------------------
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    @property
+    def closed_count(self) -> int:
+        return len(self._closed)
+
+    def is_open(self, key: SessionKey) -> bool:
+        return key in self._open
+
+    # --- events and time ------------------------------------------------------------
+
+    def observe(
+        self, signal: MappedSignal, *, offset: int | None = None, wall_ms: int | None = None
+    ) -> list[Derived]:
+        """Apply one mapped event; the signals of the sessions its time closes.
+
+        ``offset``: the record's source offset; at or below ``applied_offset`` (read
+        again after a restart or an abort) the event is in the state already.
+        ``wall_ms``: None for replays and the offline check (event time only).
+        """
+        if offset is not None:
+            if offset <= self.applied_offset:
+                return []
+            self.applied_offset = offset
+            self._clock_dirty = True
+        at = event_time(signal)
+        derived = self._expire(self.clock.on_event(at, wall_ms))
+        key = session_key(signal)
+        closed = self._closed.get(key)
+        if closed is not None:
+            if at < closed.expiry:
+                self.counters.late += 1
+            else:
+                self.counters.reused += 1
+            return derived
+        session = self._open.get(key)
+        gap = self.options.gap_ms
+        if session is None:
+            if at + self._window <= self.clock.watermark:
+                self.counters.late += 1
+                return derived
+            if len(self._open) >= self.options.max_open:
+                derived += self._evict_oldest()
+            session = new_session(key, at)
+            self._open[key] = session
+            self.counters.opened += 1
+            self._push(self._open_heap, at + self._window, key)
+        elif at >= session.last + gap:
+            # The session had expired before this event (its grace still running):
+            # it ends here, and this event of its id opens nothing.
+            derived += self._close(session, session.last + gap)
+            self.counters.reused += 1
+            return derived
+        last = session.last
+        apply(session, signal, at)
+        if session.last != last:
+            self._push(self._open_heap, session.last + self._window, key)
+        self._dirty.add(key)
+        return derived
+
+    def advance(self, wall_ms: int) -> list[Derived]:
+        """The wall clock reads ``wall_ms``: close what a quiet partition's clock expires."""
+        before = self.clock.watermark
+        watermark = self.clock.on_wall(wall_ms)
+        if watermark == before:
+            return []
+        self._clock_dirty = True
+        return self._expire(watermark)
+
+    def hold(self, wall_ms: int) -> None:
+        """The partition is paused or behind, not quiet (see clock.py)."""
+        self.clock.hold(wall_ms)
+
+    def close_all(self) -> list[Derived]:
+        """Close every open session at its expiry (the end of an offline file)."""
+        derived: list[Derived] = []
+        for session in sorted(self._open.values(), key=lambda s: (s.last, s.key)):
+            derived += self._close(session, session.last + self.options.gap_ms)
+        return derived
+
+    # --- closing ----------------------------------------------------------------------
+
+    def _push(self, heap: Heap, deadline: int, key: SessionKey) -> None:
+        heapq.heappush(heap, (deadline, next(self._seq), key))
+
+    def _expire(self, watermark: int) -> list[Derived]:
+        derived: list[Derived] = []
+        heap = self._open_heap
+        while heap and heap[0][0] <= watermark:
+            deadline, _, key = heapq.heappop(heap)
+            session = self._open.get(key)
+            if session is not None and session.last + self._window == deadline:
+                derived += self._close(session, session.last + self.options.gap_ms)
+        heap = self._closed_heap
+        while heap and heap[0][0] <= watermark:
+            deadline, _, key = heapq.heappop(heap)
+            closed = self._closed.get(key)
+            if closed is not None and closed.expiry + self._window == deadline:
+                self._forget(key, closed)
+        self._compact()
+        return derived
+
+    def _close(self, session: Session, expiry: int, *, evicted: bool = False) -> list[Derived]:
+        key = session.key
+        del self._open[key]
+        # An early close stamps the signal with the moment it was decided (never in
+        # the future, never before the session's last event).
+        stamp = max(session.last, min(expiry, self.clock.watermark)) if evicted else expiry
+        derived = []
+        for record in derived_records(session, stamp, self.options.derive):
+            kind = str(record["signalType"])
+            derived.append(
+                Derived(key, kind, record, to_signal(record, self.options.derive.mapping), evicted)
+            )
+            self.counters.derived[kind] += 1
+        expiry = session.last + self.options.gap_ms
+        self._closed[key] = Closed(expiry, {d.kind: d.record for d in derived})
+        self._push(self._closed_heap, expiry + self._window, key)
+        self._dirty.add(key)
+        self.counters.closed += 1
+        if len(self._closed) > self.options.max_open:
+            self._forget_oldest_settled()
+        return derived
+
+    def _evict_oldest(self) -> list[Derived]:
+        heap = self._open_heap
+        while heap:
+            deadline, _, key = heapq.heappop(heap)
+            session = self._open.get(key)
+            if session is not None and session.last + self._window == deadline:
+                self.counters.evicted += 1
+                return self._close(session, session.last + self.options.gap_ms, evicted=True)
+        return []
+
+    def _forget(self, key: SessionKey, closed: Closed) -> None:
+        if closed.pending:
+            return  # forgotten when settled: its signals must survive a restart
+        del self._closed[key]
+        self._dirty.add(key)  # a tombstone
+
+    def _forget_oldest_settled(self) -> None:
+        kept: Heap = []
+        heap = self._closed_heap
+        while heap and len(self._closed) > self.options.max_open:
+            entry = heapq.heappop(heap)
+            closed = self._closed.get(entry[2])
+            if closed is None or closed.expiry + self._window != entry[0]:
+                continue
+            if closed.pending:
+                kept.append(entry)
+            else:
+                self._forget(entry[2], closed)
+        for entry in kept:
+            heapq.heappush(heap, entry)
+
+    def _compact(self) -> None:
+        """Drop stale heap entries once they outnumber the live ones."""
+        if len(self._open_heap) > 2 * len(self._open) + 1024:
+            self._open_heap = [(s.last + self._window, 0, k) for k, s in self._open.items()]
+            heapq.heapify(self._open_heap)
+        if len(self._closed_heap) > 2 * len(self._closed) + 1024:
+            self._closed_heap = [(c.expiry + self._window, 0, k) for k, c in self._closed.items()]
+            heapq.heapify(self._closed_heap)
+
+    # --- delivery ---------------------------------------------------------------------
+
+    def settled(self, key: SessionKey, kind: str) -> None:
+        """The derived signal is delivered, skipped by the ledger, or dead-lettered."""
+        closed = self._closed.get(key)
+        if closed is None or closed.pending.pop(kind, None) is None:
+            return
+        self._dirty.add(key)
+        if not closed.pending and closed.expiry + self._window <= self.clock.watermark:
+            self._forget(key, closed)
+
+    def pending(self) -> list[Derived]:
+        """Derived signals not yet settled (after a restore or an aborted transaction)."""
+        mapping = self.options.derive.mapping
+        return [
+            Derived(key, kind, record, to_signal(record, mapping))
+            for key, closed in sorted(self._closed.items())
+            for kind, record in sorted(closed.pending.items())
+        ]
+
+    # --- the changelog ------------------------------------------------------------------
+
+    def take_changes(self) -> list[tuple[bytes, bytes | None]]:
+        """Changelog records of what changed since the last call (for the transaction)."""
+        records: list[tuple[bytes, bytes | None]] = []
+        for key in sorted(self._dirty):
+            state: Session | Closed | None = self._open.get(key) or self._closed.get(key)
+            value = None if state is None else encode(state)
+            records.append((session_record_key(self.topic, key), value))
+        if self._clock_dirty:
+            clock = ClockState(self.clock.watermark, self.applied_offset)
+            records.append((clock_record_key(self.topic), encode(clock)))
+        self._in_txn |= self._dirty
+        self._dirty = set()
+        self._clock_dirty = False
+        return records
+
+    def committed(self) -> None:
+        """The transaction with the last changes committed."""
+        self._in_txn = set()
+
+    def aborted(self) -> None:
+        """It aborted: those changes are written again with the next ones."""
+        self._dirty |= self._in_txn
+        self._in_txn = set()
+        self._clock_dirty = True
+
+    @classmethod
+    def restore(
+        cls,
+        topic: str,
+        options: SessionOptions,
+        records: Iterable[tuple[bytes, bytes | None]],
+    ) -> SessionStore:
+        """The store as the changelog records (read in order) leave it."""
+        latest: dict[bytes, bytes] = {}
+        for raw_key, value in records:
+            if value is None:
+                latest.pop(raw_key, None)
+            else:
+                latest[raw_key] = value
+        store = cls(topic, options)
+        window = store._window
+        for raw_key, value in latest.items():
+            owner, key = parse_key(raw_key)
+            if owner != topic:
+                continue
+            state = decode(key, value)
+            if isinstance(state, ClockState):
+                store.clock.watermark = state.watermark
+                store.applied_offset = state.applied_offset
+            elif isinstance(state, Closed):
+                assert key is not None
+                store._closed[key] = state
+                store._closed_heap.append((state.expiry + window, next(store._seq), key))
+            else:
+                store._open[state.key] = state
+                store._open_heap.append((state.last + window, next(store._seq), state.key))
+        heapq.heapify(store._open_heap)
+        heapq.heapify(store._closed_heap)
+        return store
