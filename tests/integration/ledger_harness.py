@@ -6,7 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -80,3 +81,51 @@ def replay_all(settings: Settings, topic: str, *, behind_live: bool = True) -> R
     live_group = settings.group_id if behind_live else None
     bounds = resolve_bounds(replaying, [topic], [], Range(from_offset=0), live_group=live_group)
     return run_bounded(replaying, bounds)
+
+
+def create_ledger(bootstrap: str, partitions: int = 1) -> str:
+    """A fresh ledger topic, configured as the consumer creates it."""
+    from pipeline.kafka.ledger import ensure_ledger_topic
+
+    topic = f"ledger-{uuid.uuid4().hex[:8]}"
+    ensure_ledger_topic({"bootstrap.servers": bootstrap}, topic, partitions, 7 * 24 * 3_600_000)
+    return topic
+
+
+def write_ledger(
+    bootstrap: str, topic: str, records: Iterable[tuple[str, bytes]], partition: int = 0
+) -> int:
+    """Ledger records written directly, fast (large batches); returns how many."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 50,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 500_000,
+            "compression.type": "lz4",
+        }
+    )
+    written = 0
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, key=key.encode(), value=value, partition=partition)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        written += 1
+    assert producer.flush(60) == 0
+    return written
+
+
+def live_writes(
+    source_topic: str, source_partition: int, offsets: Iterable[int], accepted_ms: int
+) -> Iterator[tuple[str, bytes]]:
+    """Ledger records as a live writer leaves them: key ``k-<offset>``, horizons rising."""
+    from pipeline.kafka.ledger import Horizons, encode, topic_id
+
+    horizons = Horizons()
+    tid = topic_id(source_topic)
+    for offset in offsets:
+        horizon = horizons.next(source_topic, source_partition, offset)
+        yield f"k-{offset}", encode(accepted_ms, tid, source_partition, offset, horizon)

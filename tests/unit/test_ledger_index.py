@@ -6,10 +6,15 @@ import struct
 
 from pipeline.config import Settings
 from pipeline.kafka.ledger import (
+    Horizons,
     LedgerIndex,
+    LedgerRecord,
+    decode,
     duplicate_bound,
+    encode,
     ledger_partition,
     ledger_value,
+    topic_id,
     transactional_id,
 )
 
@@ -106,3 +111,46 @@ def test_duplicate_bound_is_the_batches_in_flight_plus_those_done_before_the_led
     assert duplicate_bound(s, min_call_latency_s=0.005) == 25 * 4 * (1 + 5)
     assert duplicate_bound(s, min_call_latency_s=0.005, ledger_ack_s=0.005) == 25 * 4 * 3
     assert duplicate_bound(s) == 25 * 4 * 2
+
+
+# --- the record format: source, horizon, and the old format still understood -----------
+
+
+def test_a_format_2_record_names_its_source_and_horizon() -> None:
+    tid = topic_id("clicks")
+    value = encode(1_795_000_000_123, tid, 3, 41_000, 41_250)
+    assert len(value) == 29
+    record = decode(value)
+    assert record == LedgerRecord(1_795_000_000_123, tid, 3, 41_000, 41_250)
+    # a reader committed at or past the horizon may stop there; one before may not
+    assert record is not None and record.stops(tid, 3, 41_250)
+    assert not record.stops(tid, 3, 41_249)
+    assert not record.stops(tid, 2, 50_000) and not record.stops(topic_id("other"), 3, 50_000)
+
+
+def test_old_format_records_are_understood_and_never_a_stopping_point() -> None:
+    record = decode(ledger_value(1_795_000_000_123))
+    assert record == LedgerRecord(1_795_000_000_123)
+    assert record is not None and record.topic is None
+    assert not record.stops(topic_id("clicks"), 0, 10**12)
+    assert decode(b"\x00" * 5) is None and decode(None) is None
+
+
+def test_backfill_records_have_no_horizon() -> None:
+    record = decode(encode(5, topic_id("clicks"), 0, 10, None))
+    assert record is not None and record.horizon is None and record.offset == 10
+    assert not record.stops(topic_id("clicks"), 0, 10**12)
+    # a horizon that does not fit in the gap is dropped, never shrunk
+    far = decode(encode(5, topic_id("clicks"), 0, 10, 10 + 2**33))
+    assert far is not None and far.horizon is None
+
+
+def test_horizons_only_rise_from_the_loaded_tail() -> None:
+    horizons = Horizons()
+    horizons.assigned("clicks", 0, 120)  # the loaded tail's records reach offset 119
+    assert horizons.next("clicks", 0, 100) == 120  # below what predecessors wrote
+    assert horizons.next("clicks", 0, 130) == 131
+    assert horizons.next("clicks", 0, 110) == 131  # a rewind re-reads: never lower
+    assert horizons.next("clicks", 1, 7) == 8  # unknown partition: its own offsets
+    horizons.revoked("clicks", 0)
+    assert horizons.next("clicks", 0, 5) == 6

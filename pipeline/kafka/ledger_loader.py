@@ -1,0 +1,304 @@
+"""Reads ledger partitions into the index: only the tail that can still be re-read.
+
+A source partition committed at ``C`` can re-read offsets ``>= C`` only, so its reader
+needs the ledger records of those offsets only. Ledger records carry their source
+offset and a horizon (``ledger_records``): every earlier record of the same source
+partition that can matter refers to an offset below it. So the loader reads each
+ledger partition *backwards*, in growing chunks from its end, until it has passed,
+for every source partition it loads, a record of that partition whose horizon is
+``<= C``; what lies before cannot refer to an offset ``>= C``. The cost is the tail
+written since the writer read past ``C`` (about one commit interval plus what was
+buffered), whatever the retention holds.
+
+Without such a record (nothing committed yet, a ledger written before the upgrade, a
+source partition that wrote nothing recent into a shared ledger partition) the read
+goes back to the retention cutoff, as it always did.
+
+A replay or redrive gives a range instead (``TailRequest.end``): the read starts the
+same way, at ``C`` = the range's first offset, and only records inside the range (and
+old-format ones, whose source is unknown) are kept: memory follows the range, not the
+ledger.
+
+Ledger partitions are read *uncommitted*, on purpose (see ``pipeline.kafka.ledger``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from pipeline.kafka.ledger_index import LedgerIndex
+from pipeline.kafka.ledger_records import LedgerRecord, decode, topic_id
+
+log = structlog.get_logger("pipeline.kafka.ledger")
+
+#: Give up on a ledger partition that yields nothing for this long (the broker is gone);
+#: a long read that makes progress is never cut short.
+LOAD_TIMEOUT_S: Final = 300.0
+#: Records read per chunk when reading backwards: the first chunk, and the largest.
+FIRST_CHUNK: Final = 4_096
+MAX_CHUNK: Final = 131_072
+_QUERY_TIMEOUT_S: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class TailRequest:
+    """One source partition's need: the ledger records of offsets ``>= committed``
+    (``< end`` if given: a replay's range). ``committed`` None: everything since the
+    retention cutoff (nothing committed, so anything can be re-read)."""
+
+    topic: str
+    partition: int
+    committed: int | None
+    end: int | None = None
+    #: the source partition's end offset now: bounds old-format records' offsets
+    source_end: int | None = None
+
+
+@dataclass(slots=True)
+class LoadProgress:
+    """What a load is doing, for liveness, readiness, metrics and logs (one writer)."""
+
+    loading: int = 0  # ledger partitions being read now
+    records: int = 0  # ledger records read since the process started
+    keys: int = 0  # of them, added to the index
+    loads: int = 0  # loads finished
+    last_seconds: float = 0.0  # how long the last load took
+    last_progress: float = field(default_factory=time.monotonic)
+
+    def advanced(self, records: int) -> None:
+        self.records += records
+        self.last_progress = time.monotonic()
+
+
+@dataclass(slots=True)
+class _Need:
+    """A request, resolved to its ledger partition and topic id, while being read."""
+
+    request: TailRequest
+    topic: int
+    stop: int | None = None  # the ledger offset where its reading may start
+    high: int = 0  # one past the highest source offset seen for it
+
+
+class LedgerLoader:
+    """Reads the ledger partitions a consumer needs into its index."""
+
+    def __init__(
+        self,
+        kafka_conf: dict[str, Any],
+        topic: str,
+        index: LedgerIndex,
+        *,
+        progress: LoadProgress | None = None,
+        on_progress: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._conf = {
+            **kafka_conf,
+            "group.id": f"ledger-loader-{uuid.uuid4().hex[:12]}",  # never commits
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_uncommitted",  # see pipeline.kafka.ledger
+            "auto.offset.reset": "earliest",
+        }
+        self.topic = topic
+        self.index = index
+        self.progress = progress or LoadProgress()
+        self._on_progress = on_progress  # e.g. the liveness clock: a load is not a hang
+        self._lock = threading.Lock()  # one load at a time per loader
+
+    # --- public -------------------------------------------------------------------------
+
+    def load_tails(
+        self, requests: Iterable[TailRequest], ledger_partitions: int
+    ) -> dict[tuple[str, int], int | None]:
+        """Read what each request needs; returns, per source partition, one past the
+        highest source offset read for it (the writer's starting horizon: see
+        ``Horizons``), or None when the tail held old-format records and the source
+        end is unknown (the writer then writes no horizon)."""
+        by_partition: dict[int, list[_Need]] = {}
+        for request in requests:
+            need = _Need(request, topic_id(request.topic))
+            by_partition.setdefault(request.partition % ledger_partitions, []).append(need)
+        highs: dict[tuple[str, int], int | None] = {}
+        if not by_partition:
+            return highs
+        with self._lock:
+            consumer = Consumer(self._conf)
+            self.progress.loading += len(by_partition)
+            try:
+                for partition, needs in sorted(by_partition.items()):
+                    old_format = self._load_partition(consumer, partition, needs)
+                    self.progress.loading -= 1
+                    for need in needs:
+                        key = (need.request.topic, need.request.partition)
+                        if not old_format:
+                            highs[key] = need.high
+                        elif need.request.source_end is not None:
+                            highs[key] = max(need.high, need.request.source_end)
+                        else:
+                            highs[key] = None
+            finally:
+                self.progress.loading = 0
+                consumer.close()
+        return highs
+
+    def load(self, partitions: Iterable[int]) -> int:
+        """Everything since the retention cutoff (before the upgrade: every load)."""
+        read = 0
+        with self._lock:
+            consumer = Consumer(self._conf)
+            try:
+                for partition in sorted(set(partitions)):
+                    low, _ = self._bounds(consumer, partition)
+                    read += self._read_forward(
+                        consumer, partition, low, None, lambda _, k, r: self._add(k, r)
+                    )
+            finally:
+                consumer.close()
+        return read
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _load_partition(self, consumer: Consumer, partition: int, needs: list[_Need]) -> bool:
+        """Read one ledger partition backwards until every need has its stop; returns
+        whether old-format records were among those kept."""
+        started = time.monotonic()
+        low, end = self._bounds(consumer, partition)
+        size = FIRST_CHUNK
+        upper: int | None = None  # the first chunk reads to the partition's end (EOF)
+        start = max(low, end - size)
+        kept = read = 0
+        old_format = False
+        while True:
+            chunk = self._read_chunk(consumer, partition, start, upper)
+            read += len(chunk)
+            open_needs = [n for n in needs if n.stop is None]
+            for offset, _, record in chunk:  # in offset order: the latest stop wins
+                for need in open_needs:
+                    committed = need.request.committed
+                    if committed is not None and record.stops(
+                        need.topic, need.request.partition, committed
+                    ):
+                        need.stop = offset
+            done = all(n.stop is not None for n in needs) or start <= low
+            begin = start
+            if done and open_needs:  # from the earliest stop found in this chunk
+                begin = min(start if n.stop is None else n.stop for n in open_needs)
+            for offset, key, record in chunk:
+                if offset >= begin and self._keep(needs, record):
+                    kept += self._add(key, record)
+                    old_format = old_format or record.topic is None
+                    self._note_high(needs, record)
+            if done:
+                break
+            upper, size = start, min(size * 2, MAX_CHUNK)
+            start = max(low, start - size)
+        seconds = time.monotonic() - started
+        self.progress.loads += 1
+        self.progress.last_seconds = seconds
+        log.info(
+            "ledger loaded",
+            topic=self.topic,
+            partition=partition,
+            read=read,
+            kept=kept,
+            from_offset=begin,
+            whole_retention=begin <= low,
+            keys=len(self.index),
+            seconds=round(seconds, 3),
+        )
+        return old_format
+
+    @staticmethod
+    def _keep(needs: list[_Need], record: LedgerRecord) -> bool:
+        """A live tail keeps every record; a range keeps its own (and old-format ones)."""
+        if record.topic is None:
+            return True
+        for need in needs:
+            request = need.request
+            if request.end is None:
+                return True
+            if (
+                record.topic == need.topic
+                and record.partition == request.partition
+                and (request.committed or 0) <= record.offset < request.end
+            ):
+                return True
+        return False
+
+    @staticmethod
+    def _note_high(needs: list[_Need], record: LedgerRecord) -> None:
+        for need in needs:
+            if record.topic == need.topic and record.partition == need.request.partition:
+                need.high = max(need.high, record.offset + 1)
+
+    def _add(self, key: bytes, record: LedgerRecord) -> int:
+        return 1 if self.index.add(key.decode(), record.accepted_ms) else 0
+
+    def _bounds(self, consumer: Consumer, partition: int) -> tuple[int, int]:
+        """Where the retention window starts (skipped without reading) and the end."""
+        tp = TopicPartition(self.topic, partition)
+        low, high = consumer.get_watermark_offsets(tp, timeout=_QUERY_TIMEOUT_S)
+        query = [TopicPartition(self.topic, partition, self.index.cutoff_ms())]
+        (found,) = consumer.offsets_for_times(query, timeout=_QUERY_TIMEOUT_S)
+        if found.offset >= 0:
+            low = max(low, found.offset)
+        elif found.offset != OFFSET_BEGINNING:  # nothing within the window
+            low = max(low, high)
+        return low, high
+
+    def _read_chunk(
+        self, consumer: Consumer, partition: int, start: int, upper: int | None
+    ) -> list[tuple[int, bytes, LedgerRecord]]:
+        chunk: list[tuple[int, bytes, LedgerRecord]] = []
+        self._read_forward(consumer, partition, start, upper, lambda *item: chunk.append(item))
+        return chunk
+
+    def _read_forward(
+        self,
+        consumer: Consumer,
+        partition: int,
+        start: int,
+        upper: int | None,
+        sink: Callable[[int, bytes, LedgerRecord], object],
+    ) -> int:
+        """Hand ledger records from ``start`` to ``upper`` (exclusive; None: the end) to
+        ``sink``; returns how many records were read."""
+        consumer.assign([TopicPartition(self.topic, partition, start)])
+        read = 0
+        deadline = time.monotonic() + LOAD_TIMEOUT_S
+        while True:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ledger {self.topic}[{partition}]: no progress, not loaded")
+            messages = consumer.consume(10_000, timeout=0.2)
+            if messages:
+                deadline = time.monotonic() + LOAD_TIMEOUT_S
+                self._on_progress()
+            before = read
+            try:
+                for message in messages:
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            return read
+                        raise RuntimeError(f"ledger {self.topic}: {error}")
+                    offset = message.offset() or 0
+                    if offset < start:
+                        continue  # a fetch from before the assignment moved
+                    if upper is not None and offset >= upper:
+                        return read
+                    read += 1
+                    key = message.key()
+                    record = decode(message.value())
+                    if key is not None and record is not None:
+                        sink(offset, key, record)
+            finally:
+                self.progress.advanced(read - before)
