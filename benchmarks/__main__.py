@@ -17,6 +17,7 @@ BENCH is any of (default: all of them, in this order):
 and, on request only (it wraps the consumer's methods in this process):
 
   breakdown  where the consumer thread's time goes, per accepted signal
+  ledger     start time with ledgers of 0, 1M, 5M records; replay peak RSS (benchmarks.ledger)
 
 Everything runs on this machine: the embedded Tansu broker (or KAFKA_BOOTSTRAP_SERVERS),
 the Connect simulator in its own process with server idempotency on, a local schema
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from benchmarks.stack import Backlog
 
 BENCHES = ("cpu", "backlog", "scaling", "reference", "latency", "rss", "sim", "replay")
-ON_REQUEST = ("breakdown",)
+ON_REQUEST = ("breakdown", "ledger")
 MIB = 1024 * 1024
 
 
@@ -264,6 +265,11 @@ def bench_replay(args: argparse.Namespace, report: Report) -> None:
     _module_main("replay", argv, report, "replay")
 
 
+def bench_ledger(args: argparse.Namespace, report: Report) -> None:
+    argv = args.ledger_arg or (["--scale", "0.01"] if args.quick else [])
+    _module_main("ledger", argv, report, "ledger")
+
+
 # --- running ------------------------------------------------------------------------------
 
 
@@ -307,6 +313,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=1_000, help="latency: events/s")
     parser.add_argument("--latency-seconds", type=float, default=30)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--ledger-arg", action="append", default=[], help="argument for benchmarks.ledger"
+    )
     parser.add_argument(
         "--replay-arg", action="append", default=[], help="argument for benchmarks.replay"
     )
@@ -357,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         "cpu": lambda: bench_cpu(args, report),
         "sim": lambda: bench_sim(args, report),
         "replay": lambda: bench_replay(args, report),
+        "ledger": lambda: bench_ledger(args, report),
     }
     if ctx is not None:
         steps.update(

@@ -113,17 +113,26 @@ class Horizons:
     def __init__(self) -> None:
         self._high: dict[tuple[str, int], int] = {}
 
-    def assigned(self, topic: str, partition: int, loaded_high: int) -> None:
+    def assigned(self, topic: str, partition: int, loaded_high: int | None) -> None:
         """A new assignment: ``loaded_high`` is one past the highest source offset in
-        the loaded tail (0 if none)."""
-        self._high[(topic, partition)] = loaded_high
+        the loaded tail (0 if none); None: unknown, its records get no horizon."""
+        if loaded_high is None:
+            self._high.pop((topic, partition), None)
+        else:
+            self._high[(topic, partition)] = loaded_high
 
     def revoked(self, topic: str, partition: int) -> None:
         self._high.pop((topic, partition), None)
 
-    def next(self, topic: str, partition: int, offset: int) -> int:
-        """The horizon of the ledger record of ``offset``, now being written."""
+    def next(self, topic: str, partition: int, offset: int) -> int | None:
+        """The horizon of the ledger record of ``offset``, now being written; None for
+        a partition not (or no longer) assigned here: a late record of a revoked
+        partition knows nothing of what its new owner wrote, so it is no stopping point.
+        """
         key = (topic, partition)
-        high = max(self._high.get(key, 0), offset + 1)
-        self._high[key] = high
+        high = self._high.get(key)
+        if high is None:
+            return None
+        if offset >= high:
+            high = self._high[key] = offset + 1
         return high

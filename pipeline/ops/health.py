@@ -1,13 +1,16 @@
 """Liveness, readiness and the metrics page over HTTP: /healthz, /readyz, /metrics.
 
-Liveness (/healthz): the poll loop iterated within ``liveness_timeout_s``. It is the
-one thing a restart can fix (a stuck thread); a broker or API outage is not, so
-liveness ignores them and the pod is not restarted in a loop during an outage.
+Liveness (/healthz): the poll loop iterated within ``liveness_timeout_s``, or a
+ledger load is in progress and read records within that time (a load that makes
+progress is not a hang). It is the one thing a restart can fix (a stuck thread); a
+broker or API outage is not, so liveness ignores them and the pod is not restarted in
+a loop during an outage.
 
 Readiness (/readyz), all of:
 - live (as above);
 - joined: the member has joined its consumer group and received an assignment, which
   may be empty (more replicas than partitions is a valid standby, not a fault);
+- ledger loaded: no ledger load in progress (its partitions cannot work before);
 - broker reachable: librdkafka's latest statistics show at least one broker
   connection up, and those statistics are recent;
 - API not failing: the latest createSignals attempts did not end in a transient
@@ -45,6 +48,8 @@ class HealthState:
     brokers_up: int = 0
     last_stats: float | None = None
     group_state: str = ""
+    #: a ledger load: () -> (ledger partitions being read, seconds since it read a record)
+    ledger_load: Callable[[], tuple[int, float]] = lambda: (0, 0.0)
 
     def beat(self) -> None:
         """The poll loop iterated."""
@@ -61,8 +66,14 @@ class HealthState:
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         since = time.monotonic() - self.last_loop
-        live = since <= self.liveness_timeout_s
-        return live, {"poll_loop": live, "seconds_since_poll": round(since, 3)}
+        loading, stalled = self.ledger_load()
+        live = since <= self.liveness_timeout_s or (
+            loading > 0 and stalled <= self.liveness_timeout_s
+        )
+        details = {"poll_loop": live, "seconds_since_poll": round(since, 3)}
+        if loading:
+            details["ledger_loading"] = loading
+        return live, details
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         live, details = self.liveness()
@@ -75,6 +86,7 @@ class HealthState:
             "group_joined": self.joined,
             "broker_reachable": fresh and self.brokers_up > 0,
             "api_ok": not self.api_failing(),
+            "ledger_loaded": self.ledger_load()[0] == 0,
         }
         return all(checks.values()), {**checks, **details, "brokers_up": self.brokers_up}
 

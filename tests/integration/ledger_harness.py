@@ -125,6 +125,7 @@ def live_writes(
     from pipeline.kafka.ledger import Horizons, encode, topic_id
 
     horizons = Horizons()
+    horizons.assigned(source_topic, source_partition, 0)
     tid = topic_id(source_topic)
     for offset in offsets:
         horizon = horizons.next(source_topic, source_partition, offset)

@@ -151,6 +151,31 @@ def test_horizons_only_rise_from_the_loaded_tail() -> None:
     assert horizons.next("clicks", 0, 100) == 120  # below what predecessors wrote
     assert horizons.next("clicks", 0, 130) == 131
     assert horizons.next("clicks", 0, 110) == 131  # a rewind re-reads: never lower
-    assert horizons.next("clicks", 1, 7) == 8  # unknown partition: its own offsets
+    # a partition not assigned here (a late record after a revoke): no horizon at all
+    assert horizons.next("clicks", 1, 7) is None
     horizons.revoked("clicks", 0)
+    assert horizons.next("clicks", 0, 5) is None
+    horizons.assigned("clicks", 0, 0)  # assigned again, an empty tail
     assert horizons.next("clicks", 0, 5) == 6
+
+
+# --- probes while a ledger load runs ------------------------------------------------------
+
+
+def test_a_load_that_makes_progress_is_live_and_not_ready() -> None:
+    from pipeline.ops.health import HealthState
+
+    load = [2, 1.0]  # two ledger partitions being read, the last record 1 s ago
+    state = HealthState(liveness_timeout_s=5, ledger_load=lambda: (int(load[0]), load[1]))
+    state.joined, state.brokers_up = True, 1
+    state.last_stats = state.last_loop = 0.0  # the poll loop has not turned for ages
+    state.on_statistics({"brokers": {"b": {"state": "UP", "nodeid": 1}}})
+    live, details = state.liveness()
+    assert live and details["ledger_loading"] == 2
+    ready, checks = state.readiness()
+    assert not ready and checks["ledger_loaded"] is False
+    load[1] = 6.0  # the load stopped reading: a hang after all
+    assert not state.liveness()[0]
+    load[0] = 0  # loaded, and the loop turns again
+    state.beat()
+    assert state.liveness()[0] and state.readiness()[1]["ledger_loaded"] is True

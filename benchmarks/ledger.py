@@ -1,0 +1,249 @@
+"""The delivery ledger at production volume: start time whatever its size, replay memory.
+
+    python -m benchmarks ledger                      # the full figures (11M ledger records)
+    python -m benchmarks.ledger --scale 0.02         # a small version (about a minute)
+    python -m benchmarks.ledger [--sizes 0,1000000,5000000] [--replay-events 1000000]
+                                [--replay-keys 5000000] [--events 2000] [--tail 200]
+
+(1) Start: for each ledger size, a source partition of ``--events`` events committed
+    ``--tail`` before its end, and its group's ledger partition holding that many
+    records (written directly, fast, as a live writer leaves them: every record below
+    the committed offset). Then ``connect-pipeline run`` as a child process; printed:
+    the time from its launch to the first signal the simulator accepted, and to the
+    last of the tail. The ledger's size must not show in them.
+(2) Replay: ``--replay-events`` events in one partition, every other one already in
+    the ledger, which holds ``--replay-keys`` keys in all (the rest from a week of
+    another source). ``connect-pipeline replay --from-offset 0`` as a child process:
+    its peak RSS (the kernel's ru_maxrss), time, and what it sent and skipped.
+(3) Ledger bytes per key: in memory (the index, tracemalloc) and on the broker (one
+    format-2 record in a record batch, before compression).
+
+Real components: the embedded Tansu broker (or ``KAFKA_BOOTSTRAP_SERVERS``), the
+simulator and a schema registry over HTTP. Figures only; never a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import tracemalloc
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from devtools.clickstream import clickstream
+
+from benchmarks.stack import REPO, Stack
+from pipeline.kafka.ledger import LedgerIndex, encode, ensure_ledger_topic, topic_id
+
+WEEK_MS: Final = 7 * 24 * 3_600_000
+MIB: Final = 1024 * 1024
+
+
+def write_ledger(bootstrap: str, ledger: str, records: Iterable[tuple[bytes, bytes]]) -> float:
+    """Write ledger records fast (large lz4 batches); returns records/s."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 100,
+            "batch.num.messages": 10_000,
+            "batch.size": 4_000_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "compression.type": "lz4",
+        }
+    )
+    started, count = time.perf_counter(), 0
+    produce = producer.produce
+    for key, value in records:
+        while True:
+            try:
+                produce(ledger, key=key, value=value, partition=0)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        count += 1
+    assert producer.flush(300) == 0
+    return count / max(time.perf_counter() - started, 1e-9)
+
+
+def live_records(source: str, count: int, below: int, now_ms: int) -> Iterator[tuple[bytes, bytes]]:
+    """``count`` records of ``source[0]`` offsets below ``below``, as a live writer
+    leaves them (offsets rising, each record's horizon just past its offset)."""
+    tid = topic_id(source)
+    for i in range(count):
+        offset = i * below // count
+        yield f"bench-{source}-{i:012d}".encode(), encode(now_ms, tid, 0, offset, offset + 1)
+
+
+def commit(bootstrap: str, group: str, topic: str, offset: int) -> None:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def loaded_line(log_text: str) -> str:
+    found = re.findall(r"ledger loaded.*", log_text)
+    return found[-1][:160] if found else "(no ledger load logged)"
+
+
+def start_time(stack: Stack, size: int, events: int, tail: int) -> tuple[float, float, str]:
+    """Seconds from launch to the first and to the last accepted signal of the tail."""
+    backlog = stack.produce_backlog(events, partitions=1, invalid_ratio=0)
+    topic, group = backlog.topic, f"bench-ledger-{uuid.uuid4().hex[:8]}"
+    committed = events - tail
+    ledger = f"{group}-ledger"
+    ensure_ledger_topic({"bootstrap.servers": stack.bootstrap}, ledger, 1, WEEK_MS)
+    if size:
+        rate = write_ledger(
+            stack.bootstrap, ledger, live_records(topic, size, committed, int(time.time() * 1000))
+        )
+        print(f"  ledger of {size:,} records written at {rate:,.0f}/s", flush=True)
+    commit(stack.bootstrap, group, topic, committed)
+    before = int(stack.sim.stats()["accepted"])
+    launched = time.monotonic()
+    process = stack.start_pipeline(topic, group, LEDGER_MAX_KEYS=str(max(size, 1_000_000)))
+    try:
+        trace = stack.wait_accepted(before + tail, launched, [process], timeout_s=600)
+    finally:
+        process.stop()
+    first = next((t for t, n in trace.samples if n > before), None)
+    last = next((t for t, n in trace.samples if n >= before + tail), None)
+    if first is None or last is None:
+        raise RuntimeError("the tail was not delivered: " + process.log_path.read_text()[-2000:])
+    return first - launched, last - launched, loaded_line(process.log_path.read_text())
+
+
+def replay_rss(stack: Stack, events: int, keys: int) -> dict[str, object]:
+    """Peak RSS of ``connect-pipeline replay`` over ``events`` with ``keys`` in the ledger."""
+    backlog = stack.produce_backlog(events, partitions=1, invalid_ratio=0)
+    topic, group = backlog.topic, f"bench-replay-{uuid.uuid4().hex[:8]}"
+    ledger = f"{group}-ledger"
+    ensure_ledger_topic({"bootstrap.servers": stack.bootstrap}, ledger, 1, WEEK_MS)
+    now = int(time.time() * 1000)
+    delivered = [e.event_id for e in clickstream(events, seed=7, invalid_ratio=0)][::2]
+    history = max(0, keys - len(delivered))
+    tid = topic_id(topic)
+
+    def records() -> Iterator[tuple[bytes, bytes]]:
+        yield from live_records(f"{topic}-last-week", history, 10 * history + 1, now)
+        for n, key in enumerate(delivered):  # every other event of the range: offset 2n
+            yield key.encode(), encode(now, tid, 0, 2 * n, 2 * n + 1)
+
+    rate = write_ledger(stack.bootstrap, ledger, records())
+    print(f"  ledger of {history + len(delivered):,} keys written at {rate:,.0f}/s", flush=True)
+    env = stack.pipeline_env(topic, group, LEDGER_MAX_KEYS=str(max(keys, 1_000_000)))
+    started = time.monotonic()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli.main", "replay", "--from-offset=0", "--no-progress"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=(stack.workdir / "replay.log").open("wb"),
+        cwd=REPO,
+    )
+    assert child.stdout is not None
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.monotonic() - started
+    if child.returncode != 0:
+        raise RuntimeError((stack.workdir / "replay.log").read_text()[-2000:])
+    report = json.loads(output.decode().strip().splitlines()[-1])
+    return {
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "seconds": elapsed,
+        "ledger_keys": history + len(delivered),
+        "in_range": len(delivered),
+        "log": loaded_line((stack.workdir / "replay.log").read_text()),
+        **report,
+    }
+
+
+def bytes_per_key_in_memory(count: int) -> float:
+    keys = [f"evt-{n:024d}" for n in range(count)]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    index = LedgerIndex(max_keys=count + 1, retention_ms=WEEK_MS)
+    now = int(time.time() * 1000)
+    for key in keys:
+        index.add(key, now)
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return (after - before) / count
+
+
+def bytes_per_record_on_broker(key_length: int) -> int:
+    """A format-2 record in a v2 record batch (no headers), before compression."""
+
+    def varint(n: int) -> int:
+        n = (n << 1) ^ (n >> 63)
+        size = 1
+        while n >= 0x80:
+            n >>= 7
+            size += 1
+        return size
+
+    value = len(encode(0, 0, 0, 0, 1))
+    body = 1 + varint(0) + varint(0) + varint(key_length) + key_length + varint(value) + value + 1
+    return varint(body) + body
+
+
+def run(args: argparse.Namespace, add: Callable[[str, str], None]) -> None:
+    scale = args.scale
+    sizes = [int(s * scale) for s in args.sizes]
+    add("ledger B/key in memory (index, 28-char keys)", f"{bytes_per_key_in_memory(200_000):.1f}")
+    add("ledger B/record on the broker (28-char key)", str(bytes_per_record_on_broker(28)))
+    with Stack() as stack:
+        starts = []
+        for size in sizes:
+            print(f"start with a ledger of {size:,} records", flush=True)
+            first, last, loaded = start_time(stack, size, args.events, args.tail)
+            starts.append(first)
+            add(f"start: ledger {size:,}: first accepted", f"{first:.2f} s")
+            add(f"start: ledger {size:,}: tail of {args.tail} accepted", f"{last:.2f} s")
+            print(f"    {loaded}", flush=True)
+        add("start: spread (max - min of first accepted)", f"{max(starts) - min(starts):.2f} s")
+        events, keys = int(args.replay_events * scale), int(args.replay_keys * scale)
+        print(f"replay of {events:,} events, {keys:,} keys in the ledger", flush=True)
+        replay = replay_rss(stack, events, keys)
+        add(
+            f"replay {events:,} events, ledger {keys:,} keys: peak RSS",
+            f"{replay['peak_rss_mib']:.0f} MiB",
+        )
+        sent, skipped = replay["sent"], replay["skipped_already_delivered"]
+        add(
+            f"replay {events:,} events: time, sent, skipped",
+            f"{replay['seconds']:.1f} s, {sent:,}, {skipped:,}",
+        )
+        print(f"    {replay['log']}", flush=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1_000_000, 5_000_000]
+    )
+    p.add_argument("--events", type=int, default=2_000, help="source events of each start run")
+    p.add_argument("--tail", type=int, default=200, help="events after the committed offset")
+    p.add_argument("--replay-events", type=int, default=1_000_000)
+    p.add_argument("--replay-keys", type=int, default=5_000_000)
+    p.add_argument("--scale", type=float, default=1.0, help="multiply ledger and replay sizes")
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
+    run(args, lambda figure, value: print(f"  {figure} = {value}", flush=True))
+
+
+if __name__ == "__main__":
+    main()
