@@ -1,0 +1,111 @@
+"""The session stage's own figures: memory per open session, restore time, cost per event.
+
+    python -m benchmarks.sessions_state [--sessions 100000]
+
+Pure (no broker): sessions of a typical shape (a page view, two product views, an
+add-to-cart) are fed to one partition's store; memory is measured with tracemalloc,
+restore is ``SessionStore.restore`` from the changelog records the store wrote (the
+decode and rebuild, without the Kafka read), and the cost per event is ``observe``
+alone, next to the decode-free catalog path (validate + map) the same events take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+import tracemalloc
+from typing import Any
+
+from pipeline.sessions.derive import KINDS, DeriveOptions
+from pipeline.sessions.store import SessionOptions, SessionStore
+from pipeline.signals.check import CheckOptions, process_record
+from pipeline.signals.mapping import MappedSignal, MappingOptions
+
+
+def _events(sessions: int) -> list[dict[str, Any]]:
+    events = []
+    for n in range(sessions):
+        sid = f"sess-{n:08d}"
+        base = {
+            "sessionId": sid,
+            "appKey": "app-1",
+            "identifiableAttributes": {"email": f"visitor{n}@example.com"},
+        }
+        second = n // 100
+        stamp = f"2025-08-31T08:{second // 60 % 60:02d}:{second % 60:02d}.{n % 1000:03d}Z"
+        common = {**base, "eventTime": stamp}
+        events += [
+            {**common, "signalType": "pageView", "eventId": f"{sid}-1", "url": "https://x/"},
+            *(
+                {
+                    **common,
+                    "signalType": "productView",
+                    "eventId": f"{sid}-{2 + k}",
+                    "productId": f"P-{(n + k) % 5000}",
+                    "productName": "Teak Outdoor Dining Chair",
+                    "unitPrice": 249.99,
+                    "currency": "USD",
+                    "productUrls": [f"https://www.example.com/p/{(n + k) % 5000}"],
+                }
+                for k in range(2)
+            ),
+            {
+                **common,
+                "signalType": "addToCart",
+                "eventId": f"{sid}-4",
+                "productId": f"P-{n % 5000}",
+                "productName": "Teak Outdoor Dining Chair",
+                "itemQuantity": 1,
+                "unitPrice": 249.99,
+                "currency": "USD",
+                "shoppingCartUrl": "https://www.example.com/cart",
+            },
+        ]
+    return events
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=100_000)
+    args = parser.parse_args()
+    options = SessionOptions(
+        DeriveOptions(KINDS["both"], MappingOptions()), max_open=args.sessions + 1
+    )
+    check = CheckOptions(MappingOptions())
+    records = _events(args.sessions)
+
+    start = time.perf_counter()
+    signals = [process_record(r, check) for r in records]
+    map_s = time.perf_counter() - start
+    assert all(isinstance(s, MappedSignal) for s in signals)
+
+    gc.collect()
+    tracemalloc.start()
+    store = SessionStore("clicks", options)
+    start = time.perf_counter()
+    for offset, signal in enumerate(signals):
+        store.observe(signal, offset=offset)  # type: ignore[arg-type]
+    observe_s = time.perf_counter() - start
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert store.open_count == args.sessions
+
+    log = store.take_changes()
+    log_bytes = sum(len(k) + len(v or b"") for k, v in log)
+    start = time.perf_counter()
+    restored = SessionStore.restore("clicks", options, log)
+    restore_s = time.perf_counter() - start
+    assert restored.open_count == args.sessions
+
+    per_session = held / args.sessions
+    print(f"open sessions            {args.sessions:,} (4 events each)")
+    print(f"memory per open session  {per_session:,.0f} B  -> {2**30 / per_session:,.0f} per GiB")
+    print(f"changelog                {log_bytes / args.sessions:,.0f} B per session")
+    print(f"restore                  {restore_s:.2f} s for {args.sessions:,} sessions (decode)")
+    print(f"observe                  {observe_s / len(signals) * 1e6:.1f} µs per event")
+    print(f"validate + map (JSON)    {map_s / len(signals) * 1e6:.1f} µs per event")
+
+
+if __name__ == "__main__":
+    main()
