@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 import click
 
 from pipeline import __version__
-from pipeline.cli import avro, check, config_reference, run
+from pipeline.cli import avro, check, config_reference, dlq, run
 from pipeline.kafka import redrive, replay
 
 PLUGIN_GROUP = "connect_pipeline.commands"
@@ -32,6 +32,7 @@ def _register_commands() -> None:
         replay.replay,
         redrive.redrive,
         config_reference.config_reference,
+        dlq.dlq,
     ):
         main.add_command(command)
     for entry in entry_points(group=PLUGIN_GROUP):

@@ -114,3 +114,60 @@ def header_value(headers: Sequence[Sequence[Any]] | None, name: str) -> str | No
                 return value.decode(errors="replace")
             return None if value is None else str(value)
     return None
+
+
+#: Header names a reader of the dead-letter topic needs (as dead_letter_headers writes).
+TOPIC_HEADER: Final = "__connect.errors.topic"
+PARTITION_HEADER: Final = "__connect.errors.partition"
+OFFSET_HEADER: Final = "__connect.errors.offset"
+MESSAGE_HEADER: Final = "__connect.errors.exception.message"
+REASON_HEADER: Final = "connect.signals.reason"
+FIELD_HEADER: Final = "connect.signals.field"
+TIMESTAMP_HEADER: Final = "connect.signals.timestamp"
+GROUP_HEADER: Final = "connect.signals.group"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterInfo:
+    """What a dead letter's headers say; None where a header is missing or unreadable."""
+
+    reason: str | None
+    field: str | None
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    timestamp_ms: int | None
+    attempt: int
+    message: str | None
+    group: str | None
+
+
+def parse_dead_letter_headers(headers: Sequence[Sequence[Any]] | None) -> DeadLetterInfo:
+    """The one reader of dead-letter headers (redrive, ``connect-pipeline dlq``).
+
+    The last value of each header wins: a redriven record carries the latest attempt's.
+    """
+    last: dict[str, str] = {}
+    for key, value in headers or ():
+        if isinstance(value, bytes):
+            last[key] = value.decode(errors="replace")
+        elif value is not None:
+            last[key] = str(value)
+
+    def number(name: str) -> int | None:
+        try:
+            return int(last[name])
+        except (KeyError, ValueError):
+            return None
+
+    return DeadLetterInfo(
+        reason=last.get(REASON_HEADER),
+        field=last.get(FIELD_HEADER),
+        topic=last.get(TOPIC_HEADER),
+        partition=number(PARTITION_HEADER),
+        offset=number(OFFSET_HEADER),
+        timestamp_ms=number(TIMESTAMP_HEADER),
+        attempt=number(ATTEMPT_HEADER) or 1,
+        message=last.get(MESSAGE_HEADER),
+        group=last.get(GROUP_HEADER),
+    )

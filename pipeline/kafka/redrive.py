@@ -19,7 +19,7 @@ from confluent_kafka import Message, TopicPartition
 from pipeline.cli.run import load_or_exit
 from pipeline.config import Settings
 from pipeline.kafka.consumer import Bounds, RecordOrigin, RunSummary, _header_pairs
-from pipeline.kafka.dead_letters import ATTEMPT_HEADER, Source, header_value
+from pipeline.kafka.dead_letters import DeadLetterInfo, Source, parse_dead_letter_headers
 from pipeline.kafka.replay import (
     TIMEOUT_S,
     _metadata_consumer,
@@ -31,16 +31,8 @@ from pipeline.ops.logs import configure_logging
 from pipeline.signals.outcomes import Reason
 
 
-def _header(message: Message, name: str) -> str | None:
-    return header_value(_header_pairs(message), name)
-
-
-def _int_header(message: Message, name: str) -> int | None:
-    value = _header(message, name)
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
+def _info(message: Message) -> DeadLetterInfo:
+    return parse_dead_letter_headers(_header_pairs(message))
 
 
 class DeadLetterOrigin(RecordOrigin):
@@ -52,25 +44,25 @@ class DeadLetterOrigin(RecordOrigin):
     def wanted(self, message: Message) -> bool:
         if not self._reasons:
             return True
-        return (_header(message, "connect.signals.reason") or "") in self._reasons
+        return (_info(message).reason or "") in self._reasons
 
     def partition(self, message: Message) -> int:
-        partition = _int_header(message, "__connect.errors.partition")
+        partition = _info(message).partition
         return partition if partition is not None else (message.partition() or 0)
 
     def source(self, message: Message) -> tuple[Source, int]:
         own, _ = super().source(message)
-        offset = _int_header(message, "__connect.errors.offset")
+        info = _info(message)
         source = Source(
-            _header(message, "__connect.errors.topic") or own.topic,
+            info.topic or own.topic,
             self.partition(message),
-            offset if offset is not None else own.offset,
-            _int_header(message, "connect.signals.timestamp"),
+            info.offset if info.offset is not None else own.offset,
+            info.timestamp_ms,
             message.key(),
             message.value(),
             tuple(_header_pairs(message)),  # the previous error headers are replaced
         )
-        return source, (_int_header(message, ATTEMPT_HEADER) or 1) + 1
+        return source, info.attempt + 1
 
 
 def redrive_bounds(settings: Settings, dlq_topic: str) -> Bounds:
