@@ -33,13 +33,17 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from pipeline.codec.avro import SchemaRegistryUnavailable
 from pipeline.config import Settings
 from pipeline.connect.client import Batch, ConnectClient, DeliveryReport, RetryPolicy, encode_signal
+from pipeline.kafka.dead_letter_topic import ensure_dead_letter_topic
 from pipeline.kafka.dead_letters import (
-    RECORD_OVERHEAD_BYTES,
+    MAX_LEVEL,
     Source,
-    dead_letter_headers,
-    record_bytes,
+    dead_letter_record,
+    header_pairs,
+    is_refusal,
+    refused,
 )
 from pipeline.kafka.ledger import (
     LedgerIndex,
@@ -51,6 +55,7 @@ from pipeline.kafka.ledger import (
     transactional_id,
 )
 from pipeline.kafka.offsets import PartitionOffsets
+from pipeline.kafka.stops import ConsumerStopped
 from pipeline.kafka.transactions import TransactionFatal, Transactions, is_fatal
 from pipeline.ops.health import HealthState
 from pipeline.ops.logs import redacted
@@ -104,6 +109,7 @@ class RecordOrigin:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         assert topic is not None and partition is not None and offset is not None
         timestamp_type, timestamp = message.timestamp()
+        headers, unreadable = header_pairs(message)
         source = Source(
             topic,
             partition,
@@ -111,7 +117,8 @@ class RecordOrigin:
             timestamp if timestamp_type else None,
             message.key(),
             message.value(),
-            tuple(_header_pairs(message)),
+            tuple(headers),
+            unreadable,
         )
         return source, 1
 
@@ -183,9 +190,7 @@ def _auth_value(settings: Settings) -> str | None:
 
 
 def _header_pairs(message: Message) -> list[tuple[str, bytes]]:
-    headers = message.headers() or []
-    pairs = headers.items() if isinstance(headers, dict) else headers
-    return [(k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in pairs]
+    return header_pairs(message)[0]
 
 
 class SignalConsumer:
@@ -222,11 +227,16 @@ class SignalConsumer:
         self._in_flight = 0
         self._reports: queue.SimpleQueue[DeliveryReport] = queue.SimpleQueue()
         self._dlq_failed: deque[tuple[Pending, Rejection]] = deque()
-        # A value too large for the dead-letter topic goes without it (else it stalls
-        # the partition): the limit, and the records a write was refused for.
+        # A dead letter too large for the topic goes without its value (then its key and
+        # large headers, ...), else it stalls the partition: the limit, and the level
+        # (``dead_letter_record``) of the records a write was refused for as too large.
         conf = producer_config(settings)
         self._dlq_max_bytes = int(conf.get("message.max.bytes", 1_000_000))
-        self._omit_value: set[tuple[str, int, int]] = set()
+        self._dlq_level: dict[tuple[str, int, int], int] = {}
+        # Partitions held while the schema registry is unavailable: resume time, attempts.
+        self._held: dict[TopicPartitionKey, float] = {}
+        self._hold_attempts: dict[TopicPartitionKey, int] = {}
+        self._newly_assigned: list[TopicPartition] = []
         self._last_commit = time.monotonic()
         self._last_record = time.monotonic()
         kafka_logger = logging.getLogger("librdkafka")
@@ -260,7 +270,7 @@ class SignalConsumer:
             in_flight=lambda: self._in_flight,
             buffered_bytes=lambda: self._buffered_bytes,
             assigned=lambda: len(self._assigned),
-            paused=lambda: len(self._assigned) if self._paused else 0,
+            paused=lambda: len(self._assigned) if self._paused else len(self._held),
             api_failing=lambda: self._api_failing.is_set(),
         )
         self._client = ConnectClient(
@@ -302,18 +312,18 @@ class SignalConsumer:
         With ``bounds`` (replay, redrive): read the given partitions up to their end
         offsets, then stop.
         """
-        self._prepare_idempotency()
-        if self._bounds is None:
-            self._consumer.subscribe(
-                self._settings.source_topics,
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
-        else:
-            self._assign_bounds(self._bounds)
-        log.info("consumer started", topics=self._settings.source_topics)
         try:
+            self._prepare_idempotency()
+            if self._bounds is None:
+                self._consumer.subscribe(
+                    self._settings.source_topics,
+                    on_assign=self._on_assign,
+                    on_revoke=self._on_revoke,
+                    on_lost=self._on_lost,
+                )
+            else:
+                self._assign_bounds(self._bounds)
+            log.info("consumer started", topics=self._settings.source_topics)
             while not self._stop_requested.is_set():
                 self._step()
                 if self._bounds is not None and not self._assigned and self.idle:
@@ -325,9 +335,9 @@ class SignalConsumer:
                     and time.monotonic() - self._last_record > stop_after_idle_s
                 ):
                     break
-        except TransactionFatal as error:
+        except ConsumerStopped as error:
             self._fatal = True
-            log.error("producer fenced or failed fatally: stopping uncommitted", error=str(error))
+            log.error("stopping uncommitted", error=str(error))
             raise
         finally:
             self._shutdown()
@@ -338,6 +348,7 @@ class SignalConsumer:
     def _prepare_idempotency(self) -> None:
         settings = self._settings
         conf = settings.kafka_common()
+        ensure_dead_letter_topic(conf, settings.dlq_topic)
         if settings.ledger_enabled:
             partitions = source_partition_count(conf, settings)
             topic = settings.ledger_topic_name
@@ -460,8 +471,13 @@ class SignalConsumer:
             except BufferError:
                 self._poll_producer(0.1)
             except KafkaException as error:
-                if self._txn is None or error.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                    raise  # too large: refused before sending, the caller sends less
+                code = error.args[0].code()
+                if (
+                    self._txn is None
+                    or code == KafkaError.MSG_SIZE_TOO_LARGE
+                    or is_refusal(error.args[0])
+                ):
+                    raise  # too large: the caller sends less; refused: the caller stops
                 if self._fatal:
                     return  # stopping after a fatal error: nothing can be recorded
                 if is_fatal(error.args[0]):
@@ -566,6 +582,8 @@ class SignalConsumer:
     def _step(self) -> None:
         timeout = self._settings.linger_ms / 1000 if self._open else 0.1
         messages = self._consumer.consume(CONSUME_BATCH, timeout=min(timeout, 0.1))
+        if self._newly_assigned:
+            self._pause_newly_assigned()
         self.health.beat()
         if messages:
             self.metrics.consumed.inc(len(messages))
@@ -577,6 +595,8 @@ class SignalConsumer:
         self._close_open_batch_if_due()
         self._dispatch()
         self._apply_backpressure()
+        if self._held:
+            self._release_holds()
         if time.monotonic() - self._last_commit >= self._settings.commit_interval_ms / 1000:
             self._commit(asynchronous=True)
 
@@ -592,26 +612,36 @@ class SignalConsumer:
         assert topic is not None and partition is not None and offset is not None
         self._last_record = time.monotonic()
         key = (topic, partition)
-        if self._bounds is not None:
-            if key in self._done or offset >= self._bounds.end[key]:
-                self._reached_end(key)
+        if key in self._held:
+            return  # fetched before the hold: read again after it
+        bounds = self._bounds
+        if bounds is not None and (key in self._done or offset >= bounds.end[key]):
+            self._reached_end(key)
+            return
+        value = message.value()
+        wanted = self._origin.wanted(message)
+        if wanted:
+            try:
+                outcome = self._processor.process(value)
+            except SchemaRegistryUnavailable as unavailable:
+                self._hold(key, offset, unavailable)
                 return
-            if offset + 1 >= self._bounds.end[key]:
-                self._reached_end(key)  # the last one: handled below, nothing after it
+            if self._hold_attempts:
+                self._hold_attempts.pop(key, None)
+        if bounds is not None and offset + 1 >= bounds.end[key]:
+            self._reached_end(key)  # the last one: handled below, nothing after it
         tracker = self._offsets.get(key)
         if tracker is None:
             tracker = self._offsets[key] = PartitionOffsets()
         tracker.track(offset)
-        value = message.value()
         size = len(value or b"") + len(message.key() or b"")
         self._buffered_bytes += size
         self.summary.consumed += 1
         epoch = self._epoch
-        if not self._origin.wanted(message):
+        if not wanted:
             self.summary.filtered += 1
             self._finish(Pending(message, size, "", tracker, offset, epoch))
             return
-        outcome = self._processor.process(value)
         if isinstance(outcome, MappedSignal):
             pending = Pending(
                 message,
@@ -737,19 +767,15 @@ class SignalConsumer:
         self._in_flight_keys.discard(pending.key)
         source, attempt = self._origin.source(message)
         rejection = redacted(rejection)  # messages quote values: never a secret in headers
-        headers = dead_letter_headers(rejection, source, self._settings.group_id, attempt)
         coordinates = (topic, partition, offset)
-        value = source.value
-        too_large = (
-            record_bytes(source.key, value, headers) + RECORD_OVERHEAD_BYTES > self._dlq_max_bytes
+        record = dead_letter_record(
+            rejection,
+            source,
+            self._settings.group_id,
+            attempt,
+            self._dlq_max_bytes,
+            level=self._dlq_level.get(coordinates, 0),
         )
-        omitted: int | None = None
-        if value is not None and (too_large or coordinates in self._omit_value):
-            omitted = len(value)
-            value = None
-            headers = dead_letter_headers(
-                rejection, source, self._settings.group_id, attempt, omitted_value_bytes=omitted
-            )
         log.info(
             "dead-lettered",
             topic=topic,
@@ -760,22 +786,31 @@ class SignalConsumer:
             reason=str(rejection.reason),
             field=rejection.field,
             error=rejection.message[:500],
-            value_omitted_bytes=omitted,
+            value_omitted_bytes=len(source.value or b"") if record.level else None,
+            omitted_level=record.level or None,
         )
+        dlq = self._settings.dlq_topic
+        where = f"{topic}[{partition}]@{offset}"
 
         # With transactions, only failures are reported: the commit acknowledges the
         # write, so the record finishes at once and is counted when the commit lands.
         def acknowledged(error: KafkaError | None, _: Message) -> None:
+            if self._fatal:
+                return  # stopping: nothing more is recorded
             if error is not None:
-                if error.code() == KafkaError.MSG_SIZE_TOO_LARGE and value is not None:
-                    self._omit_value.add(coordinates)  # the next attempt goes without it
+                too_large = error.code() == KafkaError.MSG_SIZE_TOO_LARGE
+                if too_large and record.level < MAX_LEVEL:
+                    self._dlq_level[coordinates] = record.level + 1  # next time, smaller
+                elif is_refusal(error) or too_large:
+                    self._fatal = True
+                    raise refused(dlq, error, where)
                 if self._txn is not None:
                     self._stop_if_fenced(error)
                     return  # the commit fails and aborts: the record is read again
                 log.warning("dead-letter write failed, retrying", error=str(error))
                 self._dlq_failed.append((pending, rejection))
                 return
-            self._omit_value.discard(coordinates)
+            self._dlq_level.pop(coordinates, None)
             if pending.epoch != self._epoch:
                 return
             self._count_dead_letters(str(rejection.reason), 1)
@@ -783,18 +818,20 @@ class SignalConsumer:
 
         try:
             self._produce(
-                self._settings.dlq_topic,
-                key=source.key,
-                value=value,
-                headers=list[tuple[str, str | bytes | None]](headers),
+                dlq,
+                key=record.key,
+                value=record.value,
+                headers=list[tuple[str, str | bytes | None]](record.headers),
                 on_delivery=acknowledged,
             )
         except KafkaException as error:
-            if value is None or error.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
-                raise
-            self._omit_value.add(coordinates)  # larger than estimated: again, without it
-            self._dead_letter(pending, rejection)
-            return
+            kafka_error: KafkaError = error.args[0]
+            if kafka_error.code() == KafkaError.MSG_SIZE_TOO_LARGE and record.level < MAX_LEVEL:
+                self._dlq_level[coordinates] = record.level + 1  # larger than estimated
+                self._dead_letter(pending, rejection)
+                return
+            self._fatal = True
+            raise refused(dlq, kafka_error, where) from None
         if self._txn is not None:
             # (an omitted value stays omitted: an abort could re-read the record)
             self._txn_dead_letters[str(rejection.reason)] += 1
@@ -825,11 +862,19 @@ class SignalConsumer:
         else:
             self._api_failing.clear()
 
+    def _pause_newly_assigned(self) -> None:
+        """Partitions assigned since the last turn follow the others' pause (or hold)."""
+        new, self._newly_assigned = self._newly_assigned, []
+        held = [tp for tp in new if self._paused or (tp.topic, tp.partition) in self._held]
+        if held:
+            self._consumer.pause(held)
+            log.info("newly assigned partitions paused", partitions=len(held))
+
     def _apply_backpressure(self) -> None:
         limit = self._settings.max_buffered_bytes
         over = self._buffered_bytes > limit or self._api_failing.is_set()
         under = self._buffered_bytes < limit // 2 and not self._api_failing.is_set()
-        partitions = [TopicPartition(t, p) for t, p in self._assigned]
+        partitions = [TopicPartition(t, p) for t, p in self._assigned if (t, p) not in self._held]
         if over and not self._paused and partitions:
             self._consumer.pause(partitions)
             self._paused = True
@@ -839,6 +884,32 @@ class SignalConsumer:
                 self._consumer.resume(partitions)
             self._paused = False
             log.info("partitions resumed", buffered_bytes=self._buffered_bytes)
+
+    # --- the schema registry unavailable: hold the partition, read the record again ------
+
+    def _hold(self, key: TopicPartitionKey, offset: int, error: Exception) -> None:
+        attempt = self._hold_attempts.get(key, 0)
+        self._hold_attempts[key] = attempt + 1
+        settings = self._settings
+        delay_ms = min(settings.retry_max_backoff_ms, settings.retry_initial_backoff_ms << attempt)
+        self._held[key] = time.monotonic() + delay_ms / 1000
+        self._consumer.pause([TopicPartition(*key)])
+        self._consumer.seek(TopicPartition(key[0], key[1], offset))
+        log.warning(
+            "schema registry unavailable: partition held, the record is read again",
+            partition=f"{key[0]}[{key[1]}]",
+            offset=offset,
+            retry_in_s=delay_ms / 1000,
+            error=str(error),
+        )
+
+    def _release_holds(self) -> None:
+        now = time.monotonic()
+        due = [key for key, until in self._held.items() if until <= now]
+        for key in due:
+            del self._held[key]
+            if not self._paused and key in self._assigned:
+                self._consumer.resume([TopicPartition(*key)])
 
     # --- commits and rebalances ----------------------------------------------------------
 
@@ -894,8 +965,9 @@ class SignalConsumer:
         self._ever_assigned = True
         self.health.joined = True
         self._last_record = time.monotonic()
-        if self._paused:
-            consumer.pause(partitions)
+        # pause() here has no effect (librdkafka assigns after the callback returns):
+        # the loop's next turn holds them back if the others are paused
+        self._newly_assigned.extend(partitions)
         log.info(
             "partitions assigned", partitions=[f"{t.topic}[{t.partition}]" for t in partitions]
         )
@@ -910,6 +982,7 @@ class SignalConsumer:
             finally:
                 self._revoking = set()
         for key in revoked:
+            self._held.pop(key, None)
             self._offsets.pop(key, None)
             self._last_committed.pop(key, None)
             self._assigned.discard(key)
@@ -917,6 +990,7 @@ class SignalConsumer:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
+            self._held.pop((tp.topic, tp.partition), None)
             self._offsets.pop((tp.topic, tp.partition), None)
             self._last_committed.pop((tp.topic, tp.partition), None)
             self._assigned.discard((tp.topic, tp.partition))

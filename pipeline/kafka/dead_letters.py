@@ -11,7 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from confluent_kafka import KafkaError
+
 from pipeline import __version__
+from pipeline.kafka.stops import ConsumerStopped
 from pipeline.signals.outcomes import Reason, Rejection
 
 #: Kafka Connect's stage names, by where in the path the event failed.
@@ -33,6 +36,12 @@ COMPONENTS: Final = {
 ATTEMPT_HEADER: Final = "connect.signals.attempt"
 #: Set when the value was too large to dead-letter: the original size in bytes.
 VALUE_OMITTED_HEADER: Final = "connect.signals.value.omitted"
+#: Set when the key was left out too (a dead letter still too large without its value).
+KEY_OMITTED_HEADER: Final = "connect.signals.key.omitted"
+#: Set when source headers were left out: how many and why (too large, not UTF-8).
+HEADERS_OMITTED_HEADER: Final = "connect.signals.headers.omitted"
+#: A source header over this size is the first to go when a dead letter is too large.
+LARGE_HEADER_BYTES: Final = 1_024
 MAX_MESSAGE_BYTES: Final = 4_096
 #: Room kept under the producer's message.max.bytes for record and batch framing.
 RECORD_OVERHEAD_BYTES: Final = 1_024
@@ -49,6 +58,8 @@ class Source:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+    #: Why the source's headers are missing (they could not be read), or empty.
+    headers_unreadable: str = ""
 
 
 def dead_letter_headers(
@@ -58,11 +69,15 @@ def dead_letter_headers(
     attempt: int = 1,
     *,
     omitted_value_bytes: int | None = None,
+    omitted_key_bytes: int | None = None,
+    omitted_headers: str = "",
 ) -> list[tuple[str, bytes]]:
     """The headers of a dead-letter record: the source's own, then the error's.
 
     ``omitted_value_bytes``: the record goes without its value (too large to write);
-    the header and the exception message say so and give the original size.
+    the header and the exception message say so and give the original size. The key
+    (``omitted_key_bytes``) and source headers (``omitted_headers``: what and why) go
+    the same way when the record is still too large.
     """
     reason = rejection.reason
     text = rejection.message
@@ -88,6 +103,11 @@ def dead_letter_headers(
     }
     if omitted_value_bytes is not None:
         error_headers[VALUE_OMITTED_HEADER] = str(omitted_value_bytes)
+    if omitted_key_bytes is not None:
+        error_headers[KEY_OMITTED_HEADER] = str(omitted_key_bytes)
+    omitted_headers = omitted_headers or source.headers_unreadable
+    if omitted_headers:
+        error_headers[HEADERS_OMITTED_HEADER] = omitted_headers
     own = [(k, v) for k, v in source.headers if k not in error_headers and k != _MESSAGE]
     return [
         *own,
@@ -170,4 +190,127 @@ def parse_dead_letter_headers(headers: Sequence[Sequence[Any]] | None) -> DeadLe
         attempt=number(ATTEMPT_HEADER) or 1,
         message=last.get(MESSAGE_HEADER),
         group=last.get(GROUP_HEADER),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """What is produced to the dead-letter topic for one errant record."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    #: how much was left out to fit: 0 nothing, 1 the value, 2 also the key and large
+    #: source headers, 3 every source header
+    level: int = 0
+
+
+#: The last level: nothing of the source is left but its coordinates.
+MAX_LEVEL: Final = 3
+
+
+def dead_letter_record(
+    rejection: Rejection,
+    source: Source,
+    group_id: str,
+    attempt: int,
+    max_bytes: int,
+    *,
+    level: int = 0,
+) -> DeadLetterRecord:
+    """The dead letter at the first level (from ``level`` on) that fits ``max_bytes``.
+
+    Pure. A refusal as too large by the producer or broker asks again one level up, so
+    a dead letter never stalls its partition: the coordinates and the reason always go.
+    """
+    limit = max_bytes - RECORD_OVERHEAD_BYTES
+    while True:
+        record = _at_level(rejection, source, group_id, attempt, level)
+        if level >= MAX_LEVEL or record_bytes(record.key, record.value, record.headers) <= limit:
+            return record
+        level += 1
+
+
+def _at_level(
+    rejection: Rejection, source: Source, group_id: str, attempt: int, level: int
+) -> DeadLetterRecord:
+    if level == 0 or (level == 1 and source.value is None):
+        headers = dead_letter_headers(rejection, source, group_id, attempt)
+        return DeadLetterRecord(source.key, source.value, headers, level)
+    value_bytes = None if source.value is None else len(source.value)
+    if level == 1:
+        headers = dead_letter_headers(
+            rejection, source, group_id, attempt, omitted_value_bytes=value_bytes
+        )
+        return DeadLetterRecord(source.key, None, headers, level)
+    kept: tuple[tuple[str, bytes], ...] = ()
+    if level == 2:
+        kept = tuple((k, v) for k, v in source.headers if len(k) + len(v) <= LARGE_HEADER_BYTES)
+    dropped = len(source.headers) - len(kept)
+    why = f"{dropped} of {len(source.headers)} omitted (too large to dead-letter)"
+    key_bytes = None if source.key is None else len(source.key)
+    headers = dead_letter_headers(
+        rejection,
+        Source(*_coordinates(source), None, None, kept, source.headers_unreadable),
+        group_id,
+        attempt,
+        omitted_value_bytes=value_bytes,
+        omitted_key_bytes=key_bytes,
+        omitted_headers=why if dropped else "",
+    )
+    return DeadLetterRecord(None, None, headers, level)
+
+
+def _coordinates(source: Source) -> tuple[str, int, int, int | None]:
+    return source.topic, source.partition, source.offset, source.timestamp_ms
+
+
+def header_pairs(message: Any) -> tuple[list[tuple[str, bytes]], str]:
+    """A record's headers as (str, bytes), and why they are missing if unreadable.
+
+    The client decodes header names as UTF-8 and raises on anything else: such a
+    record's headers are left out of its dead letter (saying so), never a crash.
+    """
+    try:
+        headers = message.headers() or []
+    except (UnicodeDecodeError, ValueError) as error:
+        return [], f"unreadable ({type(error).__name__}: not UTF-8)"
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return [(k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in pairs], ""
+
+
+class DeadLetterUnwritable(ConsumerStopped):
+    """The dead-letter topic refused a record, or cannot be written at all."""
+
+
+#: Refusals that no retry fixes: the topic is gone, invalid, or not ours to write.
+REFUSALS: Final = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_EXCEPTION,
+        KafkaError.INVALID_RECORD,
+        KafkaError.POLICY_VIOLATION,
+    }
+)
+
+
+def is_refusal(error: KafkaError) -> bool:
+    """A dead-letter write the topic refused for good (the caller stops uncommitted).
+
+    An explicit list: anything else (timeouts, purges after an abort, transport) is
+    retried, so a transient error never stops the consumer.
+    """
+    return error.code() in REFUSALS
+
+
+def refused(topic: str, error: KafkaError, where: str = "") -> DeadLetterUnwritable:
+    at = f" (dead letter of {where})" if where else ""
+    return DeadLetterUnwritable(
+        f"dead-letter topic {topic!r} refused a record{at}: {error.str()} [{error.name()}]; "
+        "stopping uncommitted: the records from the last commit on are read again "
+        "after a restart (PIPELINE_DLQ_TOPIC)"
     )

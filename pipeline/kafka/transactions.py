@@ -14,13 +14,15 @@ from typing import Final
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from pipeline.kafka.stops import ConsumerStopped
+
 log = structlog.get_logger("pipeline.kafka.transactions")
 
 TIMEOUT_S: Final = 30.0
 RETRIES: Final = 5
 
 
-class TransactionFatal(Exception):
+class TransactionFatal(ConsumerStopped):
     """The producer cannot go on (fenced by a newer instance, or a fatal broker error)."""
 
 

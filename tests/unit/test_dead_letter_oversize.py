@@ -91,7 +91,7 @@ def test_a_refusal_in_the_delivery_report_sends_it_again_without_the_value(trans
         assert header_value(again["headers"], "h") == "v"
         again["on_delivery"](None, None)
         assert consumer.summary.dead_lettered_total == 1
-        assert not consumer._omit_value  # forgotten once written
+        assert not consumer._dlq_level  # forgotten once written
 
 
 @pytest.mark.parametrize("transactions", [True, False])

@@ -1,0 +1,91 @@
+"""A plain HTTP server answering createSignals as a test says: accept, fail, or hold.
+
+Real HTTP on 127.0.0.1 (the consumer's httpx client talks to it as to Connect), no
+GraphQL parsing: the signals' idempotency keys come from the
+``Signal-Idempotency-Keys`` header. ``hold`` keeps every request waiting on an Event
+(a stuck batch), ``outage`` answers 503 (a Connect outage).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def _keys(header: str) -> list[str]:
+    return [k.strip().strip('"') for k in header.split(",") if k.strip()]
+
+
+class ConnectStub:
+    def __init__(self) -> None:
+        self.accepted: Counter[str] = Counter()  # key -> times accepted
+        self.requests = 0
+        self.held = 0  # requests waiting right now
+        self.outage = threading.Event()  # set: 503 to every request
+        self.release = threading.Event()  # cleared: requests wait for it
+        self.release.set()
+        self.request_arrived = threading.Event()
+        self._lock = threading.Lock()
+        self.url = ""
+
+    def hold(self) -> None:
+        self.release.clear()
+
+    def let_go(self) -> None:
+        self.release.set()
+
+    @property
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.accepted.values() if n > 1)
+
+    def answer(self, keys: list[str]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.requests += 1
+            self.held += 1
+        self.request_arrived.set()
+        self.release.wait()
+        with self._lock:
+            self.held -= 1
+            if self.outage.is_set():
+                return 503, {"errors": [{"message": "unavailable"}]}
+            self.accepted.update(keys)
+        return 200, {"data": {"createSignals": {"accepted": len(keys)}}}
+
+
+@contextmanager
+def connect_stub() -> Iterator[ConnectStub]:
+    stub = ConnectStub()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            self.rfile.read(length)
+            status, document = stub.answer(_keys(self.headers.get("signal-idempotency-keys", "")))
+            body = json.dumps(document).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    stub.url = f"http://127.0.0.1:{server.server_address[1]}/graphql"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield stub
+    finally:
+        stub.let_go()
+        server.shutdown()
+        server.server_close()
