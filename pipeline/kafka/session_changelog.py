@@ -1,0 +1,106 @@
+"""The session changelog topic: created compacted, partitioned like the source, and
+read back on assign.
+
+Partition ``p`` of every source topic writes to changelog partition ``p`` (modulo
+the changelog's count, should the source grow), keys naming the source topic
+(``pipeline.sessions.changelog``). Compaction keeps the latest value per key and
+drops tombstones, so a restore reads about one record per open or recently closed
+session: its cost follows the open sessions, not the history.
+
+Read ``read_committed``: what an aborted transaction wrote never happened. (The
+embedded Tansu broker shows aborted records anyway; the store stays right because
+every value it reads is a whole state as of its ``applied_offset``, see
+``pipeline.sessions.store``.)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Final
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from pipeline.config import Settings
+
+log = structlog.get_logger("pipeline.kafka.session_changelog")
+
+LOAD_TIMEOUT_S: Final = 300.0
+ChangelogRecord = tuple[bytes, bytes | None]
+
+
+def changelog_topic(settings: Settings) -> str:
+    return f"{settings.group_id}-sessions"
+
+
+def changelog_partition(source_partition: int, partitions: int) -> int:
+    return source_partition % partitions
+
+
+def ensure_changelog_topic(kafka_conf: dict[str, Any], topic: str, partitions: int) -> int:
+    """Create the compacted changelog topic when absent; returns its partition count."""
+    admin = AdminClient(kafka_conf)
+    existing = admin.list_topics(timeout=30).topics.get(topic)
+    if existing is not None and existing.partitions:
+        return len(existing.partitions)
+    config = {"cleanup.policy": "compact"}
+    futures = admin.create_topics([NewTopic(topic, partitions, -1, config=config)])
+    try:
+        futures[topic].result(30)
+        log.info("session changelog topic created", topic=topic, partitions=partitions)
+    except Exception as error:  # created meanwhile by another replica
+        if "TOPIC_ALREADY_EXISTS" not in str(error) and "already exists" not in str(error):
+            raise
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        created = admin.list_topics(topic, timeout=10).topics.get(topic)
+        if created is not None and created.partitions and created.error is None:
+            return len(created.partitions)
+        time.sleep(0.2)
+    raise RuntimeError(f"session changelog topic {topic} did not appear")
+
+
+def read_changelog(kafka_conf: dict[str, Any], topic: str, partition: int) -> list[ChangelogRecord]:
+    """Every record of one changelog partition, in order (compacted: ~ live keys)."""
+    consumer = Consumer(
+        {
+            **kafka_conf,
+            "group.id": f"session-restore-{uuid.uuid4().hex[:12]}",  # never commits
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    records: list[ChangelogRecord] = []
+    started = time.monotonic()
+    try:
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + LOAD_TIMEOUT_S
+        while True:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"session changelog {topic}[{partition}]: no progress")
+            messages = consumer.consume(10_000, timeout=0.2)
+            if messages:
+                deadline = time.monotonic() + LOAD_TIMEOUT_S
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        log.info(
+                            "sessions restored",
+                            topic=topic,
+                            partition=partition,
+                            records=len(records),
+                            seconds=round(time.monotonic() - started, 3),
+                        )
+                        return records
+                    raise RuntimeError(f"session changelog {topic}: {error}")
+                key = message.key()
+                if key is not None:
+                    records.append((key, message.value()))
+    finally:
+        consumer.close()
