@@ -95,9 +95,13 @@ def loaded_line(log_text: str) -> str:
     return found[-1][:160] if found else "(no ledger load logged)"
 
 
-def start_time(stack: Stack, size: int, events: int, tail: int) -> tuple[float, float, str]:
-    """Seconds from launch to the first and to the last accepted signal of the tail."""
-    backlog = stack.produce_backlog(events, partitions=1, invalid_ratio=0)
+def start_time(
+    stack: Stack, size: int, events: int, tail: int, seed: int
+) -> tuple[float, float, str]:
+    """Seconds from launch to the first and to the last accepted signal of the tail.
+
+    Each run has its own events (``seed``): the simulator counts a key once."""
+    backlog = stack.produce_backlog(events, partitions=1, invalid_ratio=0, seed=seed)
     topic, group = backlog.topic, f"bench-ledger-{uuid.uuid4().hex[:8]}"
     committed = events - tail
     ledger = f"{group}-ledger"
@@ -122,14 +126,14 @@ def start_time(stack: Stack, size: int, events: int, tail: int) -> tuple[float, 
     return first - launched, last - launched, loaded_line(process.log_path.read_text())
 
 
-def replay_rss(stack: Stack, events: int, keys: int) -> dict[str, object]:
+def replay_rss(stack: Stack, events: int, keys: int, seed: int) -> dict[str, object]:
     """Peak RSS of ``connect-pipeline replay`` over ``events`` with ``keys`` in the ledger."""
-    backlog = stack.produce_backlog(events, partitions=1, invalid_ratio=0)
+    backlog = stack.produce_backlog(events, partitions=1, invalid_ratio=0, seed=seed)
     topic, group = backlog.topic, f"bench-replay-{uuid.uuid4().hex[:8]}"
     ledger = f"{group}-ledger"
     ensure_ledger_topic({"bootstrap.servers": stack.bootstrap}, ledger, 1, WEEK_MS)
     now = int(time.time() * 1000)
-    delivered = [e.event_id for e in clickstream(events, seed=7, invalid_ratio=0)][::2]
+    delivered = [e.event_id for e in clickstream(events, seed=seed, invalid_ratio=0)][::2]
     history = max(0, keys - len(delivered))
     tid = topic_id(topic)
 
@@ -204,9 +208,10 @@ def run(args: argparse.Namespace, add: Callable[[str, str], None]) -> None:
     add("ledger B/record on the broker (28-char key)", str(bytes_per_record_on_broker(28)))
     with Stack() as stack:
         starts = []
-        for size in sizes:
+        seed = int(time.time()) % 100_000  # events the simulator has never seen
+        for n, size in enumerate(sizes):
             print(f"start with a ledger of {size:,} records", flush=True)
-            first, last, loaded = start_time(stack, size, args.events, args.tail)
+            first, last, loaded = start_time(stack, size, args.events, args.tail, seed + n)
             starts.append(first)
             add(f"start: ledger {size:,}: first accepted", f"{first:.2f} s")
             add(f"start: ledger {size:,}: tail of {args.tail} accepted", f"{last:.2f} s")
@@ -214,7 +219,7 @@ def run(args: argparse.Namespace, add: Callable[[str, str], None]) -> None:
         add("start: spread (max - min of first accepted)", f"{max(starts) - min(starts):.2f} s")
         events, keys = int(args.replay_events * scale), int(args.replay_keys * scale)
         print(f"replay of {events:,} events, {keys:,} keys in the ledger", flush=True)
-        replay = replay_rss(stack, events, keys)
+        replay = replay_rss(stack, events, keys, seed + len(sizes))
         add(
             f"replay {events:,} events, ledger {keys:,} keys: peak RSS",
             f"{replay['peak_rss_mib']:.0f} MiB",

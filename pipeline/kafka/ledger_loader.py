@@ -27,14 +27,14 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from pipeline.kafka.ledger_index import LedgerIndex
+from pipeline.kafka.ledger_index import LedgerIndex, key_digest
 from pipeline.kafka.ledger_records import LedgerRecord, decode, topic_id
 
 log = structlog.get_logger("pipeline.kafka.ledger")
@@ -150,19 +150,47 @@ class LedgerLoader:
                 consumer.close()
         return highs
 
-    def load(self, partitions: Iterable[int]) -> int:
-        """Everything since the retention cutoff (before the upgrade: every load)."""
+    def load(self, partitions: Iterable[int], keys: Collection[int] | None = None) -> int:
+        """Everything since the retention cutoff; with ``keys`` (digests, ``key_digest``),
+        only the records of those keys: a redrive, whose dead letters may come from any
+        partition and any time, holds the keys it will look up, not the ledger."""
+        if keys is not None:
+            wanted_keys = keys
+
+            def keep(_: int, key: bytes, record: LedgerRecord) -> None:
+                if key_digest(key.decode()) in wanted_keys:
+                    self._add(key, record)
+        else:
+
+            def keep(_: int, key: bytes, record: LedgerRecord) -> None:
+                self._add(key, record)
+
         read = 0
+        wanted = sorted(set(partitions))
+        started = time.monotonic()
         with self._lock:
             consumer = Consumer(self._conf)
+            self.progress.loading += len(wanted)
             try:
-                for partition in sorted(set(partitions)):
+                for partition in wanted:
                     low, _ = self._bounds(consumer, partition)
-                    read += self._read_forward(
-                        consumer, partition, low, None, lambda _, k, r: self._add(k, r)
-                    )
+                    read += self._read_forward(consumer, partition, low, None, keep)
+                    self.progress.loading -= 1
             finally:
+                self.progress.loading = 0
                 consumer.close()
+        self.progress.loads += 1
+        self.progress.last_seconds = time.monotonic() - started
+        log.info(
+            "ledger loaded",
+            topic=self.topic,
+            partitions=wanted,
+            read=read,
+            whole_retention=True,
+            only_keys=None if keys is None else len(keys),
+            keys=len(self.index),
+            seconds=round(self.progress.last_seconds, 3),
+        )
         return read
 
     # --- reading ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ carry none, as they are written out of source order.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Final
 
 import structlog
@@ -88,9 +88,10 @@ class LedgerTail:
         ]
         self.loader.load_tails(requests, self.ledger_partitions)
 
-    def everything(self) -> None:
-        """A redrive: dead letters come from any partition and any time."""
-        self.loader.load(range(self.ledger_partitions))
+    def everything(self, keys: Collection[int] | None = None) -> None:
+        """A redrive: dead letters come from any partition and any time; with ``keys``
+        (digests), only those keys are held."""
+        self.loader.load(range(self.ledger_partitions), keys)
 
     def revoked(self, partitions: Iterable[SourceKey]) -> None:
         for topic, partition in partitions:

@@ -14,12 +14,13 @@ import json
 from collections.abc import Collection
 
 import click
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from pipeline.cli.run import load_or_exit
 from pipeline.config import Settings
 from pipeline.kafka.consumer import Bounds, RecordOrigin, RunSummary, _header_pairs
 from pipeline.kafka.dead_letters import DeadLetterInfo, Source, parse_dead_letter_headers
+from pipeline.kafka.ledger import key_digest
 from pipeline.kafka.replay import (
     TIMEOUT_S,
     _metadata_consumer,
@@ -28,7 +29,9 @@ from pipeline.kafka.replay import (
     run_bounded,
 )
 from pipeline.ops.logs import configure_logging
+from pipeline.signals.mapping import MappedSignal
 from pipeline.signals.outcomes import Reason
+from pipeline.signals.processor import EventProcessor
 
 
 def _info(message: Message) -> DeadLetterInfo:
@@ -81,6 +84,47 @@ def redrive_bounds(settings: Settings, dlq_topic: str) -> Bounds:
     finally:
         consumer.close()
     return Bounds(start, end, whole_ledger=True)
+
+
+def dead_letter_keys(
+    settings: Settings, bounds: Bounds, origin: DeadLetterOrigin, processor: EventProcessor
+) -> frozenset[int]:
+    """The idempotency keys (``key_digest``) of the dead letters this redrive will read.
+
+    Dead letters come from any source partition and any time, so a redrive cannot
+    bound its ledger read by a range; it bounds what it holds instead: the ledger
+    records of these keys only (memory follows the dead letters, not the ledger).
+    """
+    todo = {key: start for key, start in bounds.start.items() if start < bounds.end[key]}
+    if not todo:
+        return frozenset()
+    consumer = Consumer(
+        {
+            **settings.kafka_common(),
+            "group.id": f"{settings.group_id}-keys",  # assigned, never joined nor committed
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+        }
+    )
+    digests: set[int] = set()
+    try:
+        consumer.assign([TopicPartition(t, p, start) for (t, p), start in todo.items()])
+        remaining = set(todo)
+        while remaining:
+            for message in consumer.consume(1000, timeout=1.0):
+                key = (message.topic() or "", message.partition() or 0)
+                error, offset = message.error(), message.offset() or 0
+                if error is not None or offset + 1 >= bounds.end[key]:
+                    remaining.discard(key)  # the end (or past it: an undercounted end)
+                if error is not None or offset >= bounds.end[key] or not origin.wanted(message):
+                    continue
+                outcome = processor.process(message.value())
+                if isinstance(outcome, MappedSignal):
+                    digests.add(key_digest(outcome.idempotency_key))
+    finally:
+        consumer.close()
+    return frozenset(digests)
 
 
 def redrive_group(settings: Settings, reasons: Collection[str]) -> str:
