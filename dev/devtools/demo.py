@@ -5,31 +5,44 @@ points at one) and the Connect simulator, produces a realistic clickstream (a fe
 percent invalid, some earlier-edition events, both Avro framings, a little garbage),
 runs the pipeline until the stream is drained, and prints what was delivered and
 dead-lettered, by type and by reason, checked against the simulator's own count.
+
+The terminal shows one live progress line (produced, delivered, dead-lettered) and
+the report; the pipeline's own log lines (one per dead letter, librdkafka's) go to a
+log file the report names.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import tempfile
+import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
 
 import click
-from confluent_kafka import Consumer, Producer
+import structlog
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from devtools.clickstream import GeneratedEvent, clickstream
 from devtools.producer import EventEncoder, produce_events
+from devtools.progress import Counts, ProgressLine, pipeline_counts
+from pipeline.cli.dlq import read_dead_letters
 from pipeline.config import DEFAULT_AVRO_DIR, Settings
 from pipeline.kafka.consumer import RunSummary, SignalConsumer
-from pipeline.kafka.dead_letters import header_value
 from pipeline.kafka.runner import build_processor
+from pipeline.ops.logs import configure_logging
 
 DEMO_APP_KEY = "demo-app-key"
+T = TypeVar("T")
 DEMO_API_KEY = "demo-api-key"
 
 
@@ -41,6 +54,7 @@ class DemoResult:
     summary: RunSummary
     simulator_stats: dict[str, object]
     dead_letter_reasons: Counter[str]
+    log_path: Path | None = None
 
 
 @contextmanager
@@ -63,64 +77,98 @@ def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         future.result(30)
 
 
-def read_dead_letters(bootstrap: str, topic: str, expected: int, timeout_s: float) -> Counter[str]:
-    """Count dead-letter records by reason header, reading (not trusting watermarks)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"demo-dlq-reader-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "session.timeout.ms": 6000,
-        }
-    )
-    consumer.subscribe([topic])
-    reasons: Counter[str] = Counter()
-    deadline = time.monotonic() + timeout_s
+@contextmanager
+def logging_to(stream: TextIO, settings: Settings) -> Iterator[None]:
+    """The pipeline's log lines (and librdkafka's) into ``stream`` for the block; the
+    process's logging as it was afterwards (the demo also runs inside tests)."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, sys.excepthook, threading.excepthook)
+    saved_structlog = structlog.get_config()
+    configure_logging(settings, stream)
     try:
-        while sum(reasons.values()) < expected and time.monotonic() < deadline:
-            for message in consumer.consume(500, timeout=0.5):
-                if message.error() is None:
-                    headers = list(message.headers() or [])
-                    reason = header_value(headers, "connect.signals.reason")
-                    reasons[reason or "?"] += 1
+        yield
     finally:
-        consumer.close()
-    return reasons
+        root.handlers, root.level, sys.excepthook, threading.excepthook = saved
+        structlog.configure(**saved_structlog)
 
 
-def run_demo(events: int, *, seed: int = 7, partitions: int = 3) -> DemoResult:
+class _Live:
+    """What the progress line reads: produced so far, and the consumer once it runs."""
+
+    def __init__(self, planned: int) -> None:
+        self.planned = planned
+        self.produced = 0
+        self.consumer: SignalConsumer | None = None
+
+    def counting(self, items: Iterable[T]) -> Iterator[T]:
+        for item in items:
+            yield item
+            self.produced += 1
+
+    def counts(self) -> Counts:
+        consumer = self.consumer
+        delivered, dead = pipeline_counts(consumer.metrics.registry if consumer else None)
+        return Counts(self.produced, self.planned, delivered, dead)
+
+
+def default_log_path() -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(tempfile.gettempdir()) / f"connect-pipeline-demo-{stamp}.log"
+
+
+def run_demo(
+    events: int,
+    *,
+    seed: int = 7,
+    partitions: int = 3,
+    log_path: Path | None = None,
+    progress_out: TextIO | None = None,
+    topic: str = "clickstream",
+) -> DemoResult:
+    """The demo; log lines to ``log_path`` (a temporary file by default), the live
+    progress line to ``progress_out`` (none: no progress line)."""
     from connect_sim.testing import run_simulator
 
-    topic, dlq = "clickstream", "clickstream-dlq"
+    dlq = f"{topic}-dlq"
+    log_path = log_path or default_log_path()
+    garbage = [b"not avro at all", b"\xc3\x01" + b"\x00" * 8 + b"\x02", b""]
+    live = _Live(events + len(garbage))
     with ExitStack() as stack:
         bootstrap = stack.enter_context(kafka(os.environ.get("PIPELINE_KAFKA_BOOTSTRAP_SERVERS")))
         sim = stack.enter_context(run_simulator(api_key=DEMO_API_KEY, app_keys=[DEMO_APP_KEY]))
-        create_topics(bootstrap, {topic: partitions, dlq: 1})
-        generated: list[GeneratedEvent] = list(clickstream(events, seed=seed))
-        encoder = EventEncoder(DEFAULT_AVRO_DIR)
-        produce_events(bootstrap, topic, generated, encoder)
-        garbage = [b"not avro at all", b"\xc3\x01" + b"\x00" * 8 + b"\x02", b""]
-        producer = Producer({"bootstrap.servers": bootstrap})
-        for value in garbage:
-            producer.produce(topic, key=b"garbage", value=value)
-        producer.flush(10)
         settings = Settings(
             kafka_bootstrap_servers=bootstrap,
             topics=[topic],
             dlq_topic=dlq,
-            group_id="connect-signals-demo",
+            group_id=f"connect-signals-demo-{topic}",
             connect_url=sim.graphql_url,
             connect_api_key=DEMO_API_KEY,
             default_app_key=DEMO_APP_KEY,
             session_timeout_ms=6000,
             log_format="console",
         )
-        consumer = SignalConsumer(settings, build_processor(settings))
-        summary = consumer.run(stop_after_idle_s=3.0)
+        log = stack.enter_context(log_path.open("w", encoding="utf-8"))
+        stack.enter_context(logging_to(log, settings))
+        if progress_out is not None:
+            stack.enter_context(ProgressLine(progress_out, live.counts))
+        create_topics(bootstrap, {topic: partitions, dlq: 1})
+        generated: list[GeneratedEvent] = list(clickstream(events, seed=seed))
+        encoder = EventEncoder(DEFAULT_AVRO_DIR)
+        # librdkafka's lines of the demo's own clients go to the log file too
+        quiet: dict[str, Any] = {"logger": logging.getLogger("librdkafka")}
+        produce_events(bootstrap, topic, live.counting(generated), encoder, extra_config=quiet)
+        producer = Producer({"bootstrap.servers": bootstrap, **quiet})
+        for value in live.counting(garbage):
+            producer.produce(topic, key=b"garbage", value=value)
+        producer.flush(10)
+        del producer  # gone before the broker stops: no reconnection noise
+        live.consumer = SignalConsumer(settings, build_processor(settings))
+        summary = live.consumer.run(stop_after_idle_s=3.0)
         invalid = sum(1 for e in generated if e.invalid)
-        reasons = read_dead_letters(bootstrap, dlq, invalid + len(garbage), timeout_s=30)
-        return DemoResult(len(generated), invalid, len(garbage), summary, sim.stats(), reasons)
+        reasons = Counter(e.info.reason or "?" for e in read_dead_letters(settings, dlq))
+        return DemoResult(
+            len(generated), invalid, len(garbage), summary, sim.stats(), reasons, log_path
+        )
 
 
 def _print_report(result: DemoResult) -> None:
@@ -137,14 +185,28 @@ def _print_report(result: DemoResult) -> None:
     for reason, n in sorted(result.dead_letter_reasons.items()):
         click.echo(f"  {reason:<22}{n:>8}")
     click.echo(f"API calls  {s.api_calls} ({s.api_retries} retries)")
+    if result.log_path is not None:
+        click.echo(f"log        {result.log_path}  (the pipeline's own lines)")
 
 
 @click.command()
 @click.option("--events", default=5_000, show_default=True, help="How many events to produce.")
 @click.option("--seed", default=7, show_default=True)
-def demo(events: int, seed: int) -> None:
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where the pipeline's log lines go (default: a new file in the temp directory).",
+)
+@click.option(
+    "--topic",
+    default="clickstream",
+    show_default=True,
+    help="Source topic (created; DLQ: '<topic>-dlq').",
+)
+def demo(events: int, seed: int, log_file: Path | None, topic: str) -> None:
     """Run a clickstream through the pipeline on an embedded broker and simulator."""
-    result = run_demo(events, seed=seed)
+    result = run_demo(events, seed=seed, log_path=log_file, progress_out=sys.stderr, topic=topic)
     _print_report(result)
     expected_dlq = result.planted_invalid + result.planted_garbage
     ok = (
