@@ -41,3 +41,26 @@ def test_produce_writes_the_demo_clickstream(kafka_bootstrap):
     records = read_topic(kafka_bootstrap, topic, 60)
     assert len(records) == 60
     assert all(r.value()[:2] == b"\xc3\x01" for r in records)  # single-object encoding
+
+
+def test_run_refuses_an_unknown_variable_and_names_it():
+    """A typo'd variable is not ignored: `run` stops before connecting to anything."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env |= {
+        "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "PIPELINE_TOPICS": "clicks",
+        "PIPELINE_DLQ_TOPICS": "clicks-dlq",  # the setting is PIPELINE_DLQ_TOPIC
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli.main", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "PIPELINE_DLQ_TOPICS: unknown setting; did you mean PIPELINE_DLQ_TOPIC?" in done.stderr
