@@ -289,6 +289,12 @@ class Settings(BaseSettings):
     log_level: str = Field(
         "INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."
     )
+    tracing: bool = Field(
+        False,
+        description="OpenTelemetry traces (needs the otel extra): a span per createSignals "
+        "call and per dead letter, the producer's traceparent continued; OTLP/HTTP "
+        "exporter configured by the standard OTEL_* variables.",
+    )
     http_port: int = Field(
         9400, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz (0: off)."
     )
