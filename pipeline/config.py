@@ -143,7 +143,12 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Extra librdkafka settings for consumer and producer (JSON object).",
     )
-    session_timeout_ms: int = Field(10_000, ge=1_000, description="session.timeout.ms.")
+    session_timeout_ms: int = Field(
+        6_000,
+        ge=1_000,
+        description="session.timeout.ms (6,000: Apache Kafka's minimum by default; "
+        "the group join waits on it, heartbeats run on librdkafka's own thread).",
+    )
     fetch_buffer_kbytes: int | None = Field(
         None,
         ge=64,
@@ -305,6 +310,14 @@ class Settings(BaseSettings):
     )
     liveness_timeout_s: float = Field(
         60.0, gt=0, description="/healthz fails when the poll loop has not turned for this long."
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Consumer processes in the group under one supervisor (`run` only): "
+        "one per core the pod has. The supervisor serves the aggregated /healthz, /readyz "
+        "and /metrics on http_port and drains every worker on SIGTERM.",
     )
 
     @field_validator("topics", mode="before")
