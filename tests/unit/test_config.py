@@ -110,9 +110,11 @@ def test_every_pipeline_variable_the_project_sets_is_known():
     from pipeline.config import known_variables
 
     repo = Path(__file__).resolve().parents[2]
-    roots = ["tests", "benchmarks", "dev", "k8s", "docs", "examples", "pipeline"]
-    this = Path(__file__).resolve()  # its deliberately unknown names aside
-    files = [p for root in roots for p in (repo / root).rglob("*") if p.is_file() and p != this]
+    roots = ["benchmarks", "dev", "k8s", "docs", "examples", "pipeline"]
+    files = [p for root in roots for p in (repo / root).rglob("*") if p.is_file()]
+    # tests: the modules that configure pipelines for others (tests themselves set
+    # unknown names on purpose, to see them refused or stripped)
+    files += [*(repo / "tests").rglob("*harness*.py"), *(repo / "tests").rglob("conftest.py")]
     files += [repo / "docker-compose.yml", repo / "Dockerfile", repo / "Makefile"]
     peers = repo.parent / "shared" / "bench-peers" / "p_project.py"
     files += [peers] if peers.exists() else []
@@ -336,3 +338,29 @@ def test_registry_bearer_token_reaches_a_real_registry(monkeypatch):
         server.shutdown()
         server.server_close()
     assert seen and seen[0] == "Bearer registry-token-9"
+
+
+def test_registry_tls_client_certificate_is_loaded_by_the_registry_client(tmp_path):
+    import ssl
+
+    import certifi
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from pipeline.config import Settings
+
+    cert, key = _self_signed(tmp_path)
+    settings = Settings(
+        topics=["a"],
+        schema_registry_url="https://registry.example",
+        schema_registry_ssl_ca_location=certifi.where(),
+        schema_registry_ssl_certificate_location=str(cert),
+        schema_registry_ssl_key_location=str(key),
+        schema_registry_ssl_key_password="key-pass",
+        schema_registry_basic_auth="user:pw",
+    )
+    conf = settings.registry_config()
+    assert conf["ssl.key.password"] == "key-pass" and conf["basic.auth.user.info"] == "user:pw"
+    SchemaRegistryClient(conf)  # loads the chain: a wrong path or passphrase raises here
+    wrong = {**conf, "ssl.key.password": "not-the-pass"}
+    with pytest.raises(ssl.SSLError):
+        SchemaRegistryClient(wrong)
