@@ -175,6 +175,14 @@ def bench_scaling(args: argparse.Namespace, report: Report, ctx: Context) -> Non
     )
     peaks = [max(r.peak_rss_bytes) for r in two]
     report.add(label, "2 processes: peak RSS of the larger", mib(peaks))
+    workers = [run_backlog(ctx.stack, backlog, workers=2) for _ in range(args.runs)]
+    report.add(
+        label, "PIPELINE_WORKERS=2: events/s, launch to last", spread([r.rate for r in workers])
+    )
+    report.add(
+        label, "PIPELINE_WORKERS=2: accepted/s, steady", spread([r.steady_rate for r in workers])
+    )
+    add_cpu(report, label + " PIPELINE_WORKERS=2", workers)
 
 
 def bench_reference(args: argparse.Namespace, report: Report, ctx: Context) -> None:

@@ -35,12 +35,20 @@ class RunResult:
 
 
 def run_backlog(
-    stack: Stack, backlog: Backlog, *, consumers: int = 1, timeout_s: float = 600
+    stack: Stack,
+    backlog: Backlog,
+    *,
+    consumers: int = 1,
+    workers: int = 1,
+    timeout_s: float = 600,
 ) -> RunResult:
+    """``consumers`` separate processes, each with PIPELINE_WORKERS=``workers``."""
     stack.sim.reset()
     group = f"bench-{uuid.uuid4().hex[:8]}"
     start = time.monotonic()
-    processes = [stack.start_pipeline(backlog.topic, group) for _ in range(consumers)]
+    processes = [
+        stack.start_pipeline(backlog.topic, group, WORKERS=str(workers)) for _ in range(consumers)
+    ]
     try:
         trace = stack.wait_accepted(backlog.valid, start, processes, timeout_s)
     finally:

@@ -68,6 +68,17 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int | None) -> float:
+    """CPU time of a live process and its live children (PIPELINE_WORKERS' workers)."""
+    if pid is None:
+        return 0.0
+    children: list[int] = []
+    with contextlib.suppress(OSError, ValueError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += [int(c) for c in (task / "children").read_text().split()]
+    return cpu_seconds(pid) + sum(tree_cpu_seconds(c) for c in children)
+
+
 @dataclass
 class Acceptance:
     """The simulator's accepted count over time, polled every POLL_S seconds, with the
@@ -310,7 +321,7 @@ class Stack:
             trace.samples.append((now, int(stats["accepted"])))
             trace.cpu.append(
                 {
-                    "pipeline": sum(cpu_seconds(p.process.pid) for p in processes),
+                    "pipeline": sum(tree_cpu_seconds(p.process.pid) for p in processes),
                     "simulator": cpu_seconds(self.sim.pid),
                     "broker": cpu_seconds(self.broker_pid),
                 }
