@@ -27,6 +27,8 @@ import structlog
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import CollectorRegistry, Gauge
 
+from pipeline.config import Settings
+from pipeline.kafka.ledger import ensure_ledger_topic, source_partition_count
 from pipeline.kafka.ledger_index import LedgerIndex
 from pipeline.kafka.ledger_loader import LedgerLoader, LoadProgress, TailRequest
 from pipeline.kafka.ledger_records import Horizons, encode, topic_id
@@ -46,6 +48,15 @@ class LedgerTail:
         self.ledger_partitions = ledger_partitions
         self.horizons = Horizons()
         self._topic_ids: dict[str, int] = {}
+
+    @classmethod
+    def prepare(cls, settings: Settings, index: LedgerIndex) -> LedgerTail:
+        """At start: the ledger topic (created when absent) and its reader."""
+        conf = settings.kafka_common()
+        topic = settings.ledger_topic_name
+        sources = source_partition_count(conf, settings)
+        partitions = ensure_ledger_topic(conf, topic, sources, index.retention_ms)
+        return cls(LedgerLoader(conf, topic, index), partitions)
 
     @property
     def index(self) -> LedgerIndex:
