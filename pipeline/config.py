@@ -81,6 +81,13 @@ class LogFormat(StrEnum):
     CONSOLE = "console"
 
 
+class AvroDecoder(StrEnum):
+    """Which library reads Avro bodies (fastavro is the reference either way)."""
+
+    AUTO = "auto"  # cavro where installed and known identical, else fastavro
+    FASTAVRO = "fastavro"
+
+
 class Settings(BaseSettings):
     """Every setting of the consumer. Environment: ``PIPELINE_<NAME>`` (upper case)."""
 
@@ -207,6 +214,11 @@ class Settings(BaseSettings):
     )
     max_event_bytes: int = Field(
         1024 * 1024, ge=1_024, description="Larger record values are dead-lettered undecoded."
+    )
+    avro_decoder: AvroDecoder = Field(
+        AvroDecoder.AUTO,
+        description="`auto`: cavro (2-3x faster) reads writer schemas that need no "
+        "resolution, fastavro the rest and whatever cavro cannot read; `fastavro`: fastavro only.",
     )
 
     # --- Connect API ---------------------------------------------------------------------

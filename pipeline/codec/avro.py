@@ -15,6 +15,11 @@ with an expiry, so random headers (garbage fingerprints, unknown ids) cost neith
 without bound nor a registry call per record.
 
 fastavro returns ``timestamp-millis`` fields as timezone-aware (UTC) datetimes.
+
+fastavro is the reference. Where it is installed and known to give identical output
+(``pipeline.codec.accelerated``: a writer schema read without resolution), cavro reads
+the body two to three times as fast; ``accelerate=False`` (PIPELINE_AVRO_DECODER=fastavro)
+turns it off. Whatever cavro cannot read goes to fastavro, so failures are fastavro's.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from typing import Any, Final, Literal, Protocol
 import fastavro
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from pipeline.codec.accelerated import FastRead, compile_reader
 
 CONFLUENT_MAGIC: Final = 0
 SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
@@ -127,6 +134,7 @@ class _Plan:
     writer: Any
     reader: Any | None  # None: writer == reader, no resolution needed
     key: str
+    fast: FastRead | None = None  # the accelerated reader, where it applies
 
 
 class EventDecoder:
@@ -142,8 +150,10 @@ class EventDecoder:
         failure_cache_size: int = FAILURE_CACHE_SIZE,
         negative_ttl_s: float = NEGATIVE_TTL_S,
         clock: Callable[[], float] = time.monotonic,
+        accelerate: bool = True,
     ) -> None:
         self._store = store
+        self._accelerate = accelerate
         self._registry = registry
         self._max_value_bytes = max_value_bytes
         #: Plans by the exact header that names the writer schema (Confluent: magic and
@@ -175,7 +185,8 @@ class EventDecoder:
             writer = fastavro.parse_schema(writer_schema)
             same = to_parsing_canonical_form(writer_schema) == to_parsing_canonical_form(reader)
             if same:
-                return _Plan(name, writer, None, key)
+                fast = compile_reader(writer_schema) if self._accelerate else None
+                return _Plan(name, writer, None, key, fast)
             if name not in self._parsed_readers:
                 self._parsed_readers[name] = fastavro.parse_schema(reader)
             return _Plan(name, writer, self._parsed_readers[name], key)
@@ -348,6 +359,16 @@ def _avro_kind(schema: object) -> str:
 
 
 def _read(value: bytes, start: int, plan: _Plan) -> Decoded | DecodeFailure:
+    fast = plan.fast
+    if fast is not None:
+        record = fast(value, start)
+        if record is not None:
+            return Decoded(plan.record_name, record, plan.key)
+    return _read_reference(value, start, plan)
+
+
+def _read_reference(value: bytes, start: int, plan: _Plan) -> Decoded | DecodeFailure:
+    """fastavro: every plan's fallback, and the only reader of resolved ones."""
     stream = io.BytesIO(value)
     stream.seek(start)
     try:

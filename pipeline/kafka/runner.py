@@ -27,7 +27,12 @@ def build_decoder(settings: Settings) -> object:
         conf |= {"timeout": DECODER_TIMEOUT_S, "max.retries": DECODER_MAX_RETRIES}
         registry = SchemaRegistryClient.new_client(conf)
     store = SchemaStore.from_directory(settings.avro_dir)
-    return EventDecoder(store, registry, max_value_bytes=settings.max_event_bytes)
+    return EventDecoder(
+        store,
+        registry,
+        max_value_bytes=settings.max_event_bytes,
+        accelerate=settings.avro_decoder == "auto",
+    )
 
 
 def build_processor(settings: Settings, decoder: object | None = None) -> EventProcessor:

@@ -43,10 +43,14 @@ FUZZ: Final = settings(
 )
 STORE: Final = SchemaStore.from_directory(DEFAULT_AVRO_DIR)
 SCHEMA_ID: Final = 42
-_KEYS: Final = ["type", "name", "namespace", "fields", "items", "values", "symbols", "size"]
-_KEYS += ["default", "aliases", "logicalType", "precision", "scale", "doc"]
-_TYPES: Final = ["record", "error", "enum", "array", "map", "fixed", "union", "null", "boolean"]
-_TYPES += ["int", "long", "float", "double", "bytes", "string", "AddToCartEvent", "Other"]
+_KEYS: Final = [
+    *("type", "name", "namespace", "fields", "items", "values", "symbols", "size"),
+    *("default", "aliases", "logicalType", "precision", "scale", "doc"),
+]
+_TYPES: Final = [
+    *("record", "error", "enum", "array", "map", "fixed", "union", "null", "boolean"),
+    *("int", "long", "float", "double", "bytes", "string", "AddToCartEvent", "Other"),
+]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),

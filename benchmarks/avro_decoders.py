@@ -1,0 +1,96 @@
+"""µs per record decoding AddToCartEvent: fastavro vs the accelerated reader (cavro).
+
+    .venv/bin/python -m benchmarks.avro_decoders [--records 1000] [--repeat 9]
+
+The same single-object encoded values through ``EventDecoder`` with
+``accelerate=False`` (fastavro) and ``accelerate=True`` (cavro where it applies), for
+the current edition (read as is) and the earlier one (resolved: fastavro either way),
+plus the bare library calls. Best of ``--repeat`` rounds, interleaved: the machine is
+noisy, the minimum is the least disturbed figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import fastavro
+from devtools.clickstream import clickstream
+
+from pipeline.codec import accelerated
+from pipeline.codec.avro import EventDecoder, SchemaStore, encode_single_object
+from pipeline.codec.schemas import read_schemas
+from pipeline.config import DEFAULT_AVRO_DIR
+
+
+def _values(edition: int, count: int) -> tuple[dict[str, Any], list[bytes]]:
+    schema = next(
+        s
+        for e, s in read_schemas(DEFAULT_AVRO_DIR)
+        if e == edition and s["name"] == "AddToCartEvent"
+    )
+    events = clickstream(count * 12, seed=1, invalid_ratio=0, v1_ratio=float(edition == 1))
+    records = [e.record for e in events if e.signal_type == "addToCart"][:count]
+    return schema, [encode_single_object(schema, r) for r in records]
+
+
+def _best_us(
+    calls: dict[str, Callable[[bytes], object]], values: Sequence[bytes], repeat: int
+) -> dict[str, float]:
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(repeat):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            for value in values:
+                call(value)
+            best[name] = min(best[name], (time.perf_counter() - start) / len(values) * 1e6)
+    return best
+
+
+def _fastavro_body(value: bytes, parsed: Any) -> object:
+    return fastavro.schemaless_reader(io.BytesIO(value[10:]), parsed, None)
+
+
+def _at(reader: Callable[[bytes, int], object], value: bytes) -> object:
+    return reader(value, 10)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=9)
+    args = parser.parse_args(argv)
+    print(f"cavro installed: {accelerated.available()}")
+    store = SchemaStore.from_directory(DEFAULT_AVRO_DIR)
+    for edition in (2, 1):
+        schema, values = _values(edition, args.records)
+        reference = EventDecoder(store, accelerate=False)
+        fast = EventDecoder(store, accelerate=True)
+        assert all(reference.decode(v) == fast.decode(v) for v in values)
+        parsed = fastavro.parse_schema(schema)
+        calls: dict[str, Callable[[bytes], object]] = {
+            "EventDecoder, fastavro": reference.decode,
+            "EventDecoder, auto (cavro)": fast.decode,
+        }
+        if edition == 2:
+            calls["fastavro.schemaless_reader"] = partial(_fastavro_body, parsed=parsed)
+            reader = accelerated.compile_reader(schema)
+            if reader is not None:
+                calls["cavro binary_read + end check"] = partial(_at, reader)
+        label = "current edition, read as is" if edition == 2 else "earlier edition, resolved"
+        print(
+            f"\nAddToCartEvent v{edition} ({label}), {len(values)} records, best of {args.repeat}:"
+        )
+        figures = _best_us(calls, values, args.repeat)
+        for name, us in figures.items():
+            print(f"  {name:32s} {us:7.2f} µs/record")
+        ratio = figures["EventDecoder, fastavro"] / figures["EventDecoder, auto (cavro)"]
+        print(f"  {'speed-up (EventDecoder)':32s} {ratio:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
