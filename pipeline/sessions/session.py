@@ -30,6 +30,9 @@ REQUIRED_ITEM_FIELDS: Final = tuple(fs.name for fs in catalog.ABANDONED_ITEM.fie
 
 ERROR_REASONS: Final = {"APPLICATION": "APPLICATION_ERROR", "USER": "USER_ERRORS"}
 VIEW_TYPES: Final = frozenset({"productView", "productConfiguration"})
+#: The types that tell something to derive from; others (page views, searches) only
+#: extend a session already open, and open none: most of a clickstream costs a lookup.
+OPENING_TYPES: Final = VIEW_TYPES | {"addToCart", "order", "error"}
 
 
 @dataclass(slots=True)
@@ -84,11 +87,6 @@ class Session:
         return (self.app_key, self.session_id)
 
 
-def session_key(signal: MappedSignal) -> SessionKey:
-    body = signal.signal
-    return (str(body["appKey"]), str(body["sessionId"]))
-
-
 @lru_cache(maxsize=4096)
 def _epoch_second(text: str) -> int:
     return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
@@ -126,7 +124,8 @@ def apply(session: Session, signal: MappedSignal, at: int) -> None:
     body = signal.signal
     identity = body.get("identifiableAttributes")
     if identity and at >= session.identity_at:
-        session.identity = dict(identity)
+        if identity != session.identity:
+            session.identity = dict(identity)
         session.identity_at = at
     content: dict[str, Any] = body["signalContent"]
     url = content.get("shoppingCartUrl")

@@ -17,7 +17,7 @@ do not, each partition sees part of a session and derives from that part; the
 signals share their idempotency key, so at most one of each kind is sent, but it may
 be wrong (a cart on one partition, its order on another). That is counted, not
 guessed at: ``unkeyed`` (events whose Kafka key is not their sessionId) and ``split``
-(a session opened on one partition while open on another of this consumer).
+(events of a session open on another partition of this consumer).
 """
 
 from __future__ import annotations

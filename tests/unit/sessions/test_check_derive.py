@@ -38,7 +38,7 @@ def test_derives_from_a_session_file(tmp_path: Path) -> None:
     assert cart["ok"] is True
     assert cart["signal"]["signalContent"]["signalTimestamp"] == at(GAP_S)
     assert cart["idempotencyKey"].startswith("cartAbandonment-")
-    assert "sessions 4, derived: browseAbandonment 1, cartAbandonment 1" in stderr
+    assert "sessions 3, derived: browseAbandonment 1, cartAbandonment 1" in stderr
 
 
 def test_sessions_open_at_the_end_of_the_file_expire_there(tmp_path: Path) -> None:

@@ -26,8 +26,8 @@ def test_a_session_on_two_partitions_is_counted() -> None:
     assert stage.split == 0
     stage.observe(P1, mapped(page("s1", 5)), 1, None, b"s1")
     assert stage.split == 1
-    stage.observe(P1, mapped(page("s1", 6)), 2, None, b"s1")  # open on both now: once
-    assert stage.split == 1
+    stage.observe(P1, mapped(page("s1", 6)), 2, None, b"s1")  # counted per event
+    assert stage.split == 2
 
 
 def test_held_partitions_wait_quiet_ones_close() -> None:
@@ -48,7 +48,7 @@ def test_revoke_then_assign_elsewhere_moves_sessions_without_loss() -> None:
     old.assign(P0, [])
     old.observe(P0, mapped(add("s1", 0, "A")), 0, None, b"s1")
     old.observe(P0, mapped(add("s2", 0, "B")), 1, None, b"s2")
-    closing = mapped(page("s3", GAP_S + GRACE_S))  # closes s1 and s2
+    closing = mapped(view("s3", GAP_S + GRACE_S, "C"))  # closes s1 and s2
     (first, _second) = old.observe(P0, closing, 2, None, b"s3")
     old.settled(P0, first)
     log = [(k, v) for _, k, v in old.changes()]
