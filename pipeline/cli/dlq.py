@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from pipeline.cli.run import load_or_exit
 from pipeline.config import Settings
-from pipeline.kafka.dead_letters import parse_dead_letter_headers
+from pipeline.kafka.dead_letters import header_pairs, parse_dead_letter_headers
 from pipeline.ops.dead_letter_view import (
     Entry,
     Filter,
@@ -44,17 +44,8 @@ class DeadLetterTopicMissing(click.ClickException):
     pass
 
 
-def _headers(message: Message) -> tuple[tuple[str, bytes], ...]:
-    try:
-        raw = message.headers() or []
-    except (UnicodeDecodeError, ValueError):  # a header name that is not UTF-8
-        return ()
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    return tuple((k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in pairs)
-
-
 def to_entry(message: Message) -> Entry:
-    headers = _headers(message)
+    headers = tuple(header_pairs(message)[0])  # none when a name is not UTF-8
     kind, stamp = message.timestamp()
     return Entry(
         partition=message.partition() or 0,
