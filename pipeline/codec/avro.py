@@ -253,7 +253,12 @@ class EventDecoder:
             raise SchemaRegistryUnavailable(
                 schema_id, f"the answer carries no schema text ({type(text).__name__})"
             )
-        return self._remember(header, self._registry_answer_plan(schema_id, schema_type, text))
+        plan = self._registry_answer_plan(schema_id, schema_type, text)
+        if isinstance(plan, DecodeFailure):
+            # The client keeps every answer it read, without bound; the answers that give
+            # plans are few (real schemas), these are not (a registry answering any id).
+            _forget(self._registry)
+        return self._remember(header, plan)
 
     def _registry_answer_plan(
         self, schema_id: int, schema_type: object, text: str

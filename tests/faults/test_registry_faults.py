@@ -305,6 +305,21 @@ def test_random_ids_through_the_real_server_stay_bounded(
     assert state.requests[CART_ID] == 1
 
 
+def test_a_registry_answering_every_id_leaves_no_unbounded_client_cache(
+    registry: tuple[FakeRegistry, str],
+) -> None:
+    """The client caches every schema it reads: answers that give no plan are dropped."""
+    state, url = registry
+    state.default = schema('"string"')
+    client = decoder_registry_client(url)
+    decoder = EventDecoder(STORE, client, failure_cache_size=50)
+    for schema_id in range(100, 400):
+        assert isinstance(decoder.decode(cart_value(schema_id)), DecodeFailure)
+    held = sum(len(by_id) for by_id in client._cache.schema_id_index.values())
+    assert held <= 1, held  # confluent-kafka's own cache (an internal: pinned by this test)
+    assert decoder.cache_sizes == (0, 50)
+
+
 def _confluent(schema_dict: dict[str, Any]) -> Any:
     from confluent_kafka.schema_registry import Schema
 
