@@ -1,0 +1,120 @@
+"""The peer comparison from this suite: the shared harness, then ratios from the same run.
+
+    python -m benchmarks peers [--runs 3] [--peers B,C,E1,P,P0,P2]
+
+Runs ``../shared/bench-peers/run.sh`` (when that harness is present) on the same
+machine, one variant after another, and reads the rows it appended to its
+``results.jsonl``. ``P2`` is variant P with ``PIPELINE_WORKERS=2`` (the harness runs
+``connect-pipeline run`` with the caller's environment). Ratios are to C and E1 from
+the same run only: absolute figures move with the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+HARNESS = REPO.parent / "shared" / "bench-peers" / "run.sh"
+DEFAULT_PEERS = ("B", "C", "E1", "P", "P0", "P2")
+
+
+@dataclass(frozen=True)
+class PeerRow:
+    variant: str
+    events_per_s: float | None  # launch to the sink holding every event
+    cpu_us_per_event: float | None  # the consumer's own CPU (its children included)
+    first_ack_s: float | None
+    peak_rss_mb: float | None
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if isinstance(v, int | float)]
+    return statistics.median(present) if present else None
+
+
+def _rows(results: Path, since: int) -> list[dict[str, Any]]:
+    with results.open() as f:
+        lines = f.readlines()[since:]
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open() as f:
+        return sum(1 for _ in f)
+
+
+def run_peers(variants: Sequence[str], runs: int) -> list[PeerRow]:
+    """Each variant ``runs`` times through the harness; medians per variant."""
+    work = Path(os.environ.get("BENCH_WORK", "/tmp/bench-peers"))
+    results = work / "results.jsonl"
+    env = {**os.environ, "BENCH_PROJECT": str(REPO)}
+    collected: list[dict[str, Any]] = []
+    plain = [v for v in variants if v != "P2"]
+    for names, extra in (
+        (plain, {}),
+        (["P"] if "P2" in variants else [], {"PIPELINE_WORKERS": "2"}),
+    ):
+        if not names:
+            continue
+        before = _count_lines(results)
+        command = ["bash", str(HARNESS), "--runs", str(runs), *names]
+        print(f"$ {' '.join(command)}" + (" (PIPELINE_WORKERS=2)" if extra else ""), flush=True)
+        subprocess.run(command, cwd=REPO, env={**env, **extra}, check=True)
+        for row in _rows(results, before):
+            if extra:
+                row["variant"] = "P2"
+            collected.append(row)
+    table = []
+    for name in variants:
+        rows = [r for r in collected if r["variant"] == name and r.get("rc") in (0, None)]
+        n = [r.get("sink_count") or r.get("consumer_report", {}).get("n") for r in rows]
+        cpu = [
+            r["consumer_cpu_s"] / count * 1e6 if r.get("consumer_cpu_s") and count else None
+            for r, count in zip(rows, n, strict=True)
+        ]
+        table.append(
+            PeerRow(
+                name,
+                _median([r.get("eps") for r in rows]),
+                _median(cpu),
+                _median([r.get("first_ack_s") for r in rows]),
+                _median([r.get("peak_rss_mb") for r in rows]),
+            )
+        )
+    return table
+
+
+def ratio(row: PeerRow, base: PeerRow | None) -> str:
+    if base is None or not row.events_per_s or not base.events_per_s:
+        return "-"
+    return f"{row.events_per_s / base.events_per_s:.2f}x"
+
+
+def markdown(table: Sequence[PeerRow]) -> list[str]:
+    by_name = {r.variant: r for r in table}
+    c, e1 = by_name.get("C"), by_name.get("E1")
+    lines = [
+        "| variant | events/s (launch to last) | vs C | vs E1 | consumer CPU µs/event "
+        "| first ack s | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in table:
+
+        def show(v: float | None, spec: str) -> str:
+            return format(v, spec) if v is not None else "-"
+
+        lines.append(
+            f"| {r.variant} | {show(r.events_per_s, ',.0f')} | {ratio(r, c)} | {ratio(r, e1)} "
+            f"| {show(r.cpu_us_per_event, '.0f')} | {show(r.first_ack_s, '.1f')} "
+            f"| {show(r.peak_rss_mb, '.0f')} |"
+        )
+    return lines
