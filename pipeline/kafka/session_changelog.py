@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any, Final
 
 import structlog
@@ -63,8 +64,16 @@ def ensure_changelog_topic(kafka_conf: dict[str, Any], topic: str, partitions: i
     raise RuntimeError(f"session changelog topic {topic} did not appear")
 
 
-def read_changelog(kafka_conf: dict[str, Any], topic: str, partition: int) -> list[ChangelogRecord]:
-    """Every record of one changelog partition, in order (compacted: ~ live keys)."""
+def read_changelog(
+    kafka_conf: dict[str, Any], topic: str, partitions: Iterable[int]
+) -> dict[int, list[ChangelogRecord]]:
+    """Every record of the changelog partitions, in order, per partition (compacted:
+    about one per live key). One reader for all of them: an assignment's partitions
+    are read together."""
+    wanted = sorted(set(partitions))
+    records: dict[int, list[ChangelogRecord]] = {p: [] for p in wanted}
+    if not wanted:
+        return records
     consumer = Consumer(
         {
             **kafka_conf,
@@ -75,32 +84,37 @@ def read_changelog(kafka_conf: dict[str, Any], topic: str, partition: int) -> li
             "auto.offset.reset": "earliest",
         }
     )
-    records: list[ChangelogRecord] = []
     started = time.monotonic()
+    remaining = set(wanted)
     try:
-        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
         deadline = time.monotonic() + LOAD_TIMEOUT_S
-        while True:
+        while remaining:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"session changelog {topic}[{partition}]: no progress")
+                raise RuntimeError(f"session changelog {topic}{sorted(remaining)}: no progress")
             messages = consumer.consume(10_000, timeout=0.2)
             if messages:
                 deadline = time.monotonic() + LOAD_TIMEOUT_S
             for message in messages:
+                partition = message.partition() or 0
                 error = message.error()
                 if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        log.info(
-                            "sessions restored",
-                            topic=topic,
-                            partition=partition,
-                            records=len(records),
-                            seconds=round(time.monotonic() - started, 3),
-                        )
-                        return records
-                    raise RuntimeError(f"session changelog {topic}: {error}")
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(f"session changelog {topic}: {error}")
+                    if partition in remaining:
+                        remaining.discard(partition)
+                        consumer.pause([TopicPartition(topic, partition)])
+                    continue
                 key = message.key()
-                if key is not None:
-                    records.append((key, message.value()))
+                if key is not None and partition in remaining:
+                    records[partition].append((key, message.value()))
     finally:
         consumer.close()
+    log.info(
+        "sessions read",
+        topic=topic,
+        partitions=wanted,
+        records=sum(len(r) for r in records.values()),
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return records
