@@ -54,6 +54,9 @@ PLAN_CACHE_SIZE: Final = 1024
 FAILURE_CACHE_SIZE: Final = 4096
 #: How long a registry's "not found" (or a schema we cannot use) holds before asking again.
 NEGATIVE_TTL_S: Final = 60.0
+#: After no answer for an id, how long every record with it is held without asking again:
+#: partitions retrying the same id (and their backoffs) cost one request per interval.
+UNAVAILABLE_HOLD_S: Final = 1.0
 #: A registry's own "not found" error codes (in a JSON body with a 404): schema 40403,
 #: subject 40401 (Confluent, Karapace); confluent-kafka's in-process mock says 40400.
 #: Anything else (an HTML 404 from an ingress, 5xx, -1 for an unreadable body) is no answer.
@@ -149,6 +152,7 @@ class EventDecoder:
         plan_cache_size: int = PLAN_CACHE_SIZE,
         failure_cache_size: int = FAILURE_CACHE_SIZE,
         negative_ttl_s: float = NEGATIVE_TTL_S,
+        unavailable_hold_s: float = UNAVAILABLE_HOLD_S,
         clock: Callable[[], float] = time.monotonic,
         accelerate: bool = True,
     ) -> None:
@@ -165,13 +169,16 @@ class EventDecoder:
         self._failures: OrderedDict[bytes, tuple[DecodeFailure, float]] = OrderedDict()
         self._failure_cache_size = failure_cache_size
         self._negative_ttl_s = negative_ttl_s
+        #: Why an id had no answer, and until when records with it are held unasked.
+        self._unavailable: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self._unavailable_hold_s = unavailable_hold_s
         self._clock = clock
         self._parsed_readers: dict[str, Any] = {}
 
     @property
     def cache_sizes(self) -> tuple[int, int]:
-        """(plans, failures) held: for tests and metrics."""
-        return len(self._plans), len(self._failures)
+        """(plans, failures and ids held unavailable) kept: for tests and metrics."""
+        return len(self._plans), len(self._failures) + len(self._unavailable)
 
     def _plan_for(self, writer_schema: Any, key: str) -> _Plan | DecodeFailure:
         """A plan from any writer schema: whatever is wrong with it is a DecodeFailure."""
@@ -237,6 +244,11 @@ class EventDecoder:
         failure = self._remembered_failure(header)
         if failure is not None:
             return failure
+        held = self._unavailable.get(header)
+        if held is not None:
+            if self._clock() < held[1]:
+                raise SchemaRegistryUnavailable(schema_id, held[0])
+            del self._unavailable[header]
         try:
             registered = self._registry.get_schema(schema_id)
             schema_type, text = registered.schema_type, registered.schema_str
@@ -245,14 +257,13 @@ class EventDecoder:
                 return self._remember(
                     header, DecodeFailure("unknown_schema", f"schema id {schema_id} not found")
                 )
-            raise SchemaRegistryUnavailable(schema_id, _cause(error)) from error
+            raise self._hold(header, schema_id, _cause(error)) from error
         if not isinstance(text, str):
             # A 200 whose body is no schema (a proxy's {}): no answer. The client cached
             # it; forget it so the retry asks again.
             _forget(self._registry)
-            raise SchemaRegistryUnavailable(
-                schema_id, f"the answer carries no schema text ({type(text).__name__})"
-            )
+            cause = f"the answer carries no schema text ({type(text).__name__})"
+            raise self._hold(header, schema_id, cause)
         plan = self._registry_answer_plan(schema_id, schema_type, text)
         if isinstance(plan, DecodeFailure):
             # The client keeps every answer it read, without bound; the answers that give
@@ -281,6 +292,13 @@ class EventDecoder:
                 f"schema id {schema_id} is an Avro {_avro_kind(schema)} schema, not a record",
             )
         return self._plan_for(schema, f"id:{schema_id}")
+
+    def _hold(self, header: bytes, schema_id: int, cause: str) -> SchemaRegistryUnavailable:
+        """Remember that the registry gave no answer for this id; the error to raise."""
+        self._unavailable[header] = (cause, self._clock() + self._unavailable_hold_s)
+        if len(self._unavailable) > self._failure_cache_size:
+            self._unavailable.popitem(last=False)
+        return SchemaRegistryUnavailable(schema_id, cause)
 
     def decode(self, value: bytes | None) -> Decoded | DecodeFailure:
         """One Kafka record value to a record, or why it is not one.

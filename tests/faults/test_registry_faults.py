@@ -21,6 +21,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from pipeline.codec.avro import (
     NEGATIVE_TTL_S,
+    UNAVAILABLE_HOLD_S,
     Decoded,
     DecodeFailure,
     EventDecoder,
@@ -154,15 +155,18 @@ def test_answers_that_are_not_definitive_hold_then_recover(
 ) -> None:
     state, url = registry
     state.answers[CART_ID] = answer
-    decoder = decoder_for(url)
+    clock = Clock()
+    decoder = decoder_for(url, clock)
     value = cart_value()
-    for attempt in (1, 2):  # never cached: every retry asks the registry again
-        with pytest.raises(SchemaRegistryUnavailable) as raised:
-            decoder.decode(value)
-        assert raised.value.schema_id == CART_ID
-        assert f"schema id {CART_ID}" in str(raised.value)
-        assert cause in str(raised.value), str(raised.value)
-        assert state.requests[CART_ID] == attempt
+    for attempt in (1, 2):  # never cached: each retry after the hold asks again
+        for _ in range(3):  # within the hold: held without asking
+            with pytest.raises(SchemaRegistryUnavailable) as raised:
+                decoder.decode(value)
+            assert raised.value.schema_id == CART_ID
+            assert f"schema id {CART_ID}" in str(raised.value)
+            assert cause in str(raised.value), str(raised.value)
+            assert state.requests[CART_ID] == attempt
+        clock.now += UNAVAILABLE_HOLD_S
     state.answers[CART_ID] = schema(avro_schema(2, "addToCart"))  # the registry is fixed
     decoded = decoder.decode(value)
     assert isinstance(decoded, Decoded)
@@ -175,12 +179,15 @@ def test_html_404_never_dead_letters_and_the_record_decodes_after_the_fix(
     """The issue's row: a misaddressed registry URL dead-lettered 20 of 20 framed events."""
     state, url = registry
     state.default = html_404()
-    processor = EventProcessor(decoder_for(url), MappingOptions(default_app_key="app"))
+    clock = Clock()
+    processor = EventProcessor(decoder_for(url, clock), MappingOptions(default_app_key="app"))
     values = [cart_value(CART_ID + n % 3) for n in range(20)]
     for value in values:
         with pytest.raises(SchemaRegistryUnavailable, match="404"):
             processor.process(value)
+    assert sum(state.requests.values()) == 3  # once per id while held
     state.default = schema(avro_schema(2, "addToCart"))
+    clock.now += UNAVAILABLE_HOLD_S
     outcomes = [processor.process(value) for value in values]
     assert all(not isinstance(o, Rejection) for o in outcomes), outcomes
 
@@ -194,11 +201,14 @@ def test_connection_refused_and_timeout_are_unavailable() -> None:
         refused.decode(cart_value())
     with fake_registry() as (state, url):
         state.hang_s = 1.0
-        slow = EventDecoder(STORE, registry_client(url, timeout_s=0.2, max_retries=0))
+        clock = Clock()
+        client = registry_client(url, timeout_s=0.2, max_retries=0)
+        slow = EventDecoder(STORE, client, clock=clock)
         with pytest.raises(SchemaRegistryUnavailable, match="Timeout"):
             slow.decode(cart_value())
         state.hang_s = 0.0
         state.answers[CART_ID] = schema(avro_schema(2, "addToCart"))
+        clock.now += UNAVAILABLE_HOLD_S
         assert isinstance(slow.decode(cart_value()), Decoded)
 
 

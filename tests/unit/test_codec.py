@@ -222,7 +222,7 @@ class _FlakyRegistry:
 def test_registry_outage_raises_and_is_not_cached() -> None:
     client, (order_id,) = registry_with((ORDER, schema(2, "order")))
     flaky = _FlakyRegistry(client)
-    decoder = EventDecoder(STORE, flaky)
+    decoder = EventDecoder(STORE, flaky, unavailable_hold_s=0)  # retry at once
     value = encode_confluent(order_id, schema(2, "order"), sample(2, "order"))
     # An outage is not the event's fault: the caller retries, nothing is dead-lettered.
     with pytest.raises(SchemaRegistryUnavailable, match=f"schema id {order_id}: ConnectionError"):
