@@ -1,0 +1,163 @@
+"""The session stage, seen from the consumer: a handful of calls at the right places.
+
+The consumer core calls these and nothing else of the sessions:
+
+- ``prepare()`` at start: the changelog topic (compacted, created when absent);
+- ``assign(partitions)`` on assignment, before their records: sessions restored from
+  the changelog, and the derived signals still to settle (sent again; the ledger
+  skips those Connect has accepted);
+- ``observe(message, signal)`` for each mapped event, before the ledger check;
+- ``tick(held)`` each loop turn: quiet partitions' clocks follow the wall clock;
+- ``write(produce)`` in each commit's transaction, then ``committed()`` or
+  ``aborted()`` (which returns the signals to send again);
+- ``revoke(partitions)`` after their last commit (or when lost).
+
+Each derived signal comes back as an ``Emit``: the outcome to batch or dead-letter,
+a Kafka ``Message`` standing for it (its source partition, the offset after which it
+was derived, the session id as key, the derived event as JSON value: what a dead
+letter of it carries), and ``settled``, to call when it is delivered, skipped or
+dead-lettered. A derived signal holds back no offset: until settled it stays pending
+in the changelog, which is what makes a crash between closing a session and
+delivering its signal harmless.
+
+Replays (``changelog=False``) derive from the range alone, in event time: no state
+is read or written, no wall clock. A redrive does not derive (its records are dead
+letters, not a clickstream).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from confluent_kafka import Message
+
+from pipeline.config import Settings
+from pipeline.kafka.ledger import source_partition_count
+from pipeline.kafka.session_changelog import (
+    changelog_partition,
+    changelog_topic,
+    ensure_changelog_topic,
+    read_changelog,
+)
+from pipeline.ops.session_metrics import register
+from pipeline.sessions.stage import Partition, SessionStage
+from pipeline.sessions.store import Derived, SessionOptions
+from pipeline.signals.mapping import MappedSignal
+from pipeline.signals.outcomes import Rejection
+
+DERIVED_HEADER = "connect-signals-derived"
+
+
+@dataclass(slots=True)
+class Emit:
+    outcome: MappedSignal | Rejection
+    message: Message
+    signal_type: str
+    settled: Callable[[], None]
+
+
+class SessionHooks:
+    def __init__(
+        self,
+        settings: Settings,
+        options: SessionOptions,
+        *,
+        changelog: bool = True,
+        registry: Any = None,
+    ) -> None:
+        self._conf = settings.kafka_common()
+        self._settings = settings
+        self.stage = SessionStage(options)
+        self._changelog = changelog
+        self.topic = changelog_topic(settings)
+        self._partitions = 1
+        if registry is not None:
+            register(registry, self.stage)
+
+    def prepare(self) -> None:
+        if self._changelog:
+            sources = source_partition_count(self._conf, self._settings)
+            self._partitions = ensure_changelog_topic(self._conf, self.topic, sources)
+
+    # --- partitions ---------------------------------------------------------------------
+
+    def assign(self, partitions: Iterable[Partition]) -> list[Emit]:
+        wanted = sorted(set(partitions))
+        read: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        if self._changelog:
+            numbers = {changelog_partition(p, self._partitions) for _, p in wanted}
+            read = read_changelog(self._conf, self.topic, numbers)
+        emits: list[Emit] = []
+        for partition in wanted:
+            records = read.get(changelog_partition(partition[1], self._partitions), [])
+            emits += [self._emit(partition, d) for d in self.stage.assign(partition, records)]
+        return emits
+
+    def revoke(self, partitions: Iterable[Partition]) -> None:
+        for partition in partitions:
+            self.stage.revoke(partition)
+
+    # --- events and time -----------------------------------------------------------------
+
+    def observe(self, message: Message, signal: MappedSignal) -> list[Emit]:
+        partition = (message.topic() or "", message.partition() or 0)
+        wall = _now_ms() if self._changelog else None
+        derived = self.stage.observe(partition, signal, message.offset() or 0, wall, message.key())
+        return [self._emit(partition, d) for d in derived]
+
+    def tick(self, held: bool) -> list[Emit]:
+        """``held``: partitions are paused (backpressure, a Connect outage)."""
+        if not self._changelog:
+            return []  # a replay: event time only
+        partitions = self.stage.partitions if held else ()
+        return [self._emit(p, d) for p, d in self.stage.tick(_now_ms(), partitions)]
+
+    # --- the transaction -------------------------------------------------------------------
+
+    def write(self, produce: Callable[..., None]) -> int:
+        """The changelog records of what changed, through ``produce`` (the consumer's
+        transactional producer); returns how many."""
+        if not self._changelog:
+            return 0
+        changes = self.stage.changes()
+        for (_, partition), key, value in changes:
+            produce(
+                self.topic,
+                partition=changelog_partition(partition, self._partitions),
+                key=key,
+                value=value,
+            )
+        return len(changes)
+
+    def committed(self) -> None:
+        self.stage.committed()
+
+    def aborted(self) -> list[Emit]:
+        return [self._emit(p, d) for p, d in self.stage.aborted()]
+
+    # --- derived signals ---------------------------------------------------------------------
+
+    def _emit(self, partition: Partition, derived: Derived) -> Emit:
+        store = self.stage.store(partition)
+        after = store.applied_offset if store is not None else -1
+        message = Message(
+            topic=partition[0],
+            partition=partition[1],
+            offset=after,
+            key=derived.key[1].encode(),
+            value=orjson.dumps(derived.record),
+            headers=[(DERIVED_HEADER, derived.kind.encode())],
+        )
+
+        def settled() -> None:
+            self.stage.settled(partition, derived)
+
+        return Emit(derived.outcome, message, derived.kind, settled)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
