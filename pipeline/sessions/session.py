@@ -32,7 +32,9 @@ ERROR_REASONS: Final = {"APPLICATION": "APPLICATION_ERROR", "USER": "USER_ERRORS
 VIEW_TYPES: Final = frozenset({"productView", "productConfiguration"})
 #: The types that tell something to derive from; others (page views, searches) only
 #: extend a session already open, and open none: most of a clickstream costs a lookup.
+#: Product views matter to browse abandonment only.
 OPENING_TYPES: Final = VIEW_TYPES | {"addToCart", "order", "error"}
+CART_OPENING_TYPES: Final = frozenset({"addToCart", "order", "error"})
 
 
 @dataclass(slots=True)

@@ -41,8 +41,9 @@ from pipeline.sessions.changelog import (
     session_record_key,
 )
 from pipeline.sessions.clock import PartitionClock
-from pipeline.sessions.derive import KINDS, DeriveOptions, derived_records, to_signal
+from pipeline.sessions.derive import BROWSE, KINDS, DeriveOptions, derived_records, to_signal
 from pipeline.sessions.session import (
+    CART_OPENING_TYPES,
     OPENING_TYPES,
     Session,
     SessionKey,
@@ -123,6 +124,8 @@ class SessionStore:
         self._in_txn: set[SessionKey] = set()
         self._clock_dirty = False
         self._window = options.gap_ms + options.grace_ms
+        browse = BROWSE in options.derive.kinds
+        self._opening = OPENING_TYPES if browse else CART_OPENING_TYPES
 
     # --- reading ----------------------------------------------------------------------
 
@@ -166,7 +169,7 @@ class SessionStore:
             return derived
         session = self._open.get(key)
         if session is None:
-            if signal.signal_type not in OPENING_TYPES:
+            if signal.signal_type not in self._opening:
                 return derived  # page views and the like: activity of nothing to derive
             if at + self._window <= self.clock.watermark:
                 self.counters.late += 1

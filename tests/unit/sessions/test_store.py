@@ -278,3 +278,10 @@ def test_restore_reads_only_its_topics_records() -> None:
         assert topic in ("a", "b")
         assert value is not None
         decode(session, value)
+
+
+def test_cart_only_keeps_no_session_for_views() -> None:
+    store = SessionStore("clicks", options("cart"))
+    feed(store, [view("s1", 0, "A"), view("s1", 5, "B"), add("s2", 0, "C")])
+    assert store.open_count == 1
+    assert kinds(store.close_all()) == [("s2", "cartAbandonment")]
