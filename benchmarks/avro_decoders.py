@@ -5,8 +5,8 @@
 The same single-object encoded values through ``EventDecoder`` with
 ``accelerate=False`` (fastavro) and ``accelerate=True`` (cavro where it applies), for
 the current edition (read as is) and the earlier one (resolved: fastavro either way),
-plus the bare library calls. Best of ``--repeat`` rounds, interleaved: the machine is
-noisy, the minimum is the least disturbed figure.
+plus the bare library calls. CPU time of this process (less disturbed than wall time
+by other work on a shared machine), best of ``--repeat`` rounds, interleaved.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ def _best_us(
     best = dict.fromkeys(calls, float("inf"))
     for _ in range(repeat):
         for name, call in calls.items():
-            start = time.perf_counter()
+            start = time.process_time()
             for value in values:
                 call(value)
-            best[name] = min(best[name], (time.perf_counter() - start) / len(values) * 1e6)
+            best[name] = min(best[name], (time.process_time() - start) / len(values) * 1e6)
     return best
 
 
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         figures = _best_us(calls, values, args.repeat)
         for name, us in figures.items():
-            print(f"  {name:32s} {us:7.2f} µs/record")
+            print(f"  {name:32s} {us:7.2f} CPU µs/record")
         ratio = figures["EventDecoder, fastavro"] / figures["EventDecoder, auto (cavro)"]
         print(f"  {'speed-up (EventDecoder)':32s} {ratio:7.2f}x")
 
