@@ -86,6 +86,9 @@ class SchemaRegistryUnavailable(Exception):
         self.schema_id = schema_id
         self.cause = cause
 
+    def __reduce__(self) -> tuple[type[SchemaRegistryUnavailable], tuple[int, str]]:
+        return type(self), (self.schema_id, self.cause)  # picklable (worker processes)
+
 
 class RegistryClient(Protocol):
     def get_schema(self, schema_id: int) -> Any: ...

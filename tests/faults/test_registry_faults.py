@@ -11,6 +11,7 @@ does, and keeps its caches and its registry calls bounded.
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import socket
 from collections.abc import Iterator
@@ -221,6 +222,13 @@ def test_credentials_in_a_cause_are_masked() -> None:
         EventDecoder(STORE, Leaky()).decode(cart_value())
     assert "secret" not in str(raised.value)
     assert "https://***@registry.internal/x" in str(raised.value)
+
+
+def test_unavailable_survives_pickling() -> None:
+    """Worker processes may hand it to their supervisor."""
+    error = SchemaRegistryUnavailable(7, "ConnectError: refused")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.schema_id, copy.cause, str(copy)) == (7, "ConnectError: refused", str(error))
 
 
 def test_nothing_but_unavailable_escapes_decode() -> None:
