@@ -1,12 +1,12 @@
 """Shared fixtures: a real Kafka-protocol broker for the whole session.
 
-Every broker test runs against ``KAFKA_BOOTSTRAP_SERVERS`` when it is set (a real
-Apache Kafka), otherwise against the embedded Tansu broker started here.
+Every broker test runs against ``PIPELINE_KAFKA_BOOTSTRAP_SERVERS`` when it is set (a
+real Apache Kafka; ``KAFKA_BOOTSTRAP_SERVERS`` still works for one release), otherwise
+against the embedded Tansu broker (``devtools.stack``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -18,11 +18,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if configured:
-        yield configured
-        return
-    from devtools.broker import EmbeddedBroker
+    from devtools.stack import kafka
 
-    with EmbeddedBroker() as broker:
-        yield broker.bootstrap_servers
+    with kafka() as running:
+        yield running.bootstrap_servers

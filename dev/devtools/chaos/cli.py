@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -61,8 +60,7 @@ def chaos(
         faults=faults,
         timeout_s=timeout_s,
     )
-    bootstrap = os.environ.get("PIPELINE_KAFKA_BOOTSTRAP_SERVERS") or None
-    report = ChaosRun(config, bootstrap=bootstrap, echo=click.echo).run()
+    report = ChaosRun(config, echo=click.echo).run()  # the broker: devtools.stack.kafka
     click.echo("")
     for line in report.lines():
         click.echo(line)

@@ -65,12 +65,9 @@ def read_dead_letters(
     return values
 
 
-def accepted_rows_and_call_times(
-    base_url: str,
-) -> tuple[list[tuple[str, str | None]], list[float]]:
-    """From the simulator's dump: (signal key, batch key) per acceptance, call times."""
+def accepted_rows(base_url: str) -> list[tuple[str, str | None]]:
+    """From the simulator's dump: (signal key, batch key) per acceptance."""
     rows: list[tuple[str, str | None]] = []
-    calls: set[tuple[str | None, float]] = set()
     with (
         httpx.Client(timeout=120) as http,
         http.stream("GET", f"{base_url}/signals") as response,
@@ -79,5 +76,4 @@ def accepted_rows_and_call_times(
             if line.strip():
                 row = orjson.loads(line)
                 rows.append((str(row["key"]), row.get("batchKey")))
-                calls.add((row.get("batchKey"), float(row["receivedAt"])))
-    return rows, [t for _, t in calls]
+    return rows

@@ -1,15 +1,12 @@
-"""The live parts of a chaos run: consumer replicas, the event feed, the broker."""
+"""The live parts of a chaos run: consumer replicas and the event feed."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -17,16 +14,10 @@ from confluent_kafka import Producer
 
 from devtools.clickstream import GeneratedEvent
 from devtools.producer import EventEncoder
+from devtools.stack import start_pipeline, stop_process
 from pipeline.config import DEFAULT_AVRO_DIR, Settings
 
-REPO: Final = Path(__file__).resolve().parents[3]
 MIN_UPTIME_S: Final = 8.0
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that configures ``connect-pipeline run`` like ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    return env | settings.as_environment()
 
 
 class Replica:
@@ -34,11 +25,13 @@ class Replica:
 
     def __init__(self, name: str, settings: Settings, log_dir: Path) -> None:
         self.name = name
-        self._env = {**settings_env(settings), "PYTHONUNBUFFERED": "1"}  # logs survive a kill
-        if "transactional_id" in Settings.model_fields:
+        self._settings = settings
+        self._env = {
+            "PYTHONUNBUFFERED": "1",  # logs survive a kill
             # Two replicas on one host: the default id (group + host name) would make
             # them fence each other; a restart keeps its id and fences its old self.
-            self._env["PIPELINE_TRANSACTIONAL_ID"] = f"{settings.group_id}-{name}"
+            "PIPELINE_TRANSACTIONAL_ID": f"{settings.group_id}-{name}",
+        }
         self._log_dir = log_dir
         self._starts = 0
         self._stopped = False  # ended on purpose: not a crash
@@ -63,15 +56,7 @@ class Replica:
         self._starts += 1
         self.started_at = time.monotonic()
         self._stopped = False
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "run"],
-                env=self._env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO,
-            )
+        self.process = start_pipeline(self._settings, self.log_path, extra_env=self._env)
 
     def kill(self) -> None:
         self._stopped = True
@@ -87,12 +72,7 @@ class Replica:
         # A SIGTERM before the interpreter has installed its handler just kills it:
         # give a fresh process time to come up (a pod gets the same grace).
         time.sleep(max(0.0, self.started_at + MIN_UPTIME_S - time.monotonic()))
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
+        return stop_process(self.process, timeout_s)
 
     def unexpected_exit(self) -> str | None:
         """A description when the process ended by itself."""
@@ -164,33 +144,3 @@ class EventFeed:
     def join(self, timeout_s: float) -> None:
         if self._thread is not None:
             self._thread.join(timeout_s)
-
-
-def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    from confluent_kafka.admin import AdminClient
-    from confluent_kafka.cimpl import NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [NewTopic(name, n, 1) for name, n in topics.items()], operation_timeout=30
-    )
-    for future in futures.values():
-        future.result(30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        metadata = admin.list_topics(timeout=5).topics
-        if all(t in metadata and len(metadata[t].partitions) == n for t, n in topics.items()):
-            return
-        time.sleep(0.2)
-
-
-@contextmanager
-def broker(bootstrap: str | None, log_dir: Path) -> Iterator[tuple[str, Any]]:
-    """The given broker (no pause possible) or an embedded one we own."""
-    if bootstrap:
-        yield bootstrap, None
-        return
-    from devtools.broker import EmbeddedBroker
-
-    with EmbeddedBroker(log_dir=log_dir) as embedded:
-        yield embedded.bootstrap_servers, embedded

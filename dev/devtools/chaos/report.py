@@ -31,9 +31,7 @@ class ChaosReport:
     pause_s: float = 0.0
     crashes: list[str] = field(default_factory=list)
     exits: dict[str, list[int]] = field(default_factory=dict)  # per replica, in order
-    batches_per_commit_interval: int = 0
-    bound: int = 0
-    ledger_bound: int | None = None
+    bound: int = 0  # kills x the ledger's bound per crash
     retry_allowance: int = 0  # calls served after the client gave up x batch size
     simulator: dict[str, Any] = field(default_factory=dict)
     drained: bool = False
@@ -44,9 +42,8 @@ class ChaosReport:
 
     @property
     def allowed_duplicates(self) -> int:
-        """The crash bound (the ledger's when it exists) plus the served-then-lost calls."""
-        crash = self.ledger_bound if self.ledger_bound is not None else self.bound
-        return crash + self.retry_allowance
+        """The crash bound plus the served-then-lost calls."""
+        return self.bound + self.retry_allowance
 
     def failures(self) -> list[str]:
         governing = self.allowed_duplicates
@@ -73,9 +70,6 @@ class ChaosReport:
         return problems
 
     def lines(self) -> list[str]:
-        ledger = (
-            "n/a (no ledger yet)" if self.ledger_bound is None else self.ledger_bound
-        )
         faults = self.simulator.get("faults", {})
         rows = [
             ("seed", self.seed),
@@ -94,9 +88,7 @@ class ChaosReport:
             ("accepted, not valid", self.unexpected_accepted),
             ("dead-lettered", f"{self.dead_lettered} ({self.dead_letter_records} records)"),
             ("dead-lettered wrongly", self.dead_lettered_wrongly),
-            ("calls per commit interval", f"{self.batches_per_commit_interval} (max measured)"),
-            ("duplicate bound (local)", self.bound),
-            ("duplicate bound (ledger)", ledger),
+            ("duplicate bound (kills)", self.bound),
             ("  + served, answer lost", self.retry_allowance),
             ("  = duplicates allowed", self.allowed_duplicates),
             ("duration", f"{self.duration_s:.1f} s"),

@@ -5,27 +5,18 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Final
 
-from devtools.chaos.bounds import (
-    duplicate_bound,
-    ledger_bound,
-    max_calls_in_window,
-    retry_allowance,
-)
-from devtools.chaos.observe import (
-    accepted_rows_and_call_times,
-    group_offsets,
-    read_dead_letters,
-)
+from devtools.chaos.bounds import crash_bound, retry_allowance
+from devtools.chaos.observe import accepted_rows, group_offsets, read_dead_letters
 from devtools.chaos.plan import Action, ChaosConfig, plan_actions, simulator_faults
-from devtools.chaos.processes import EventFeed, Replica, broker, create_topics
+from devtools.chaos.processes import EventFeed, Replica
 from devtools.chaos.report import ChaosReport, tally_accepted
 from devtools.clickstream import clickstream
+from devtools.stack import kafka, new_topics, simulator
 from pipeline.config import Settings
 
 APP_KEY: Final = "chaos-app-key"
@@ -63,7 +54,7 @@ class ChaosRun:
         self,
         config: ChaosConfig,
         *,
-        bootstrap: str | None = None,
+        bootstrap: str | None = None,  # None: devtools.stack.kafka decides
         log_dir: Path | None = None,
         echo: Callable[[str], None] = lambda _: None,
     ) -> None:
@@ -77,8 +68,6 @@ class ChaosRun:
         self._last_change = 0.0
 
     def run(self) -> ChaosReport:
-        from connect_sim.testing import run_simulator
-
         started = time.monotonic()
         config, report = self.config, self.report
         events = list(
@@ -94,15 +83,12 @@ class ChaosRun:
         report.earlier_edition = sum(1 for e in events if e.edition == 1)
         sim_args = ["--no-idempotency"]  # let every duplicate the pipeline sends show
         with ExitStack() as stack:
-            bootstrap, embedded = stack.enter_context(broker(self.bootstrap, self.log_dir))
-            sim = stack.enter_context(
-                run_simulator(api_key=API_KEY, app_keys=[APP_KEY], extra_args=sim_args)
-            )
+            running = stack.enter_context(kafka(self.bootstrap, log_dir=self.log_dir))
+            bootstrap, embedded = running.bootstrap_servers, running.broker
+            sim = stack.enter_context(simulator(API_KEY, [APP_KEY], sim_args))
             if config.faults:
                 sim.set_faults(**simulator_faults(config.seed))
-            suffix = f"{config.seed}-{uuid.uuid4().hex[:6]}"
-            topic, dlq = f"chaos-{suffix}", f"chaos-{suffix}-dlq"
-            create_topics(bootstrap, {topic: config.partitions, dlq: 1})
+            topic, dlq = new_topics(bootstrap, f"chaos-{config.seed}", config.partitions)
             settings = consumer_settings(bootstrap, topic, dlq, sim.graphql_url, config.settings)
             self.bootstrap_servers, self.group_id, self.topic = bootstrap, settings.group_id, topic
             self.stop_timeout_s = settings.drain_timeout_s + 20
@@ -128,7 +114,7 @@ class ChaosRun:
                 report.exits[replica.name] = replica.exits
             feed.join(30)
             report.produced = feed.acknowledged
-            rows, call_times = accepted_rows_and_call_times(sim.base_url)
+            rows = accepted_rows(sim.base_url)
             report.simulator = sim.stats()
             tally = tally_accepted(rows, valid_ids)
             report.accepted_rows, report.accepted_unique = tally.rows, tally.unique
@@ -139,12 +125,7 @@ class ChaosRun:
             report.dead_letter_records = len(dead)
             report.dead_lettered = len(set(dead) & feed.invalid_values)
             report.dead_lettered_wrongly = len(set(dead) - feed.invalid_values)
-            window = settings.commit_interval_ms / 1000
-            report.batches_per_commit_interval = max_calls_in_window(call_times, window)
-            report.bound = duplicate_bound(
-                report.kills, settings, report.batches_per_commit_interval
-            )
-            report.ledger_bound = ledger_bound(report.kills, settings)
+            report.bound = crash_bound(report.kills, settings)
             report.retry_allowance = retry_allowance(report.simulator, settings)
         report.duration_s = time.monotonic() - started
         return report
