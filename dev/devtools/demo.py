@@ -14,7 +14,6 @@ log file the report names.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import tempfile
 import threading
@@ -29,12 +28,11 @@ from typing import Any, TextIO, TypeVar
 import click
 import structlog
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
 from devtools.clickstream import GeneratedEvent, clickstream
 from devtools.producer import EventEncoder, produce_events
 from devtools.progress import Counts, ProgressLine, pipeline_counts
+from devtools.stack import create_topics, kafka, simulator
 from pipeline.cli.dlq import read_dead_letters
 from pipeline.config import DEFAULT_AVRO_DIR, Settings
 from pipeline.kafka.consumer import RunSummary, SignalConsumer
@@ -55,26 +53,6 @@ class DemoResult:
     simulator_stats: dict[str, object]
     dead_letter_reasons: Counter[str]
     log_path: Path | None = None
-
-
-@contextmanager
-def kafka(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    from devtools.broker import EmbeddedBroker
-
-    with EmbeddedBroker() as broker:
-        yield broker.bootstrap_servers
-
-
-def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items()]
-    )
-    for future in futures.values():
-        future.result(30)
 
 
 @contextmanager
@@ -127,15 +105,13 @@ def run_demo(
 ) -> DemoResult:
     """The demo; log lines to ``log_path`` (a temporary file by default), the live
     progress line to ``progress_out`` (none: no progress line)."""
-    from connect_sim.testing import run_simulator
-
     dlq = f"{topic}-dlq"
     log_path = log_path or default_log_path()
     garbage = [b"not avro at all", b"\xc3\x01" + b"\x00" * 8 + b"\x02", b""]
     live = _Live(events + len(garbage))
     with ExitStack() as stack:
-        bootstrap = stack.enter_context(kafka(os.environ.get("PIPELINE_KAFKA_BOOTSTRAP_SERVERS")))
-        sim = stack.enter_context(run_simulator(api_key=DEMO_API_KEY, app_keys=[DEMO_APP_KEY]))
+        bootstrap = stack.enter_context(kafka()).bootstrap_servers
+        sim = stack.enter_context(simulator(DEMO_API_KEY, [DEMO_APP_KEY]))
         settings = Settings(
             kafka_bootstrap_servers=bootstrap,
             topics=[topic],
