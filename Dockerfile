@@ -1,29 +1,59 @@
 # syntax=docker/dockerfile:1
-# The pipeline's image: `connect-pipeline run` by default; `connect-sim` and
-# `connect-pipeline produce` (docker-compose's demo) come from the same install.
+# Two images from one file:
+#   docker build -t connect-signals-pipeline .                  production (the default, last
+#       stage): only what `connect-pipeline run|replay|redrive|avro|check` needs; no demo,
+#       simulator, embedded broker binary or their web stack
+#   docker build --target dev -t connect-signals-pipeline:dev .   the same plus the dev
+#       distribution (dev/): `connect-pipeline demo|produce|chaos` and `connect-sim`, for
+#       docker-compose's demo and k8s/overlays/dev
+#
+# Dependencies come from the lock files (requirements.lock, dev/requirements.lock: `make
+# lock`), every file checked against its hash. The base image: a release build pins it by
+# digest, resolved where a registry is reachable (`docker buildx imagetools inspect`):
+#   --build-arg PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:<digest>
+# checkov:skip=CKV_DOCKER_7:the base image is the ARG just above, a fixed version tag (a digest for releases)
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
-# --- build: a virtualenv with the project and its pinned dependencies ---------------------
-FROM python:3.11.14-slim-bookworm AS build
+# --- build: a virtualenv with the product, from the lock file only --------------------------
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --require-hashes --no-deps --no-compile -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
-COPY connect_sim ./connect_sim
-# every dependency is pinned to an exact version in pyproject.toml; all ship wheels
-RUN /opt/venv/bin/pip install --no-compile . \
-    && /opt/venv/bin/pip uninstall --yes pip setuptools wheel
+# --no-deps: nothing beyond the lock; --no-build-isolation: the locked setuptools builds it
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation --no-compile .
 
-# --- runtime: the virtualenv and the schemas, nothing else; no compiler, no pip ---------------
-FROM python:3.11.14-slim-bookworm
+# --- build-dev: the dev distribution on top (its lock is a superset of the product's) -------
+FROM build AS build-dev
+COPY dev/requirements.lock ./dev/requirements.lock
+RUN /opt/venv/bin/pip install --require-hashes --no-deps --no-compile -r dev/requirements.lock
+COPY dev ./dev
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation --no-compile ./dev
+
+# --- the installed virtualenvs, without pip, compiled ahead of time ------------------------
+# The root filesystem is read-only at run time: bytecode not compiled here would be
+# recompiled in memory on every start. unchecked-hash .pyc files are used as they are,
+# whatever the files' timestamps after COPY.
+FROM build AS venv-production
+RUN /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
+    && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv/lib
+
+FROM build-dev AS venv-dev
+RUN /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
+    && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv/lib
+
+# --- runtime: the base image, a user, the schemas; no compiler, no pip ---------------------
+FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="connect-signals-pipeline" \
       org.opencontainers.image.description="Kafka clickstream events to Connect createSignals calls"
 # pip and setuptools of the base image are not needed at run time
 RUN python -m pip uninstall --yes pip setuptools wheel \
     && useradd --system --uid 10001 --gid 0 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin pipeline
-COPY --from=build /opt/venv /opt/venv
 COPY avro /app/avro
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -39,3 +69,11 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PIPELINE_HTTP_PORT', '9400') + '/healthz', timeout=3)"]
 ENTRYPOINT ["connect-pipeline"]
 CMD ["run"]
+
+# --- dev: docker-compose's demo (simulator, producer) and the k8s dev overlay --------------
+FROM runtime AS dev
+COPY --from=venv-dev /opt/venv /opt/venv
+
+# --- production (the default target): the product alone ------------------------------------
+FROM runtime AS production
+COPY --from=venv-production /opt/venv /opt/venv

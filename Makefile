@@ -3,12 +3,16 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench install checks-venv
+.PHONY: demo test lint bench install checks-venv lock
 
-$(BIN)/.installed: pyproject.toml dev/pyproject.toml
+# Every dependency from the lock file, each checked against its hashes; then the two
+# local distributions without resolving anything more (`pip check`: the lock is complete).
+$(BIN)/.installed: pyproject.toml dev/pyproject.toml dev/requirements.lock
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]" -e ./dev
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r dev/requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e ".[dev]" -e ./dev
+	$(BIN)/pip check
 	touch $@
 
 install: $(BIN)/.installed
@@ -23,6 +27,17 @@ $(CHECKS)/.installed: tests/ops/requirements-checks.txt
 	touch $@
 
 checks-venv: $(CHECKS)/.installed
+
+# The lock files, with hashes: requirements.lock (the product: the image installs it) and
+# dev/requirements.lock (product, dev tooling and test tools: make install, CI). Run after
+# changing a pin in pyproject.toml or dev/pyproject.toml; a static check fails until then.
+LOCK_FLAGS := --quiet --generate-hashes --universal --python-version 3.11
+lock: checks-venv
+	printf 'setuptools==84.2.1\nwheel==0.48.0\n' | $(CHECKS)/bin/uv pip compile $(LOCK_FLAGS) \
+		pyproject.toml - -o requirements.lock
+	printf -- '-e .[dev]\n-e ./dev\nsetuptools==84.2.1\nwheel==0.48.0\n' | $(CHECKS)/bin/uv pip compile \
+		$(LOCK_FLAGS) --no-emit-package connect-signals-pipeline --no-emit-package connect-pipeline-dev \
+		- -o dev/requirements.lock
 
 demo: install
 	$(BIN)/connect-pipeline demo
