@@ -1,11 +1,13 @@
 """Delivery of batches to Connect's createSignals: classification, retries, isolation.
 
-``classify_response`` is pure: it turns one HTTP exchange into a verdict.
-``ConnectClient.deliver`` is the I/O edge: it sends a batch, retries transient
-failures with exponential backoff and full jitter (honouring Retry-After) for as
-long as it takes, and isolates permanent rejections: errors that name a signal's
-index reject that signal only; errors that name none split the batch in halves until
-the offending signals stand alone. Transient failures never reject a signal.
+``classify_response`` is pure: it turns one HTTP exchange into a verdict, by the
+rule table ``RULES`` (one row per kind of response). ``ConnectClient.deliver`` is the
+I/O edge: it sends a batch, retries transient failures and answers it cannot read
+with the same Idempotency-Key, with exponential backoff and full jitter (honouring
+Retry-After) for as long as it takes, and isolates permanent rejections: errors that
+name a signal's index reject that signal only; permanent errors that name none split
+the batch in halves until the offending signals stand alone. Transient failures never
+reject a signal, and no exception ever leaves a delivery thread.
 """
 
 from __future__ import annotations
@@ -15,29 +17,107 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
 import httpx
 import orjson
+import structlog
 
 from pipeline.connect.document import CREATE_SIGNALS, OPERATION_NAME
 
-#: Statuses that mean "try again later", never "this signal is bad". 401/403/404 are
-#: configuration problems (key, URL), not data problems: dead-lettering every event
-#: because of a wrong API key would be the worst possible outcome, so they pause
-#: and retry, and readiness reports the API as failing.
-RETRYABLE_STATUSES: Final = frozenset({401, 403, 404, 408, 409, 425, 429, 500, 502, 503, 504})
+log = structlog.get_logger("pipeline.connect.client")
 
 
 class Verdict(StrEnum):
+    """What to do with a batch after one call (also the ``outcome`` metric label)."""
+
     ACCEPTED = "ok"  # every signal accepted
-    PARTIAL = "partial"  # some signals rejected by index, the others accepted
-    REJECTED_LOCATED = "rejected"  # nothing accepted; errors name the bad indices
-    REJECTED_UNLOCATED = "rejected_unlocated"  # nothing accepted; no index given
-    RETRY = "retryable"
+    PARTIAL = "partial"  # the signals named by index rejected, the others accepted
+    REJECTED_LOCATED = "rejected"  # nothing accepted; reject the named, resend the rest
+    REJECTED_UNLOCATED = "rejected_unlocated"  # permanent, no index: split to isolate
+    ACCEPTED_SOME = "accepted_some"  # some accepted (signalIds) + a transient error: resend rest
+    RETRY = "retryable"  # transient: the same batch again, same Idempotency-Key
+    UNKNOWN = "unknown"  # unreadable answer: outcome unknown, same batch, same key
+
+
+#: Verdicts after which the very same request is sent again (same Idempotency-Key).
+SAME_BATCH_AGAIN: Final = frozenset({Verdict.RETRY, Verdict.UNKNOWN})
+
+
+class Rule(StrEnum):
+    """The kinds of response ``classify_response`` tells apart (rows of ``RULES``)."""
+
+    TRANSIENT_STATUS = "transient_status"
+    TOO_LARGE = "too_large"
+    OTHER_STATUS = "other_status"
+    UNREADABLE = "unreadable"
+    NO_RESULT = "no_result"
+    ACCEPTED = "accepted"
+    LOCATED_WITH_RESULT = "located_with_result"
+    LOCATED_WITHOUT_RESULT = "located_without_result"
+    PERMANENT_UNLOCATED = "permanent_unlocated"
+    TRANSIENT_SOME_ACCEPTED = "transient_some_accepted"
+    TRANSIENT_ERROR = "transient_error"
+
+
+#: The rule table: response kind -> (verdict, what it covers). README renders it.
+RULES: Final[Mapping[Rule, tuple[Verdict, str]]] = {
+    Rule.TRANSIENT_STATUS: (
+        Verdict.RETRY,
+        "HTTP 401, 403, 404, 407, 408, 409, 425, 429 or any 5xx (Retry-After honoured)",
+    ),
+    Rule.TOO_LARGE: (Verdict.REJECTED_UNLOCATED, "HTTP 413: split; a lone signal is too large"),
+    Rule.OTHER_STATUS: (Verdict.UNKNOWN, "1xx/3xx, or a 4xx whose body is not GraphQL JSON"),
+    Rule.UNREADABLE: (
+        Verdict.UNKNOWN,
+        "body not UTF-8 JSON, truncated, empty, not an object; `errors` not a list of "
+        "objects; `extensions`, `data` or `createSignals` of the wrong type",
+    ),
+    Rule.NO_RESULT: (Verdict.UNKNOWN, "no errors and no createSignals result (`{}`, data null)"),
+    Rule.ACCEPTED: (Verdict.ACCEPTED, "a createSignals result and no errors"),
+    Rule.LOCATED_WITH_RESULT: (
+        Verdict.PARTIAL,
+        "a result; every error names a signal (extensions.index or path): those rejected",
+    ),
+    Rule.LOCATED_WITHOUT_RESULT: (
+        Verdict.REJECTED_LOCATED,
+        "data null; every error names a signal: those rejected, the rest sent again",
+    ),
+    Rule.PERMANENT_UNLOCATED: (
+        Verdict.REJECTED_UNLOCATED,
+        "an error without index coded BAD_USER_INPUT, GRAPHQL_VALIDATION_FAILED or "
+        "GRAPHQL_PARSE_FAILED (or uncoded in a 400/422), none transient",
+    ),
+    Rule.TRANSIENT_SOME_ACCEPTED: (
+        Verdict.ACCEPTED_SOME,
+        "a transient error without index, signalIds name accepted signals: "
+        "those finished, the rest sent again",
+    ),
+    Rule.TRANSIENT_ERROR: (
+        Verdict.RETRY,
+        "an error without index coded THROTTLED, RATE_LIMITED, INTERNAL_SERVER_ERROR, "
+        "SERVICE_UNAVAILABLE, UNAUTHENTICATED, FORBIDDEN, another code or none",
+    ),
+}
+
+#: Statuses that mean "try again later", never "this signal is bad". 401/403/404 are
+#: configuration problems (key, URL), 407 a proxy's: dead-lettering every event because
+#: of a wrong key would be the worst outcome, so they pause and retry, and readiness
+#: reports the API as failing.
+RETRYABLE_STATUSES: Final = frozenset({401, 403, 404, 407, 408, 409, 425, 429, 500, 502, 503, 504})
+#: Statuses whose readable GraphQL errors without a code mean "this request is bad".
+CLIENT_ERROR_STATUSES: Final = frozenset({400, 422})
+#: ``extensions.code`` values that condemn the request even without an index; every
+#: other code (THROTTLED, RATE_LIMITED, INTERNAL_SERVER_ERROR, SERVICE_UNAVAILABLE,
+#: UNAUTHENTICATED, FORBIDDEN, unknown ones) is transient.
+PERMANENT_CODES: Final = frozenset(
+    {"BAD_USER_INPUT", "GRAPHQL_VALIDATION_FAILED", "GRAPHQL_PARSE_FAILED"}
+)
+#: Statuses counted as "the call took too long" (with client timeouts) for splitting.
+SLOW_STATUSES: Final = frozenset({504})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +127,169 @@ class Classified:
     rejected: dict[int, str] = field(default_factory=dict)
     message: str = ""
     retry_after_s: float | None = None
+    #: indices the server names as accepted (signalIds) when not all were
+    accepted: frozenset[int] = frozenset()
+    rule: Rule | None = None
+    #: a timeout or a 504: counts towards splitting a batch that keeps taking too long
+    slow: bool = False
+    #: the attempt raised inside the client (a bug or a library's): retried all the same
+    raised: bool = False
+
+
+class _Unreadable(Exception):
+    """The response does not have the shape of a GraphQL response."""
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP-date: fall back to our own backoff
+
+
+def _error_index(error: dict[str, Any], extensions: dict[str, Any], size: int) -> int | None:
+    """The signal an error names, if it names one inside the request."""
+    index = extensions.get("index")
+    if not (isinstance(index, int) and not isinstance(index, bool)):
+        index = None
+        path = error.get("path")
+        if isinstance(path, list):
+            for i, part in enumerate(path[:-1]):
+                following = path[i + 1]
+                if part == "signals" and type(following) is int:
+                    index = following
+                    break
+    return index if index is not None and 0 <= index < size else None
+
+
+def _document(body: bytes) -> dict[str, Any]:
+    try:
+        document = orjson.loads(body)  # also refuses invalid UTF-8
+    except orjson.JSONDecodeError:
+        raise _Unreadable("not JSON") from None
+    if not isinstance(document, dict):
+        raise _Unreadable(f"a JSON {type(document).__name__}, not an object")
+    return document
+
+
+def _result(document: dict[str, Any]) -> dict[str, Any] | None:
+    data = document.get("data")
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise _Unreadable("data is not an object")
+    result = data.get("createSignals")
+    if result is not None and not isinstance(result, dict):
+        raise _Unreadable("createSignals is not an object")
+    return result
+
+
+def _errors(document: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(error, its extensions) pairs, or _Unreadable when their shape is wrong."""
+    errors = document.get("errors")
+    if errors is None:
+        return []
+    if not isinstance(errors, list):
+        raise _Unreadable("errors is not a list")
+    pairs = []
+    for error in errors:
+        if not isinstance(error, dict):
+            raise _Unreadable("an error is not an object")
+        extensions = error.get("extensions")
+        if extensions is None:
+            extensions = {}
+        if not isinstance(extensions, dict):
+            raise _Unreadable("an error's extensions is not an object")
+        pairs.append((error, extensions))
+    return pairs
+
+
+def _accepted(result: dict[str, Any] | None, size: int) -> frozenset[int]:
+    ids = result.get("signalIds") if result is not None else None
+    if not isinstance(ids, list) or len(ids) != size:
+        return frozenset()
+    return frozenset(i for i, signal_id in enumerate(ids) if signal_id is not None)
+
+
+def _message(error: dict[str, Any]) -> str:
+    message = error.get("message")
+    return message if isinstance(message, str) else "rejected"
+
+
+def _by_rule(rule: Rule, **details: Any) -> Classified:
+    return Classified(RULES[rule][0], rule=rule, **details)
+
+
+def classify_response(
+    status: int, headers: Mapping[str, str], body: bytes, size: int
+) -> Classified:
+    """What one createSignals response (to ``size`` signals) means for each signal.
+
+    ``headers`` is case-insensitive (httpx.Headers) or has lower-case names.
+    """
+    if status in RETRYABLE_STATUSES or status >= 500:
+        return _by_rule(
+            Rule.TRANSIENT_STATUS,
+            message=f"HTTP {status}",
+            retry_after_s=_retry_after(headers),
+            slow=status in SLOW_STATUSES,
+        )
+    if status == 413:
+        return _by_rule(Rule.TOO_LARGE, message="HTTP 413: request too large")
+    try:
+        document = _document(body)
+        result = _result(document)
+        errors = _errors(document)
+    except _Unreadable as why:
+        rule = Rule.UNREADABLE if 200 <= status < 300 else Rule.OTHER_STATUS
+        return _by_rule(rule, message=f"HTTP {status}: outcome unknown: {why}")
+    if not 200 <= status < 300 and status not in CLIENT_ERROR_STATUSES and not errors:
+        return _by_rule(Rule.OTHER_STATUS, message=f"HTTP {status}: outcome unknown")
+    if not errors:
+        if result is None:
+            return _by_rule(Rule.NO_RESULT, message=f"HTTP {status}: no createSignals result")
+        return _by_rule(Rule.ACCEPTED)
+    located: dict[int, str] = {}
+    permanent: list[str] = []
+    transient: list[str] = []
+    for error, extensions in errors:
+        index = _error_index(error, extensions, size)
+        if index is not None:
+            located.setdefault(index, _message(error))
+            continue
+        code = extensions.get("code")
+        described = f"{code}: {_message(error)}" if isinstance(code, str) else _message(error)
+        if code in PERMANENT_CODES or (code is None and status in CLIENT_ERROR_STATUSES):
+            permanent.append(described)
+        else:
+            transient.append(described)
+    accepted = _accepted(result, size) - located.keys()
+    if transient:
+        message = "; ".join(transient)[:2000]
+        if accepted:
+            return _by_rule(
+                Rule.TRANSIENT_SOME_ACCEPTED, rejected=located, accepted=accepted, message=message
+            )
+        return _by_rule(Rule.TRANSIENT_ERROR, message=message, retry_after_s=_retry_after(headers))
+    if permanent:
+        return _by_rule(
+            Rule.PERMANENT_UNLOCATED,
+            rejected=located,
+            accepted=accepted,
+            message="; ".join(permanent)[:2000],
+        )
+    if result is not None:
+        return _by_rule(Rule.LOCATED_WITH_RESULT, rejected=located)
+    return _by_rule(Rule.LOCATED_WITHOUT_RESULT, rejected=located)
+
+
+def rules_markdown() -> str:
+    """``RULES`` as a markdown table (the README's)."""
+    rows = [f"| {text} | `{verdict}` |" for verdict, text in RULES.values()]
+    return "\n".join(["| response | outcome |", "|---|---|", *rows])
 
 
 @dataclass(slots=True)
@@ -126,64 +369,6 @@ def sf_list(values: Sequence[str]) -> str:
     return '"' + '", "'.join(values) + '"'  # the usual case: two joins in C, no loop
 
 
-def _error_index(error: dict[str, Any]) -> int | None:
-    extensions = error.get("extensions") or {}
-    index = extensions.get("index")
-    if isinstance(index, int) and not isinstance(index, bool):
-        return index
-    path = error.get("path") or []
-    for i, part in enumerate(path[:-1]):
-        if part == "signals" and isinstance(path[i + 1], int):
-            return int(path[i + 1])
-    return None
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP-date: fall back to our own backoff
-
-
-def classify_response(status: int, headers: httpx.Headers, body: bytes, size: int) -> Classified:
-    """What one createSignals response means for each signal of the request."""
-    if status in RETRYABLE_STATUSES or status >= 500:
-        return Classified(
-            Verdict.RETRY, message=f"HTTP {status}", retry_after_s=_retry_after(headers)
-        )
-    try:
-        document = orjson.loads(body) if body else {}
-    except ValueError:
-        document = None
-    if not isinstance(document, dict):
-        if status >= 400:
-            return Classified(Verdict.REJECTED_UNLOCATED, message=f"HTTP {status}")
-        # A 2xx that is not GraphQL JSON (a proxy page): nothing is known, try again.
-        return Classified(Verdict.RETRY, message=f"HTTP {status}: not a GraphQL response")
-    errors = [e for e in document.get("errors") or [] if isinstance(e, dict)]
-    data = document.get("data")
-    accepted_any = isinstance(data, dict) and data.get("createSignals") is not None
-    if status < 400 and not errors and accepted_any:
-        return Classified(Verdict.ACCEPTED)
-    located: dict[int, str] = {}
-    unlocated: list[str] = []
-    for error in errors:
-        index = _error_index(error)
-        message = str(error.get("message", "rejected"))
-        if index is not None and 0 <= index < size:
-            located.setdefault(index, message)
-        else:
-            unlocated.append(message)
-    if located and not unlocated:
-        verdict = Verdict.PARTIAL if accepted_any else Verdict.REJECTED_LOCATED
-        return Classified(verdict, located)
-    message = "; ".join(unlocated) or f"HTTP {status}: no createSignals result"
-    return Classified(Verdict.REJECTED_UNLOCATED, message=message[:2000])
-
-
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     initial_backoff_s: float = 0.1
@@ -207,10 +392,30 @@ class DeliveryReport:
     abandoned: bool = False  # shutdown came first: nothing is known, commit nothing
     calls: int = 0
     retries: int = 0
+    #: times a part of the batch was split because it kept timing out (or got 504)
+    slow_splits: int = 0
+    #: attempts that raised inside the client (classified as retries)
+    errors: int = 0
+    #: the API was failing at this batch's last attempt (on_failing told so)
+    failing: bool = False
 
 
 #: Called on every attempt: (verdict or error kind, seconds the call took, signals).
 CallObserver = Callable[[str, float, int], None]
+#: What the client sends a request with: (url, body, headers) -> the response.
+Transport = Callable[[str, bytes, dict[str, str]], httpx.Response]
+
+#: on_call outcomes besides the verdicts
+TIMEOUT: Final = "timeout"
+NETWORK_ERROR: Final = "network_error"
+CLIENT_ERROR: Final = "error"  # an exception inside the attempt (a bug, a library's)
+
+
+class _TooSlow:
+    """_send_until_answered's answer when a part keeps timing out: split it."""
+
+
+_TOO_SLOW: Final = _TooSlow()
 
 
 class ConnectClient:
@@ -229,6 +434,8 @@ class ConnectClient:
         on_call: CallObserver | None = None,
         on_failing: Callable[[bool], None] | None = None,
         seed: int | None = None,
+        split_after_timeouts: int = 3,
+        transport: Transport | None = None,
     ) -> None:
         headers = {"content-type": "application/json"}
         if auth_header and auth_value:
@@ -241,63 +448,117 @@ class ConnectClient:
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
         )
+        self._transport: Transport = transport or self._http_post
         self._retry = retry
         self._stop = stop
         self._on_call = on_call or (lambda outcome, seconds, n: None)
         self._on_failing = on_failing or (lambda failing: None)
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
+        self._split_after_timeouts = split_after_timeouts
 
     def close(self) -> None:
         self._client.close()
 
-    def _post(self, batch: Batch) -> tuple[Classified, str]:
+    def _http_post(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        return self._client.post(url, content=body, headers=headers)
+
+    def _post(self, batch: Batch) -> Classified:
+        """One call. Never raises: whatever goes wrong is a classified retry."""
+        started = time.perf_counter()
+        try:
+            outcome, kind = self._exchange(batch)
+        except Exception as error:  # the delivery thread must survive anything
+            log.warning(
+                "delivery attempt failed; the batch is retried",
+                signals=len(batch),
+                error=f"{type(error).__name__}: {error}",
+                exc_info=error,
+            )
+            message = f"{CLIENT_ERROR}: {type(error).__name__}"
+            outcome, kind = Classified(Verdict.RETRY, message=message, raised=True), CLIENT_ERROR
+        try:
+            self._on_call(kind, time.perf_counter() - started, len(batch))
+        except Exception as error:  # metrics failing must not change what was delivered
+            log.warning("call observer failed", exc_info=error)
+        return outcome
+
+    def _exchange(self, batch: Batch) -> tuple[Classified, str]:
+        """Send once and classify: the verdict and the on_call outcome label."""
         headers = {
             "Idempotency-Key": sf_string(batch_key(batch.keys)),
             "Signal-Idempotency-Keys": sf_list(batch.keys),
         }
-        started = time.perf_counter()
         try:
-            response = self._client.post(
-                self._url, content=batch_body(batch.fragments), headers=headers
-            )
+            response = self._transport(self._url, batch_body(batch.fragments), headers)
         except httpx.TimeoutException as error:
-            outcome = Classified(Verdict.RETRY, message=f"timeout: {type(error).__name__}")
-            self._on_call("timeout", time.perf_counter() - started, len(batch))
-            return outcome, "timeout"
+            message = f"timeout: {type(error).__name__}"
+            return Classified(Verdict.RETRY, message=message, slow=True), TIMEOUT
         except httpx.HTTPError as error:
-            outcome = Classified(Verdict.RETRY, message=f"network error: {type(error).__name__}")
-            self._on_call("network_error", time.perf_counter() - started, len(batch))
-            return outcome, "network_error"
+            message = f"network error: {type(error).__name__}"
+            return Classified(Verdict.RETRY, message=message), NETWORK_ERROR
         outcome = classify_response(
             response.status_code, response.headers, response.content, len(batch)
         )
-        self._on_call(str(outcome.verdict), time.perf_counter() - started, len(batch))
         return outcome, str(outcome.verdict)
 
-    def _send_until_answered(self, batch: Batch, report: DeliveryReport) -> Classified | None:
-        """Retry transient failures until a definite answer, or None on shutdown."""
+    def _failing(self, report: DeliveryReport, failing: bool) -> None:
+        if failing != report.failing:
+            report.failing = failing
+            self._on_failing(failing)
+
+    def _backoff(self, attempt: int, retry_after_s: float | None) -> bool:
+        """Wait before the next attempt; False when shutdown came first."""
+        with self._rng_lock:
+            delay = self._retry.delay(attempt, retry_after_s, self._rng)
+        return not self._stop.wait(delay)
+
+    def _send_until_answered(
+        self, batch: Batch, report: DeliveryReport
+    ) -> Classified | _TooSlow | None:
+        """Retry the same request until a definite answer; None on shutdown, _TOO_SLOW
+        when a batch of several signals timed out (or got 504) too many times in a row."""
         attempt = 0
+        slow_in_a_row = 0
         while True:
-            outcome, _ = self._post(batch)
+            outcome = self._post(batch)
             report.calls += 1
-            if outcome.verdict is not Verdict.RETRY:
-                if attempt:
-                    self._on_failing(False)
+            report.errors += outcome.raised
+            if outcome.verdict not in SAME_BATCH_AGAIN:
+                self._failing(report, outcome.verdict is Verdict.ACCEPTED_SOME)
                 return outcome
-            self._on_failing(True)
-            with self._rng_lock:
-                delay = self._retry.delay(attempt, outcome.retry_after_s, self._rng)
+            self._failing(report, True)
+            slow_in_a_row = slow_in_a_row + 1 if outcome.slow else 0
+            limit = self._split_after_timeouts
+            if limit and slow_in_a_row >= limit and len(batch) > 1:
+                return _TOO_SLOW
+            if not self._backoff(attempt, outcome.retry_after_s):
+                return None
             attempt += 1
             report.retries += 1
-            if self._stop.wait(delay):
-                return None
 
     def deliver(self, batch: Batch) -> DeliveryReport:
-        """Deliver a batch; permanent rejections are isolated to the offending signals."""
-        report = DeliveryReport(batch)
+        """Deliver a batch; permanent rejections are isolated to the offending signals.
+
+        Never raises: a failure of the bookkeeping itself (a bug) is logged and the
+        whole batch delivered again (the same keys: the server replays what it knows).
+        """
+        attempt = 0
+        while True:
+            report = DeliveryReport(batch)
+            try:
+                return self._deliver(batch, report)
+            except Exception as error:
+                log.error("delivery failed; the batch is retried", exc_info=error)
+            if not self._backoff(attempt, None):
+                report.abandoned = True
+                return report
+            attempt += 1
+
+    def _deliver(self, batch: Batch, report: DeliveryReport) -> DeliveryReport:
         whole = list(range(len(batch)))
         pending: list[list[int]] = [whole]
+        resends = 0
         while pending:
             indices = pending.pop()
             part = batch if indices is whole else batch.subset(indices)
@@ -305,20 +566,36 @@ class ConnectClient:
             if outcome is None:
                 report.abandoned = True
                 return report
-            if outcome.verdict in (Verdict.ACCEPTED, Verdict.PARTIAL):
-                for local, message in outcome.rejected.items():
-                    report.rejected[indices[local]] = message
-            elif outcome.verdict is Verdict.REJECTED_LOCATED:
-                # Nothing was recorded: reject the named ones, resend the rest as a new
-                # batch (new signals set, new Idempotency-Key).
-                for local, message in outcome.rejected.items():
-                    report.rejected[indices[local]] = message
-                rest = [i for n, i in enumerate(indices) if n not in outcome.rejected]
-                if rest:
-                    pending.append(rest)
-            elif len(indices) == 1:
-                report.rejected[indices[0]] = outcome.message
-            else:
+            if isinstance(outcome, _TooSlow):
+                # Smaller calls (new keys): a timed-out call may have been recorded, so
+                # this can duplicate; the per-signal keys let Connect tell.
+                report.slow_splits += 1
+                log.warning("a batch keeps timing out: split", signals=len(indices))
                 middle = len(indices) // 2
                 pending.extend([indices[middle:], indices[:middle]])
+                continue
+            for local, message in outcome.rejected.items():
+                report.rejected[indices[local]] = message
+            if outcome.verdict in (Verdict.ACCEPTED, Verdict.PARTIAL):
+                continue
+            done = outcome.rejected.keys() | outcome.accepted
+            rest = [i for n, i in enumerate(indices) if n not in done]
+            if not rest:
+                continue
+            if outcome.verdict is Verdict.ACCEPTED_SOME:
+                # Transient for the rest: after a backoff, as a new batch (new key).
+                if not self._backoff(resends, outcome.retry_after_s):
+                    report.abandoned = True
+                    return report
+                resends += 1
+                report.retries += 1
+                pending.append(rest)
+            elif outcome.verdict is Verdict.REJECTED_LOCATED:
+                # Nothing recorded: resend the rest as a new batch (new Idempotency-Key).
+                pending.append(rest)
+            elif len(rest) == 1:
+                report.rejected[rest[0]] = outcome.message
+            else:
+                middle = len(rest) // 2
+                pending.extend([rest[middle:], rest[:middle]])
         return report
