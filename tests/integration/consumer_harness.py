@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -14,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
+from devtools import stack
 from devtools.clickstream import GeneratedEvent
 from devtools.producer import EventEncoder, produce_events
 
@@ -32,21 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def new_topics(bootstrap: str, partitions: int = 3) -> tuple[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    topic, dlq = f"clicks-{suffix}", f"clicks-{suffix}-dlq"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [NewTopic(topic, partitions, 1), NewTopic(dlq, 1, 1)], operation_timeout=30
-    )
-    for future in futures.values():
-        future.result(30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        metadata = admin.list_topics(timeout=5).topics
-        if topic in metadata and dlq in metadata and len(metadata[topic].partitions) == partitions:
-            break
-        time.sleep(0.2)
-    return topic, dlq
+    return stack.new_topics(bootstrap, "clicks", partitions)
 
 
 def produce(bootstrap: str, topic: str, events: Iterable[GeneratedEvent]) -> int:
@@ -104,16 +87,7 @@ class BackgroundConsumer:
 
 def consumer_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     """``connect-pipeline run`` in a child process, configured by environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    env |= settings.as_environment()
-    log = log_path.open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli.main", "run"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
+    return stack.start_pipeline(settings, log_path, cwd=REPO)
 
 
 def expected_signals(events: Iterable[GeneratedEvent]) -> dict[str, dict[str, Any]]:

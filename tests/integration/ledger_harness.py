@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -14,6 +12,7 @@ import pytest
 from confluent_kafka import Producer
 from devtools.clickstream import GeneratedEvent
 from devtools.producer import EventEncoder
+from devtools.stack import PIPELINE_COMMAND, pipeline_environment
 
 from pipeline.config import DEFAULT_AVRO_DIR, Settings
 from pipeline.kafka.consumer import RunSummary
@@ -56,11 +55,9 @@ def seal(bootstrap: str, topic: str, partitions: int, events: list[GeneratedEven
 def replay_command(settings: Settings, *args: str) -> dict[str, Any]:
     """``connect-pipeline replay ARGS`` as a child process configured by PIPELINE_*
     (as a Kubernetes Job runs it); returns its JSON report."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    env |= settings.as_environment()
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli.main", "replay", *args],
-        env=env,
+        [*PIPELINE_COMMAND, "replay", *args],
+        env=pipeline_environment(settings),
         capture_output=True,
         text=True,
         timeout=120,

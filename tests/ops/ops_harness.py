@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
+from devtools.stack import start_pipeline
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,13 +38,5 @@ def probe(port: int, path: str) -> tuple[int, dict[str, Any]]:
 def run_process(env_settings: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """``connect-pipeline run`` configured only by PIPELINE_* variables; stdout and
     stderr go to separate files next to ``log_path`` (.out, .err)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    env.update(env_settings)
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli.main", "run"],
-        env=env,
-        stdout=log_path.with_suffix(".out").open("ab"),
-        stderr=log_path.with_suffix(".err").open("ab"),
-        stdin=subprocess.DEVNULL,
-        cwd=REPO,
-    )
+    out, err = log_path.with_suffix(".out"), log_path.with_suffix(".err")
+    return start_pipeline(env_settings, out, stderr_path=err, cwd=REPO)
