@@ -297,6 +297,11 @@ class SignalConsumer:
         self._stop_requested.set()
 
     @property
+    def buffered_bytes(self) -> int:
+        """Bytes of records read and not finished (what PIPELINE_MAX_BUFFERED_BYTES bounds)."""
+        return self._buffered_bytes
+
+    @property
     def idle(self) -> bool:
         """Nothing buffered, in flight or waiting for a dead-letter acknowledgement."""
         return (
