@@ -1,10 +1,10 @@
 """The benchmark's moving parts: broker, schema registry, simulator, backlog, pipelines.
 
-Everything real and on this machine: the embedded Tansu broker (or the Kafka at
-``KAFKA_BOOTSTRAP_SERVERS``), the Connect simulator in its own process with server
-idempotency on (as in production), a local schema registry over HTTP, and the
-pipeline as ``connect-pipeline run`` child processes configured by environment, as
-it is deployed. Acceptance is read from the simulator's ``/stats`` and ``/signals``.
+Everything real and on this machine (``devtools.stack``): the embedded Tansu broker
+(or the Kafka at ``PIPELINE_KAFKA_BOOTSTRAP_SERVERS``), the Connect simulator in its
+own process with server idempotency on (as in production), a local schema registry
+over HTTP, and the pipeline as ``connect-pipeline run`` child processes configured by
+environment, as it is deployed. Acceptance is read from the simulator's ``/stats`` and ``/signals``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -24,10 +23,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 from devtools.clickstream import GeneratedEvent, clickstream
 from devtools.producer import EventEncoder, produce_events
+from devtools.stack import free_port, kafka, new_topics, simulator, start_pipeline
 
 from benchmarks.registry import LocalRegistry
 from pipeline.config import DEFAULT_AVRO_DIR
@@ -36,14 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 API_KEY = "bench-api-key"
 APP_KEY = "bench-app-key"
 POLL_S = 0.05
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -191,23 +181,12 @@ class Stack:
         self.pipeline_settings: dict[str, str] = {}
 
     def __enter__(self) -> Stack:
-        configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        if configured:
-            self.bootstrap = configured
-        else:
-            from devtools.broker import EmbeddedBroker
-
-            broker = EmbeddedBroker(log_dir=self.workdir)
-            self.bootstrap = self._exit.enter_context(broker).bootstrap_servers
-            process = getattr(broker, "_process", None)
-            self.broker_pid = process.pid if process is not None else None
+        running = self._exit.enter_context(kafka(log_dir=self.workdir))
+        self.bootstrap = running.bootstrap_servers
+        self.broker_pid = running.broker.pid if running.broker is not None else None
         self.registry.start()
         self._exit.callback(self.registry.stop)
-        from connect_sim.testing import run_simulator
-
-        self.sim = self._exit.enter_context(
-            run_simulator(api_key=API_KEY, app_keys=[APP_KEY], extra_args=self._simulator_args)
-        )
+        self.sim = self._exit.enter_context(simulator(API_KEY, [APP_KEY], self._simulator_args))
         return self
 
     def __exit__(
@@ -221,18 +200,8 @@ class Stack:
     # --- topics and backlogs ---------------------------------------------------------------
 
     def create_topic(self, partitions: int, prefix: str = "bench") -> str:
-        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        new = [NewTopic(name, partitions, 1), NewTopic(f"{name}-dlq", 1, 1)]
-        for future in admin.create_topics(new, operation_timeout=30).values():
-            future.result(30)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            topics = admin.list_topics(timeout=5).topics
-            if name in topics and len(topics[name].partitions) == partitions:
-                break
-            time.sleep(0.2)
-        return name
+        topic: str = new_topics(self.bootstrap, prefix, partitions)[0]  # and <topic>-dlq
+        return topic
 
     def encoder(self) -> EventEncoder:
         """Confluent framing against the local registry: every reader can resolve it."""
@@ -284,7 +253,7 @@ class Stack:
             "SCHEMA_REGISTRY_URL": self.registry.url,
             # librdkafka's default (45 s) makes every group join wait; 6 s is enough here
             "SESSION_TIMEOUT_MS": "6000",
-            "HTTP_PORT": str(_free_port()),
+            "HTTP_PORT": str(free_port()),
         }
         settings.update(self.pipeline_settings)
         settings.update(overrides)
@@ -296,13 +265,8 @@ class Stack:
         log_path = self.workdir / f"pipeline-{group}-{replica}.log"
         # replicas on one host need their own transactional id (the default is per host)
         overrides.setdefault("TRANSACTIONAL_ID", f"{group}-{replica}")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli.main", "run"],
-            env=self.pipeline_env(topic, group, **overrides),
-            stdout=log_path.open("ab"),
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+        env = self.pipeline_env(topic, group, **overrides)
+        process = start_pipeline(env, log_path, cwd=REPO)
         return PipelineProcess(process, log_path)
 
     def wait_accepted(
