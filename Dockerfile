@@ -59,8 +59,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIPELINE_AVRO_DIR=/app/avro \
-    PIPELINE_HTTP_HOST=0.0.0.0 \
+    PIPELINE_HTTP_HOST=:: \
     PIPELINE_HTTP_PORT=9400
+# PIPELINE_HTTP_HOST=:: listens on IPv6 and IPv4 (dual stack: IPv6-only and dual-stack
+# clusters); on a kernel booted without IPv6 set it to 0.0.0.0.
 WORKDIR /app
 USER 10001
 EXPOSE 9400
