@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     consumer.subscribe([args.topic])
     http = httpx.Client(
-        headers={"Authorization": f"Bearer {args.api_key}"}, timeout=httpx.Timeout(10.0)
+        headers={"X-API-Key": args.api_key}, timeout=httpx.Timeout(10.0)
     )
     seen = accepted = rejected = 0
     first_message = None

@@ -134,7 +134,7 @@ class _Connection:
 def http_request(port: int, request: Request, batch_key: str) -> bytes:
     head = (
         f"POST /graphql HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
-        f"authorization: Bearer {API_KEY}\r\ncontent-type: application/json\r\n"
+        f"x-api-key: {API_KEY}\r\ncontent-type: application/json\r\n"
         f'idempotency-key: "{batch_key}"\r\n'
         f"signal-idempotency-keys: {request.signal_keys}\r\n"
         f"content-length: {len(request.body)}\r\n\r\n"

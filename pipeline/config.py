@@ -37,6 +37,8 @@ from pipeline.signals.catalog import Tier
 
 ENV_PREFIX: Final = "PIPELINE_"
 CONFIG_FILE_ENV: Final = "PIPELINE_CONFIG_FILE"
+#: Connect's createSignals takes at most this many signals per call (its API reference).
+MAX_SIGNALS_PER_CALL: Final = 500
 SECRETS_DIR_ENV: Final = "PIPELINE_SECRETS_DIR"
 #: Where file-mounted secrets are looked for unless PIPELINE_SECRETS_DIR says otherwise.
 DEFAULT_SECRETS_DIR: Final = Path("/run/secrets/pipeline")
@@ -226,9 +228,11 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8080/graphql", description="Connect GraphQL endpoint."
     )
     connect_api_key: SecretStr | None = Field(None, description="Connect API key (secret).")
-    connect_auth_header: str = Field("Authorization", description="Header carrying the key.")
+    connect_auth_header: str = Field(
+        "X-API-Key", description="Header carrying the key (Connect's API: X-API-Key)."
+    )
     connect_auth_scheme: str = Field(
-        "Bearer", description="Scheme before the key ('' sends the bare key)."
+        "", description="Scheme before the key ('' sends the bare key, e.g. 'Bearer')."
     )
     default_app_key: SecretStr | None = Field(
         None, description="appKey for events without their own (secret)."
@@ -240,13 +244,21 @@ class Settings(BaseSettings):
     )
 
     # --- delivery --------------------------------------------------------------------------
-    batch_max_signals: int = Field(250, ge=1, le=10_000, description="Signals per call.")
+    batch_max_signals: int = Field(
+        250, ge=1, description=f"Signals per call (Connect takes at most {MAX_SIGNALS_PER_CALL})."
+    )
     batch_max_bytes: int = Field(
         512 * 1024, ge=1_024, description="Request body bytes per call (at most)."
     )
     linger_ms: int = Field(50, ge=0, description="Wait this long to fill a batch.")
     max_in_flight_batches: int = Field(8, ge=1, le=256, description="Concurrent calls.")
     request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one call.")
+    split_after_timeouts: int = Field(
+        3,
+        ge=0,
+        description="A batch that times out (or gets 504) this many times in a row is sent "
+        "as two halves (0: never split).",
+    )
     retry_initial_backoff_ms: int = Field(100, ge=1, description="First retry delay.")
     retry_max_backoff_ms: int = Field(30_000, ge=1, description="Retry delay ceiling.")
     max_buffered_bytes: int = Field(
@@ -346,6 +358,16 @@ class Settings(BaseSettings):
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
             re.compile(value)
+        return value
+
+    @field_validator("batch_max_signals")
+    @classmethod
+    def _connect_call_limit(cls, value: int) -> int:
+        if value > MAX_SIGNALS_PER_CALL:
+            raise ValueError(
+                f"at most {MAX_SIGNALS_PER_CALL}: Connect's createSignals takes at most "
+                f"{MAX_SIGNALS_PER_CALL} signals per call, got {value}"
+            )
         return value
 
     @field_validator("connect_url")

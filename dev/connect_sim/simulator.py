@@ -48,8 +48,8 @@ DOCUMENT_CACHE_SIZE: Final = 256
 @dataclass
 class Config:
     api_key: str = "sim-api-key"
-    auth_header: str = "Authorization"
-    auth_scheme: str = "Bearer"  # "" expects the bare key
+    auth_header: str = "X-API-Key"  # as Connect's API; "Authorization" + "Bearer" also work
+    auth_scheme: str = ""  # "" expects the bare key
     app_keys: frozenset[str] = frozenset({"sim-app-key"})
     idempotency: bool = True
     idempotency_ttl_s: float = 3600.0

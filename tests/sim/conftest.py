@@ -33,7 +33,7 @@ class SimClient:
         self.handle = handle
         self.http = httpx.Client(
             base_url=handle.base_url,
-            headers={"authorization": f"Bearer {API_KEY}"},
+            headers={"x-api-key": API_KEY},
             timeout=10,
         )
 

@@ -16,14 +16,20 @@ from tests.sim.conftest import API_KEY, CREATE_SIGNALS, SimClient, signal
 
 
 @pytest.mark.parametrize(
-    "authorization",
-    [None, "Bearer wrong-key", API_KEY, f"Basic {API_KEY}", f"Bearer {API_KEY}x"],
-    ids=["missing", "wrong key", "no scheme", "wrong scheme", "longer key"],
+    ("header", "value"),
+    [
+        ("x-api-key", None),
+        ("x-api-key", "wrong-key"),
+        ("x-api-key", f"Bearer {API_KEY}"),
+        ("x-api-key", f"{API_KEY}x"),
+        ("authorization", f"Bearer {API_KEY}"),
+    ],
+    ids=["missing", "wrong key", "a scheme", "longer key", "authorization header"],
 )
 def test_a_missing_or_wrong_key_gets_401_and_records_nothing(
-    sim: SimClient, authorization: str | None
+    sim: SimClient, header: str, value: str | None
 ) -> None:
-    headers = {} if authorization is None else {"authorization": authorization}
+    headers = {} if value is None else {header: value}
     response = httpx.post(
         sim.handle.graphql_url,
         json={"query": CREATE_SIGNALS, "variables": {"signals": [signal()]}},

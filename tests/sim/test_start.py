@@ -64,4 +64,17 @@ def test_environment_configures_every_option(monkeypatch: pytest.MonkeyPatch) ->
 def test_command_line_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONNECT_SIM_API_KEY", "env-key")
     config = config_from(parse_args(["--api-key", "cli-key"]))
-    assert config.expected_auth == b"Bearer cli-key"
+    assert (config.auth_header, config.expected_auth) == ("X-API-Key", b"cli-key")
+
+
+def test_the_old_authorization_bearer_header_when_configured() -> None:
+    args = ["--auth-header", "Authorization", "--auth-scheme", "Bearer"]
+    with run_simulator("k-2", ["app-2"], args) as sim:
+        body = {
+            "query": CREATE_SIGNALS,
+            "variables": {"signals": [{**signal(), "appKey": "app-2"}]},
+        }
+        bearer = httpx.post(sim.graphql_url, json=body, headers={"authorization": "Bearer k-2"})
+        assert bearer.status_code == 200
+        bare = httpx.post(sim.graphql_url, json=body, headers={"x-api-key": "k-2"})
+        assert bare.status_code == 401

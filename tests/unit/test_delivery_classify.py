@@ -457,3 +457,16 @@ def test_a_permanent_error_without_index_isolates_the_bad_signal():
     report = _client(by_content).deliver(_batch(4))
     assert list(report.rejected) == [2]
     assert "BAD_USER_INPUT" in report.rejected[2]
+
+
+# --- the real API's limits, as settings -------------------------------------------------
+
+
+def test_settings_default_to_connects_x_api_key_and_refuse_more_than_500_per_call():
+    from pipeline.config import ConfigError, load_settings
+
+    settings = load_settings(topics=["t"], batch_max_signals=500)
+    assert (settings.connect_auth_header, settings.connect_auth_scheme) == ("X-API-Key", "")
+    assert settings.split_after_timeouts == 3
+    with pytest.raises(ConfigError, match="PIPELINE_BATCH_MAX_SIGNALS: at most 500"):
+        load_settings(topics=["t"], batch_max_signals=501)
