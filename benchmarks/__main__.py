@@ -21,9 +21,10 @@ and, on request only (it wraps the consumer's methods in this process):
              PIPELINE_WORKERS=2 in one run, ratios to C and E1 (--peers to choose)
   ledger     start time with ledgers of 0, 1M, 5M records; replay peak RSS (benchmarks.ledger)
 
-Everything runs on this machine: the embedded Tansu broker (or KAFKA_BOOTSTRAP_SERVERS),
-the Connect simulator in its own process with server idempotency on, a local schema
-registry over HTTP, and the pipeline as ``connect-pipeline run`` child processes.
+Everything runs on this machine: the embedded Tansu broker (or
+PIPELINE_KAFKA_BOOTSTRAP_SERVERS), the Connect simulator in its own process with server
+idempotency on, a local schema registry over HTTP, and the pipeline as
+``connect-pipeline run`` child processes.
 Figures only: nothing here fails on a slow machine. Quote medians of several runs; the
 machine is noisy.
 """

@@ -18,7 +18,7 @@
 (3) Ledger bytes per key: in memory (the index, tracemalloc) and on the broker (one
     format-2 record in a record batch, before compression).
 
-Real components: the embedded Tansu broker (or ``KAFKA_BOOTSTRAP_SERVERS``), the
+Real components: the embedded Tansu broker (or ``PIPELINE_KAFKA_BOOTSTRAP_SERVERS``), the
 simulator and a schema registry over HTTP. Figures only; never a test.
 """
 

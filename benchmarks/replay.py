@@ -12,8 +12,8 @@
     the ledger load, then the replay (decode, validate, map, skip or send) against the
     Connect simulator. Prints events/s; sent must equal skipped.
 
-Real components: the embedded Tansu broker (or ``KAFKA_BOOTSTRAP_SERVERS``) and the
-simulator over HTTP. Figures only; never a test.
+Real components: the embedded Tansu broker (or ``PIPELINE_KAFKA_BOOTSTRAP_SERVERS``) and
+the simulator over HTTP. Figures only; never a test.
 """
 
 from __future__ import annotations
@@ -25,14 +25,12 @@ import platform
 import time
 import tracemalloc
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 from devtools.clickstream import clickstream
 from devtools.producer import EventEncoder
+from devtools.stack import create_topics, kafka, simulator
 
 from pipeline.config import DEFAULT_AVRO_DIR, Settings
 from pipeline.kafka.ledger import LedgerIndex, LedgerLoader, ledger_value
@@ -74,32 +72,6 @@ def record_bytes(key: str) -> int:
 
     body = 1 + varint(0) + varint(0) + varint(len(key)) + len(key) + varint(8) + 8 + varint(0)
     return varint(body) + body
-
-
-@contextmanager
-def broker() -> Iterator[str]:
-    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if configured:
-        yield configured
-        return
-    from devtools.broker import EmbeddedBroker
-
-    with EmbeddedBroker() as running:
-        yield running.bootstrap_servers
-
-
-def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(t, n, 1) for t, n in topics.items()])
-    for future in futures.values():
-        future.result(30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        metadata = admin.list_topics(timeout=10).topics
-        if all(t in metadata and len(metadata[t].partitions) == n for t, n in topics.items()):
-            return
-        time.sleep(0.2)
-    raise RuntimeError("topics did not appear")
 
 
 def prepare(bootstrap: str, topic: str, ledger: str, events: int, partitions: int) -> int:
@@ -163,11 +135,9 @@ def main() -> None:
         )
     del ids, uuids
 
-    from connect_sim.testing import run_simulator
-
     with ExitStack() as stack:
-        bootstrap = stack.enter_context(broker())
-        sim = stack.enter_context(run_simulator(API_KEY, [APP_KEY]))
+        bootstrap = stack.enter_context(kafka()).bootstrap_servers
+        sim = stack.enter_context(simulator(API_KEY, [APP_KEY]))
         suffix = uuid.uuid4().hex[:8]
         topic, group = f"bench-replay-{suffix}", f"bench-{suffix}"
         ledger = f"{group}-ledger"
