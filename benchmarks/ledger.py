@@ -25,10 +25,10 @@ simulator and a schema registry over HTTP. Figures only; never a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -91,8 +91,18 @@ def commit(bootstrap: str, group: str, topic: str, offset: int) -> None:
 
 
 def loaded_line(log_text: str) -> str:
-    found = re.findall(r"ledger loaded.*", log_text)
-    return found[-1][:160] if found else "(no ledger load logged)"
+    """The pipeline's own account of its ledger loads (JSON log lines)."""
+    loads = []
+    for line in log_text.splitlines():
+        if '"ledger loaded"' not in line:
+            continue
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            loads.append(
+                f"ledger loaded: read {entry.get('read'):,}, kept {entry.get('kept', '-')}, "
+                f"from offset {entry.get('from_offset', '-')}, {entry.get('seconds')} s"
+            )
+    return "; ".join(loads) or "(no ledger load logged)"
 
 
 def start_time(

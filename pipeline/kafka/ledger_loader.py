@@ -110,6 +110,11 @@ class LedgerLoader:
             # at the end a fetch answers at once (the default waits 500 ms for data,
             # which made a start wait about a second per ledger partition)
             "fetch.wait.max.ms": 10,
+            # a small read-ahead: a chunk read back fetches little past its end, and the
+            # prefetch queue (64 MiB by default) does not outweigh the keys it holds
+            "queued.max.messages.kbytes": 4096,
+            "fetch.max.bytes": 1_048_576,
+            "max.partition.fetch.bytes": 1_048_576,
         }
         self.topic = topic
         self.index = index
@@ -200,10 +205,52 @@ class LedgerLoader:
     # --- reading ---------------------------------------------------------------------------
 
     def _load_partition(self, consumer: Consumer, partition: int, needs: list[_Need]) -> bool:
-        """Read one ledger partition backwards until every need has its stop; returns
-        whether old-format records were among those kept."""
+        """Read one ledger partition back from its end until every need has its stop;
+        returns whether old-format records were among those kept."""
         started = time.monotonic()
         low, end = self._bounds(consumer, partition)
+        if all(not n.request.committed for n in needs):
+            # nothing can stop a read back (nothing committed, or a range from offset 0):
+            # one pass forward from the retention cutoff, nothing buffered
+            begin = low
+            read, kept, old_format = self._read_kept(consumer, partition, needs, low)
+        else:
+            begin, read, kept, old_format = self._read_back(consumer, partition, needs, low, end)
+        seconds = time.monotonic() - started
+        self.progress.loads += 1
+        self.progress.last_seconds = seconds
+        log.info(
+            "ledger loaded",
+            topic=self.topic,
+            partition=partition,
+            read=read,
+            kept=kept,
+            from_offset=begin,
+            whole_retention=begin <= low,
+            keys=len(self.index),
+            seconds=round(seconds, 3),
+        )
+        return old_format
+
+    def _read_kept(
+        self, consumer: Consumer, partition: int, needs: list[_Need], start: int
+    ) -> tuple[int, int, bool]:
+        """From ``start`` to the end: (records read, kept, old-format among them)."""
+        kept = [0, 0]  # kept, old-format kept
+
+        def sink(_: int, key: bytes, record: LedgerRecord) -> None:
+            if self._keep(needs, record):
+                kept[0] += self._add(key, record)
+                kept[1] += record.topic is None
+                self._note_high(needs, record)
+
+        read = self._read_forward(consumer, partition, start, None, sink)
+        return read, kept[0], kept[1] > 0
+
+    def _read_back(
+        self, consumer: Consumer, partition: int, needs: list[_Need], low: int, end: int
+    ) -> tuple[int, int, int, bool]:
+        """Chunks back from the end to the stops: (first offset kept, read, kept, old)."""
         size = FIRST_CHUNK
         upper: int | None = None  # the first chunk reads to the partition's end (EOF)
         start = max(low, end - size)
@@ -230,24 +277,9 @@ class LedgerLoader:
                     old_format = old_format or record.topic is None
                     self._note_high(needs, record)
             if done:
-                break
+                return begin, read, kept, old_format
             upper, size = start, min(size * 2, MAX_CHUNK)
             start = max(low, start - size)
-        seconds = time.monotonic() - started
-        self.progress.loads += 1
-        self.progress.last_seconds = seconds
-        log.info(
-            "ledger loaded",
-            topic=self.topic,
-            partition=partition,
-            read=read,
-            kept=kept,
-            from_offset=begin,
-            whole_retention=begin <= low,
-            keys=len(self.index),
-            seconds=round(seconds, 3),
-        )
-        return old_format
 
     @staticmethod
     def _keep(needs: list[_Need], record: LedgerRecord) -> bool:
