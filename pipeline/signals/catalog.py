@@ -461,8 +461,3 @@ def types_in_tier(tier: Tier) -> frozenset[str]:
     """The signal types a subscription includes."""
     rank = TIER_RANK[tier]
     return frozenset(t for t, s in SIGNALS.items() if TIER_RANK[s.tier] <= rank)
-
-
-def v1_fields(spec: SignalSpec) -> tuple[FieldSpec, ...]:
-    """The fields the earlier edition had for this type."""
-    return tuple(fs for fs in spec.fields if fs.v1 is not V1.ABSENT)

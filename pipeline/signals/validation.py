@@ -24,7 +24,7 @@ from pydantic import ValidationError as PydanticValidationError
 from typing_extensions import TypedDict
 
 from pipeline.signals import catalog
-from pipeline.signals.catalog import FieldSpec, Format, ItemSpec, Kind, SignalSpec
+from pipeline.signals.catalog import FieldSpec, Format, ItemSpec, Kind
 from pipeline.signals.outcomes import Problem, Reason, Rejection
 
 CURRENCY_CODES: Final = frozenset(c.alpha_3 for c in pycountry.currencies)
@@ -403,7 +403,3 @@ def validate_event(signal_type: str, record: Mapping[str, Any]) -> ValidEvent | 
     except PydanticValidationError as error:
         return Rejection(Reason.VALIDATION, _problems(error))
     return ValidEvent(signal_type, fields)  # not reached: `fast` accepts what `strict` does
-
-
-def spec_of(event: ValidEvent) -> SignalSpec:
-    return catalog.SIGNALS[event.signal_type]
