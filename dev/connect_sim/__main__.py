@@ -13,7 +13,7 @@ import os
 from typing import Final
 
 from connect_sim.app import build_app
-from connect_sim.faults import Faults
+from connect_sim.faults import BURST_FAULTS, MALFORMED_SHAPES, Faults
 from connect_sim.simulator import Config
 
 
@@ -47,6 +47,15 @@ OPTIONS: Final[tuple[tuple[str, type, object, str], ...]] = (
     ("drop-after-processing-rate", float, 0.0, "probability it dies after recording"),
     ("timeout-rate", float, 0.0, "probability a call hangs timeout-s, then is served late"),
     ("timeout-s", float, 30.0, "how long such a call hangs"),
+    ("graphql-error-rate", float, 0.0, "probability of a 200 with one coded GraphQL error"),
+    ("graphql-error-code", str, "THROTTLED", "that error's extensions.code ('any': transient)"),
+    ("malformed-rate", float, 0.0, "probability of a malformed answer"),
+    ("malformed-shape", str, "any", f"its shape: any, {', '.join(MALFORMED_SHAPES)}"),
+    ("proxy-407-rate", float, 0.0, "probability of a proxy's 407 HTML page"),
+    ("gateway-timeout-rate", float, 0.0, "probability of a 504 (nothing recorded)"),
+    ("gateway-timeout-over-signals", int, 0, "calls with more signals get 504 (0: off)"),
+    ("burst", int, 0, "the first N calls meet --burst-fault"),
+    ("burst-fault", str, "malformed", f"one of {', '.join(BURST_FAULTS)}"),
 )
 
 
@@ -89,7 +98,17 @@ def config_from(args: argparse.Namespace) -> Config:
         timeout_rate=args.timeout_rate,
         timeout_s=args.timeout_s,
         reject_whole_batch=args.reject_whole_batch,
+        graphql_error_rate=args.graphql_error_rate,
+        graphql_error_code=args.graphql_error_code,
+        malformed_rate=args.malformed_rate,
+        malformed_shape=args.malformed_shape,
+        proxy_407_rate=args.proxy_407_rate,
+        gateway_timeout_rate=args.gateway_timeout_rate,
+        gateway_timeout_over_signals=args.gateway_timeout_over_signals,
+        burst=args.burst,
+        burst_fault=args.burst_fault,
     )
+    faults.check()
     return Config(
         api_key=args.api_key,
         auth_header=args.auth_header,

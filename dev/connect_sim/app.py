@@ -38,7 +38,7 @@ from connect_sim import faults as fault_names
 from connect_sim.faults import Faults
 from connect_sim.headers import parse_sf_string
 from connect_sim.idempotency import Verdict
-from connect_sim.simulator import Config, Simulator
+from connect_sim.simulator import Config, RequestError, Simulator
 
 __all__ = ["Config", "Faults", "Simulator", "build_app"]
 
@@ -127,11 +127,21 @@ async def _graphql(sim: Simulator, request: Request) -> Response:
     if not hmac.compare_digest(given, config.expected_auth):
         return _error(401, "missing or wrong API key")
     fault = request.scope.get(FAULT_SCOPE_KEY)
+    answer = fault_names.answer_for(fault)
+    if answer is not None:  # nothing recorded: the client must not take it as an answer
+        status, headers, content = answer
+        return Response(content, status, headers)
     if fault in fault_names.SERVER_ERRORS:
         return _error(int(fault), "injected failure")
     if fault == fault_names.RATE_LIMITED:
         return _error(429, "rate limited", {"retry-after": f"{config.faults.retry_after_s:g}"})
     body = await request.body()
+    slow_over = config.faults.gateway_timeout_over_signals
+    if slow_over and _signal_count(sim, body) > slow_over:
+        # a backend too slow for large batches: the gateway gives up, nothing recorded
+        sim.faults_injected["504_large"] = sim.faults_injected.get("504_large", 0) + 1
+        status, headers, content = fault_names.gateway_timeout_answer()
+        return Response(content, status, headers)
     if fault == fault_names.TIMEOUT:
         # Received, then stuck (a slow backend): served late, after the client gave up.
         await asyncio.sleep(config.faults.timeout_s)
@@ -169,6 +179,14 @@ async def _graphql(sim: Simulator, request: Request) -> Response:
         assert batch_key is not None
         sim.store.complete(batch_key, status, payload)
     return Response(payload, status, media_type="application/json")
+
+
+def _signal_count(sim: Simulator, body: bytes) -> int:
+    """How many signals a request carries (0 when it is malformed: answered later)."""
+    try:
+        return len(sim.signals_of(orjson.loads(body))[1])
+    except (orjson.JSONDecodeError, RequestError):
+        return 0
 
 
 FAULT_SCOPE_KEY: Final = "connect_sim.fault"

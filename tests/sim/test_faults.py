@@ -8,8 +8,9 @@ from dataclasses import asdict
 
 import httpx
 import pytest
-from connect_sim.faults import FaultPlan, Faults
+from connect_sim.faults import MALFORMED_SHAPES, TRANSIENT_CODES, FaultPlan, Faults
 
+from pipeline.connect.client import Verdict, classify_response
 from tests.sim.conftest import SimClient, signal
 
 
@@ -169,3 +170,87 @@ def test_the_admin_endpoint(sim: SimClient) -> None:
     assert sim.http.post("/admin/faults", content=b"{oops").status_code == 400
     assert sim.http.post("/admin/idempotency", content=b"{oops").status_code == 400
     assert sim.http.get("/admin/idempotency").json() == {"enabled": True, "ttl_s": 3600}
+
+
+# --- answers a client cannot take at face value (issue 12) ----------------------------
+
+
+@pytest.mark.parametrize("shape", list(MALFORMED_SHAPES))
+def test_each_malformed_shape_is_served_and_records_nothing(sim: SimClient, shape: str) -> None:
+    sim.faults(burst=1, burst_fault="malformed", malformed_shape=shape)
+    response = sim.post([signal()], key="b1", signal_keys=["s1"])
+    status, headers, body = MALFORMED_SHAPES[shape]
+    assert (response.status_code, response.content) == (status, body)
+    assert response.headers["content-type"].startswith(headers)
+    verdict = classify_response(response.status_code, response.headers, response.content, 1)
+    assert verdict.verdict is Verdict.UNKNOWN  # the pipeline's reading of it
+    assert sim.stats()["accepted"] == 0 and sim.stats()["faults"] == {f"malformed:{shape}": 1}
+    retry = sim.post([signal()], key="b1", signal_keys=["s1"])  # then answered normally
+    assert retry.json()["data"]["createSignals"]["signalIds"] == ["sig-1"]
+
+
+@pytest.mark.parametrize("code", ["THROTTLED", "INTERNAL_SERVER_ERROR", "BAD_USER_INPUT"])
+def test_a_coded_graphql_error_in_a_200(sim: SimClient, code: str) -> None:
+    sim.faults(graphql_error_rate=1.0, graphql_error_code=code)
+    response = sim.post([signal()])
+    assert response.status_code == 200
+    body = response.json()
+    assert body["data"] is None and body["errors"][0]["extensions"] == {"code": code}
+    assert sim.stats()["accepted"] == 0 and sim.stats()["faults"] == {f"graphql_error:{code}": 1}
+
+
+def test_any_code_is_a_transient_one_chosen_under_the_seed(sim: SimClient) -> None:
+    sim.faults(graphql_error_rate=1.0, graphql_error_code="any", seed=4)
+    codes = [sim.post([signal()]).json()["errors"][0]["extensions"]["code"] for _ in range(20)]
+    assert len(set(codes)) > 2 and set(codes) <= set(TRANSIENT_CODES)
+    sim.faults(graphql_error_rate=1.0, graphql_error_code="any", seed=4)
+    assert [sim.post([signal()]).json()["errors"][0]["extensions"]["code"] for _ in range(20)] == (
+        codes
+    )
+
+
+def test_a_proxy_407_page_and_a_gateway_504(sim: SimClient) -> None:
+    sim.faults(proxy_407_rate=1.0)
+    proxy = sim.post([signal()])
+    assert proxy.status_code == 407 and b"Proxy Authentication" in proxy.content
+    assert proxy.headers["proxy-authenticate"].startswith("Basic")
+    sim.faults(gateway_timeout_rate=1.0)
+    gateway = sim.post([signal()])
+    assert gateway.status_code == 504 and b"Gateway" in gateway.content
+    assert sim.stats()["accepted"] == 0
+
+
+def test_large_batches_get_504_small_ones_go_through(sim: SimClient) -> None:
+    sim.faults(gateway_timeout_over_signals=2)
+    assert sim.post([signal()] * 3).status_code == 504
+    assert sim.post([signal()] * 2).status_code == 200
+    stats = sim.stats()
+    assert stats["accepted"] == 2 and stats["faults"] == {"504_large": 1}
+
+
+def test_a_burst_of_any_fault_then_normal_answers(sim: SimClient) -> None:
+    sim.faults(burst=2, burst_fault="407")
+    assert [sim.post([signal()]).status_code for _ in range(3)] == [407, 407, 200]
+
+
+def test_answer_faults_do_not_shift_the_other_faults_sequence(sim: SimClient) -> None:
+    sim.faults(seed=11, error_rate=0.3)
+    before = status_sequence(sim, 40)
+    sim.faults(seed=11, error_rate=0.3, proxy_407_rate=0.3)
+    after = status_sequence(sim, 40)
+    assert 407 in after
+    assert [s for s in before if s != 200] == [s for s in after if s not in (200, 407)]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"malformed_shape": "weird"},
+        {"burst_fault": "nope"},
+        {"graphql_error_code": ""},
+        {"graphql_error_code": 5},
+        {"burst": -1},
+    ],
+)
+def test_answer_fault_settings_are_checked(sim: SimClient, bad: dict[str, object]) -> None:
+    assert sim.http.post("/admin/faults", json=bad).status_code == 400

@@ -40,7 +40,10 @@ def test_environment_configures_every_option(monkeypatch: pytest.MonkeyPatch) ->
         "RETRY_AFTER": "3", "LATENCY_MS": "4", "LATENCY_JITTER_MS": "5",
         "DROP_CONNECTION_RATE": "0.3",
         "DROP_AFTER_PROCESSING_RATE": "0.4", "TIMEOUT_RATE": "0.5", "TIMEOUT_S": "6",
-        "REJECT_WHOLE_BATCH": "true",
+        "REJECT_WHOLE_BATCH": "true", "GRAPHQL_ERROR_RATE": "0.6", "GRAPHQL_ERROR_CODE": "X",
+        "MALFORMED_RATE": "0.7", "MALFORMED_SHAPE": "empty", "PROXY_407_RATE": "0.8",
+        "GATEWAY_TIMEOUT_RATE": "0.9", "GATEWAY_TIMEOUT_OVER_SIGNALS": "7", "BURST": "8",
+        "BURST_FAULT": "407",
     }  # fmt: skip
     for name, value in env.items():
         monkeypatch.setenv(f"CONNECT_SIM_{name}", value)
@@ -59,6 +62,10 @@ def test_environment_configures_every_option(monkeypatch: pytest.MonkeyPatch) ->
     assert (f.retry_after_s, f.latency_ms, f.latency_jitter_ms) == (3, 4, 5)
     assert (f.drop_connection_rate, f.drop_after_processing_rate) == (0.3, 0.4)
     assert (f.timeout_rate, f.timeout_s, f.reject_whole_batch) == (0.5, 6, True)
+    assert (f.graphql_error_rate, f.graphql_error_code) == (0.6, "X")
+    assert (f.malformed_rate, f.malformed_shape, f.proxy_407_rate) == (0.7, "empty", 0.8)
+    assert (f.gateway_timeout_rate, f.gateway_timeout_over_signals) == (0.9, 7)
+    assert (f.burst, f.burst_fault) == (8, "407")
 
 
 def test_command_line_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
