@@ -254,3 +254,16 @@ def test_answer_faults_do_not_shift_the_other_faults_sequence(sim: SimClient) ->
 )
 def test_answer_fault_settings_are_checked(sim: SimClient, bad: dict[str, object]) -> None:
     assert sim.http.post("/admin/faults", json=bad).status_code == 400
+
+
+def test_the_chaos_run_mixes_the_answer_faults_in() -> None:
+    from devtools.chaos import simulator_faults
+
+    settings = simulator_faults(7, burst=3)
+    faults = Faults.from_json(settings)  # every setting is one the simulator knows
+    assert faults.rate_limit_burst == 3
+    assert min(faults.graphql_error_rate, faults.malformed_rate, faults.proxy_407_rate) > 0
+    assert faults.gateway_timeout_rate > 0 and faults.graphql_error_code == "any"
+    plan = FaultPlan(faults)
+    seen = {(plan.next_fault() or "").partition(":")[0] for _ in range(5_000)}
+    assert {"graphql_error", "malformed", "407", "504", "429"} <= seen

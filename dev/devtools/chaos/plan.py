@@ -58,10 +58,13 @@ def plan_actions(config: ChaosConfig) -> list[Action]:
 
 
 def simulator_faults(seed: int, *, burst: int = 0) -> dict[str, Any]:
-    """The simulator's fault settings: 5xx, 429 (bursts), latency, timeouts, drops.
+    """The simulator's fault settings: 5xx, 429 (bursts), latency, timeouts, drops, and
+    answers a client cannot take at face value: coded GraphQL errors in a 200 (a
+    transient code), malformed bodies (every shape), a proxy's 407 page, 504s.
 
     Timeouts and drops after processing make Connect accept a batch whose answer the
-    client never sees: the retry sends it again (counted apart, see ``retried``).
+    client never sees: the retry sends it again (counted apart, see ``retried``). The
+    answer faults record nothing: they must cost retries only, never a dead letter.
     """
     return {  # the simulator refuses a name it does not know (connect_sim.faults.Faults)
         "seed": seed,
@@ -75,4 +78,10 @@ def simulator_faults(seed: int, *, burst: int = 0) -> dict[str, Any]:
         "drop_after_processing_rate": 0.002,
         "timeout_rate": 0.002,
         "timeout_s": 3.0,
+        "graphql_error_rate": 0.01,
+        "graphql_error_code": "any",
+        "malformed_rate": 0.01,
+        "malformed_shape": "any",
+        "proxy_407_rate": 0.003,
+        "gateway_timeout_rate": 0.005,
     }
