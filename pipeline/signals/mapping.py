@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final
 
@@ -49,7 +50,8 @@ class MappedSignal:
 
 @lru_cache(maxsize=4096)
 def _utc_second(epoch_second: int) -> str:
-    return datetime.fromtimestamp(epoch_second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    # time's own strftime: under half the cost of a datetime's on a cache miss
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_second))
 
 
 def format_timestamp(moment: datetime) -> str:
