@@ -84,8 +84,16 @@ def _in_checks_python(code: str, data: str) -> str:
 
 def _yaml(text: str) -> list[dict[str, Any]]:
     """YAML documents as Python objects (PyYAML lives in the checks' virtualenv)."""
-    code = "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))"
-    return [d for d in json.loads(_in_checks_python(code, text)) if d]
+    return json.loads(_yaml_json(text))  # type: ignore[no-any-return]
+
+
+@cache
+def _yaml_json(text: str) -> str:
+    """One parse per distinct text (a fresh copy for each caller: json.loads)."""
+    code = (
+        "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))"
+    )
+    return _in_checks_python(code, text)
 
 
 @cache
