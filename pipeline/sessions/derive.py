@@ -31,12 +31,18 @@ DECISIONS (README, "Derived abandonment"):
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
-from pipeline.sessions.session import CartLine, Session, SessionKey, format_ms
+from pipeline.sessions.session import (
+    CartLine,
+    Session,
+    SessionKey,
+    format_ms,
+    item_fields,
+    view_item_fields,
+)
 from pipeline.signals.mapping import (
     MappedSignal,
     MappingOptions,
@@ -64,7 +70,8 @@ class DeriveOptions:
 
 def idempotency_key(key: SessionKey, kind: str) -> str:
     """A function of the session and the kind only (plain ASCII: it travels in headers)."""
-    canonical = json.dumps([kind, key[0], key[1]], ensure_ascii=False).encode()
+    # the appKey's length makes the text unambiguous whatever the strings contain
+    canonical = f"{kind}:{len(key[0])}:{key[0]}{key[1]}".encode()
     return f"{kind}-{hashlib.sha256(canonical).hexdigest()[:40]}"
 
 
@@ -90,7 +97,9 @@ def cart_content(session: Session) -> dict[str, Any] | None:
     if not lines:
         return None
     currency = lines[-1].currency
-    items = merge_repeated_products([dict(li.item) for li in lines if li.currency == currency])
+    items = merge_repeated_products(
+        [item_fields(li.item) for li in lines if li.currency == currency]
+    )
     value = sum(
         (
             max(
@@ -123,7 +132,7 @@ def browse_content(session: Session, max_items: int) -> dict[str, Any] | None:
     if not ranked:
         return None
     currency = ranked[0][1].currency
-    items = [dict(v.item) for _, v in ranked if v.currency == currency][:max_items]
+    items = [view_item_fields(v.item) for _, v in ranked if v.currency == currency][:max_items]
     return {"currency": currency, "abandonedItems": items}
 
 

@@ -105,10 +105,14 @@ def timestamp_ms(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+@lru_cache(maxsize=4096)
+def _second_text(epoch_second: int) -> str:
+    return datetime.fromtimestamp(epoch_second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def format_ms(ms: int) -> str:
-    """Epoch ms -> ``2025-08-31T08:29:30.001Z``."""
-    moment = datetime.fromtimestamp(ms // 1000, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+    """Epoch ms -> ``2025-08-31T08:29:30.001Z`` (sessions expire in the same seconds)."""
+    return f"{_second_text(ms // 1000)}.{ms % 1000:03d}Z"
 
 
 def event_time(signal: MappedSignal) -> int:
@@ -135,8 +139,9 @@ def apply(session: Session, signal: MappedSignal, at: int) -> None:
         session.cart_url = (at, url)
     kind = signal.signal_type
     if kind == "addToCart":
-        item = {k: content[k] for k in ITEM_FIELDS if k in content}
-        session.adds[signal.idempotency_key] = CartLine(at, content["currency"], item)
+        # The event's own content, not a copy: it is filtered to item fields when the
+        # session is derived or written (per session, not per event).
+        session.adds[signal.idempotency_key] = CartLine(at, content["currency"], content)
     elif kind == "order":
         ordered = content.get("orderedItems")
         products = frozenset(i["productId"] for i in ordered) if ordered else None
@@ -149,21 +154,28 @@ def apply(session: Session, signal: MappedSignal, at: int) -> None:
             session.error = (at, reason, content.get("errorText", ""))
 
 
+def item_fields(content: dict[str, Any]) -> dict[str, Any]:
+    """The abandoned-item fields of an add-to-cart's content."""
+    return {k: content[k] for k in ITEM_FIELDS if k in content}
+
+
+def view_item_fields(content: dict[str, Any]) -> dict[str, Any]:
+    """The abandoned-item fields of a product view's content (no quantity)."""
+    return {k: content[k] for k in _VIEW_ITEM_FIELDS if k in content}
+
+
 def _view(session: Session, content: dict[str, Any], at: int) -> None:
     product = content["productId"]
-    item = {k: content[k] for k in _VIEW_ITEM_FIELDS if k in content}
     currency = content.get("currency")
     seen = session.views.get(product)
     if seen is None:
-        session.views[product] = Viewed(1, at, at, currency, item)
+        session.views[product] = Viewed(1, at, at, currency, content)
         return
     seen.count += 1
-    seen.first = min(seen.first, at)
-    # The product's description accumulates over its views, the latest value of each
-    # field winning (whatever order the views arrive in).
-    if at >= seen.at:
-        seen.at, seen.item = at, {**seen.item, **item}
-        seen.currency = currency or seen.currency
-    else:
-        seen.item = {**item, **seen.item}
-        seen.currency = seen.currency or currency
+    if at < seen.first:
+        seen.first = at
+    # The product is described by its latest view with a price and a currency (or
+    # its latest view, while none has them), whatever order the views arrive in.
+    complete = currency is not None and "unitPrice" in content
+    if (complete and not seen.complete) or (at >= seen.at and (complete or not seen.complete)):
+        seen.at, seen.currency, seen.item = at, currency, content

@@ -157,7 +157,12 @@ class SessionStore:
             self.applied_offset = offset
             self._clock_dirty = True
         at = event_time(signal)
-        derived = self._expire(self.clock.on_event(at, wall_ms))
+        watermark = self.clock.on_event(at, wall_ms)
+        due = self._open_heap and self._open_heap[0][0] <= watermark
+        if due or (self._closed_heap and self._closed_heap[0][0] <= watermark):
+            derived = self._expire(watermark)
+        else:
+            derived = []
         body = signal.signal
         key = (body["appKey"], body["sessionId"])
         closed = self._closed.get(key)

@@ -109,12 +109,13 @@ def test_same_add_delivered_twice_is_one_add() -> None:
 
 def test_views_only_is_one_browse_abandonment_most_viewed_first() -> None:
     stream = [
-        view("s1", 0, "A", inventoryQuantity=4, imageUrls=["https://x/a.jpg"]),
+        view("s1", 0, "A", inventoryQuantity=9),
         view("s1", 10, "B"),
         view("s1", 20, "B"),
         view("s1", 30, "C", price=None),  # no price: not an abandoned item
         view("s1", 40, "D", currency="EUR"),  # another currency than the top product's
-        view("s1", 50, "A", sku="A-1"),
+        view("s1", 50, "A", inventoryQuantity=4, imageUrls=["https://x/a.jpg"]),
+        view("s1", 45, "A", price=None),  # arrives late, has no price: describes nothing
     ]
     derived = run(stream)
     assert [d.kind for d in derived] == ["browseAbandonment"]
@@ -123,7 +124,7 @@ def test_views_only_is_one_browse_abandonment_most_viewed_first() -> None:
     assert body["currency"] == "USD"
     assert body["effect"] == "negative"
     assert [i["productId"] for i in body["abandonedItems"]] == ["A", "B"]
-    assert body["abandonedItems"][0]["inventoryQuantity"] == 4  # kept from its first view
+    assert body["abandonedItems"][0]["inventoryQuantity"] == 4  # its latest priced view
     assert body["abandonedItems"][0]["imageUrls"] == ["https://x/a.jpg"]
     for item in body["abandonedItems"]:
         assert {"productId", "productName", "unitPrice"} <= set(item)
