@@ -4,7 +4,7 @@
 
 The same single-object encoded values through ``EventDecoder`` with
 ``accelerate=False`` (fastavro) and ``accelerate=True`` (cavro where it applies), for
-the current edition (read as is) and the earlier one (resolved: fastavro either way),
+the current edition (read as is) and the earlier one (resolved to the current),
 plus the bare library calls. CPU time of this process (less disturbed than wall time
 by other work on a shared machine), best of ``--repeat`` rounds, interleaved.
 """
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             reader = accelerated.compile_reader(schema)
             if reader is not None:
                 calls["cavro binary_read + end check"] = partial(_at, reader)
-        label = "current edition, read as is" if edition == 2 else "earlier edition, resolved"
+        label = "current edition, read as is" if edition == 2 else "earlier edition, resolved to v2"
         print(
             f"\nAddToCartEvent v{edition} ({label}), {len(values)} records, best of {args.repeat}:"
         )

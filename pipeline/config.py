@@ -219,8 +219,9 @@ class Settings(BaseSettings):
     )
     avro_decoder: AvroDecoder = Field(
         AvroDecoder.AUTO,
-        description="`auto`: cavro (2-3x faster) reads writer schemas that need no "
-        "resolution, fastavro the rest and whatever cavro cannot read; `fastavro`: fastavro only.",
+        description="`auto`: cavro (2-4x faster) reads the schemas whose output it gives "
+        "exactly as fastavro does (the generated ones, either edition), fastavro the rest and "
+        "whatever cavro cannot read; `fastavro`: fastavro only (cavro not even imported).",
     )
 
     # --- Connect API ---------------------------------------------------------------------

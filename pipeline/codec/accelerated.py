@@ -1,13 +1,15 @@
 """An accelerated reader for Avro bodies (cavro, Cython), with fastavro as the reference.
 
-Used only where it is known to give exactly fastavro's output: a writer schema read
-as is (no resolution: the writer is the reader) made of the types the generated
-schemas use (records, arrays, unions, null, boolean, long, double, string and
-``timestamp-millis``). Everything else, schema resolution included, stays with
-fastavro. A body cavro cannot read (malformed, truncated, trailing bytes) returns
-``None``: the caller then reads it with fastavro, which says what is wrong, so
-failures are fastavro's own. ``tests/unit/test_decoder_differential.py`` holds the
-two to identical results.
+Used only where it is known to give exactly fastavro's output: writer (and reader)
+schemas made of the types the generated schemas use (records, arrays, unions, null,
+boolean, long, double, string and ``timestamp-millis``). Resolution (an earlier
+edition read as the current one, ``quantity`` -> ``itemQuantity``) too, where the
+only difference is the order of a record's keys, which is then put in fastavro's
+order (``resolution_order``); nested records may then need one default at most.
+Everything else stays with fastavro. A body cavro cannot read (malformed, truncated,
+trailing bytes) returns ``None``: the caller then reads it with fastavro, which says
+what is wrong, so failures are fastavro's own.
+``tests/unit/test_decoder_differential.py`` holds the two to identical results.
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ def available() -> bool:
     return _cavro() is not None
 
 
-def supported(schema: Any, named: frozenset[str] = frozenset()) -> bool:
-    """Whether every type in the schema is one whose cavro output is tested identical."""
+def supported(schema: Any, named: frozenset[str] | None = frozenset()) -> bool:
+    """Whether every type in the schema is one whose cavro output is tested identical.
+
+    A type may name an enclosing record (recursion) unless ``named`` is None.
+    """
     if isinstance(schema, str):
-        return schema in _PRIMITIVES or schema in named
+        return schema in _PRIMITIVES or (named is not None and schema in named)
     if isinstance(schema, list):
         return all(supported(branch, named) for branch in schema)
     if not isinstance(schema, dict):
@@ -57,7 +62,8 @@ def supported(schema: Any, named: frozenset[str] = frozenset()) -> bool:
         fields = schema.get("fields")
         if not isinstance(fields, list):
             return False
-        named = named | {str(schema.get("name")), _full_name(schema)}
+        if named is not None:
+            named = named | {str(schema.get("name")), _full_name(schema)}
         return all(isinstance(f, dict) and supported(f.get("type"), named) for f in fields)
     return isinstance(kind, str | list | dict) and supported(kind, named)
 
@@ -68,15 +74,87 @@ def _full_name(schema: dict[str, Any]) -> str:
     return name if "." in name or not namespace else f"{namespace}.{name}"
 
 
-def compile_reader(writer_schema: dict[str, Any]) -> FastRead | None:
-    """A fast reader for bodies written with ``writer_schema``; None if not supported."""
+def _match(writer: dict[str, Any], reader: dict[str, Any]) -> tuple[list[str], list[str]] | None:
+    """fastavro's record resolution, names only: the reader fields the writer's fields
+    fill (by name, else alias) in writer order, and the reader fields left to their
+    defaults in reader order. None: a reader field matched twice (fastavro's to judge).
+    """
+    remaining = {f["name"]: f for f in reader["fields"]}
+    aliases = {alias: f for f in reader["fields"] for alias in f.get("aliases", ())}
+    matched = []
+    for field in writer["fields"]:
+        found = remaining.get(field["name"], aliases.get(field["name"]))
+        if found is None:
+            continue  # skipped: the reader does not have it
+        if found["name"] not in remaining:
+            return None
+        matched.append(found["name"])
+        del remaining[found["name"]]
+    return matched, list(remaining)
+
+
+def resolution_order(writer: dict[str, Any], reader: dict[str, Any]) -> list[str] | None:
+    """The keys fastavro gives reading ``writer`` data as ``reader``, in its order."""
+    match = _match(writer, reader)
+    return None if match is None else match[0] + match[1]
+
+
+def _nested_records(schema: Any, found: dict[str, Any]) -> dict[str, Any]:
+    """Every record defined inside ``schema`` (not itself), by short name."""
+    children: list[Any] = []
+    if isinstance(schema, list):
+        children = schema
+    elif isinstance(schema, dict) and schema.get("type") == "record":
+        children = [field["type"] for field in schema["fields"]]
+    elif isinstance(schema, dict) and schema.get("type") == "array":
+        children = [schema["items"]]
+    for child in children:
+        if isinstance(child, dict) and child.get("type") == "record":
+            found[str(child["name"]).rpartition(".")[2]] = child
+        _nested_records(child, found)
+    return found
+
+
+def _resolved_keys(writer: dict[str, Any], reader: dict[str, Any]) -> list[str] | None:
+    """The top-level key order to restore after cavro resolves; None: leave it to fastavro.
+
+    Nested records must pair by name and need at most one default: both libraries
+    then give their keys in writer order, the default last. (cavro appends several
+    defaults in an order of its own; the top level is put in fastavro's explicitly.)
+    """
+    if not (supported(writer, None) and supported(reader, None)):
+        return None  # no named references: every record is paired below
+    readers = _nested_records(reader, {})
+    for name, nested in _nested_records(writer, {}).items():
+        counterpart = readers.get(name)
+        match = None if counterpart is None else _match(nested, counterpart)
+        if match is None or len(match[1]) > 1:
+            return None
+    return resolution_order(writer, reader)
+
+
+def compile_reader(
+    writer_schema: dict[str, Any], reader_schema: dict[str, Any] | None = None
+) -> FastRead | None:
+    """A fast reader for bodies written with ``writer_schema`` (read as ``reader_schema``
+    when given); None if not supported."""
     cavro = _cavro()
     if cavro is None or not supported(writer_schema):
         return None
+    keys: list[str] | None = None
     try:
         parsed = cavro.Schema(writer_schema, record_decodes_to_dict=True)
+        if reader_schema is not None:
+            if not supported(reader_schema):
+                return None
+            keys = _resolved_keys(writer_schema, reader_schema)
+            if keys is None:
+                return None
+            parsed = cavro.Schema(reader_schema, record_decodes_to_dict=True).reader_for_writer(
+                parsed
+            )
         end = cavro.Schema({"type": "fixed", "name": "End", "size": 1})
-    except Exception:  # stricter than fastavro about a name, say: fastavro reads it
+    except Exception:  # stricter than fastavro (a name, a promotion): fastavro reads it
         return None
     memory_reader = cavro.MemoryReader
     read = parsed.binary_read
@@ -91,7 +169,7 @@ def compile_reader(writer_schema: dict[str, Any]) -> FastRead | None:
         try:
             at_end(reader)  # one more byte to read: trailing bytes, fastavro says how many
         except Exception:
-            return record
+            return record if keys is None else {key: record[key] for key in keys}
         return None
 
     return fast_read
