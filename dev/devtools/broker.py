@@ -13,6 +13,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -33,9 +34,20 @@ def broker_binary() -> str:
 class EmbeddedBroker:
     """Starts, pauses, resumes and stops one in-memory Tansu broker."""
 
-    def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        log_dir: Path | None = None,
+        *,
+        extra_args: Sequence[str] = (),
+        cwd: Path | None = None,
+    ) -> None:
+        """``extra_args``: more of Tansu's options (e.g. ``--schema-registry``), relative
+        paths in them from ``cwd``."""
         self.port = port or free_port()
         self._log_path = (log_dir or Path(tempfile.mkdtemp(prefix="tansu-"))) / "broker.log"
+        self._extra_args = list(extra_args)
+        self._cwd = cwd
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -64,11 +76,13 @@ class EmbeddedBroker:
                 url,
                 "--storage-engine",
                 "memory://tansu/",
+                *self._extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")},
+            cwd=self._cwd,
         )
         self._wait_until_ready()
         return self

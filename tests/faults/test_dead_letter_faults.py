@@ -15,17 +15,14 @@ never a crash loop.
 
 from __future__ import annotations
 
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
-from devtools.broker import broker_binary, free_port
+from devtools.broker import EmbeddedBroker
 from devtools.clickstream import clickstream
+from devtools.stack import create_topics
 
 from pipeline.kafka.consumer import SignalConsumer
 from pipeline.kafka.dead_letters import (
@@ -62,33 +59,9 @@ def strict_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("tansu-strict")
     (workdir / "schemas").mkdir()
     (workdir / "schemas" / f"{STRICT_DLQ}.json").write_text(STRICT_SCHEMA)
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    log = (workdir / "broker.log").open("wb")
-    process = subprocess.Popen(
-        [
-            *(broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url),
-            *("--storage-engine", "memory://tansu/", "--schema-registry", "file://./schemas"),
-        ],
-        cwd=workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    bootstrap = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield bootstrap
-    finally:
-        process.terminate()
-        process.wait(10)
+    schemas = ["--schema-registry", "file://./schemas"]
+    with EmbeddedBroker(log_dir=workdir, extra_args=schemas, cwd=workdir) as broker:
+        yield broker.bootstrap_servers
 
 
 def _committed(bootstrap: str, group: str, topic: str) -> int:
@@ -128,12 +101,7 @@ def test_a_refused_dead_letter_stops_uncommitted_and_a_restart_delivers_exactly(
     invalid_at = [i for i, e in enumerate(events) if e.invalid]
     assert invalid_at
     topic, good_dlq = new_topics(bootstrap, partitions=1)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(STRICT_DLQ, 1, 1)]).values():
-        try:
-            future.result(30)
-        except Exception as error:  # the other parametrisation made it
-            assert "already exists" in str(error).lower() or "TOPIC_ALREADY" in str(error)
+    create_topics(bootstrap, {STRICT_DLQ: 1})  # or the other parametrisation made it
     produce(bootstrap, topic, events)
     group = f"group-{uuid.uuid4().hex[:8]}"
     with connect_stub() as connect:

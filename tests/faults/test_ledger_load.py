@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 from devtools.clickstream import clickstream
+from devtools.stack import free_port
 
 from pipeline.kafka.ledger import ensure_ledger_topic, ledger_value
 from tests.integration.consumer_harness import (
@@ -38,12 +38,6 @@ pytestmark = pytest.mark.integration
 
 OLD_RECORDS = 300_000  # format 1, no horizon: the whole retention is read
 WEEK_MS = 7 * 24 * 3_600_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def probe(port: int, path: str) -> tuple[int, dict[str, Any]]:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devtools.broker import free_port
 from devtools.clickstream import clickstream
+from devtools.stack import free_port
 
 from tests.integration.consumer_harness import (
     API_KEY,

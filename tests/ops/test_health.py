@@ -1,20 +1,21 @@
 """/healthz and /readyz flip as the broker and the Connect API go away and come back.
 
 The consumer runs in a thread of this process with the real operations endpoint. The
-broker phase stops a broker, so it needs the embedded one: with KAFKA_BOOTSTRAP_SERVERS
-set (a real Apache Kafka), only the API phase runs against it.
+broker phase stops a broker, so it needs the embedded one: with
+PIPELINE_KAFKA_BOOTSTRAP_SERVERS set (a real Apache Kafka), only the API phase runs
+against it.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
 
 import pytest
-from devtools.broker import EmbeddedBroker, free_port
+from devtools.broker import EmbeddedBroker
 from devtools.clickstream import clickstream
+from devtools.stack import external_bootstrap, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.kafka.consumer import SignalConsumer
@@ -56,7 +57,7 @@ def _hold(port: int) -> socket.socket:
 def test_probes_follow_the_broker_and_the_api(kafka_bootstrap):
     from connect_sim.testing import run_simulator
 
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    external = external_bootstrap()
     broker = None if external else EmbeddedBroker().start()
     bootstrap = external or broker.bootstrap_servers  # type: ignore[union-attr]
     port = free_port()

@@ -10,8 +10,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from devtools.broker import free_port
 from devtools.clickstream import clickstream
+from devtools.stack import free_port
 
 from tests.integration.consumer_harness import new_topics, produce, read_topic, wait_for
 from tests.ops.ops_harness import probe, run_process, scrape, value
