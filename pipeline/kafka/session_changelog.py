@@ -82,6 +82,7 @@ def read_changelog(
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 10,  # a restore is a burst of fetches, not a wait for more
         }
     )
     started = time.monotonic()
