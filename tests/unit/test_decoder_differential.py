@@ -160,6 +160,15 @@ def _variant(change: str) -> tuple[dict[str, Any], dict[str, Any]]:
         fields.insert(3, {"name": "legacy", "type": ["null", "string"], "default": None})
         fields.append({"name": "tags", "type": {"type": "array", "items": "string"}})
         record |= {"legacy": "x", "tags": ["a", "b"]}
+    elif change == "long-as-double":  # a double written as long: promotion
+        price = next(f for f in fields if f["name"] == "unitPrice")
+        price["type"] = "long"
+        record["unitPrice"] = 12
+    elif change == "required-optional":  # a nullable field written as required
+        name = next(f for f in fields if f["name"] == "productCategory")
+        name["type"] = "string"
+        del name["default"]
+        record["productCategory"] = record.get("productCategory") or "Lamps"
     elif change == "narrower-long":  # long written as int: promotion
         quantity = next(f for f in fields if f["name"] == "itemQuantity")
         quantity["type"] = "int"
@@ -174,6 +183,8 @@ def _variant(change: str) -> tuple[dict[str, Any], dict[str, Any]]:
         "without-identity",
         "without-optionals",
         "extra-fields",
+        "long-as-double",
+        "required-optional",
         "narrower-long",
     ],
 )
