@@ -45,18 +45,19 @@ def test_produce_writes_the_demo_clickstream(kafka_bootstrap):
 
 def test_run_refuses_an_unknown_variable_and_names_it():
     """A typo'd variable is not ignored: `run` stops before connecting to anything."""
-    import os
     import subprocess
-    import sys
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    env |= {
-        "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
-        "PIPELINE_TOPICS": "clicks",
-        "PIPELINE_DLQ_TOPICS": "clicks-dlq",  # the setting is PIPELINE_DLQ_TOPIC
-    }
+    from devtools.stack import PIPELINE_COMMAND, pipeline_environment
+
+    env = pipeline_environment(
+        {
+            "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+            "PIPELINE_TOPICS": "clicks",
+            "PIPELINE_DLQ_TOPICS": "clicks-dlq",  # the setting is PIPELINE_DLQ_TOPIC
+        }
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli.main", "run"],
+        [*PIPELINE_COMMAND, "run"],
         env=env,
         capture_output=True,
         text=True,

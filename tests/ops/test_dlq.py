@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 from devtools.clickstream import clickstream
 from devtools.producer import EventEncoder
+from devtools.stack import create_topics
 
 from pipeline.cli.main import main
 from pipeline.config import DEFAULT_AVRO_DIR
@@ -70,9 +70,7 @@ def _write(bootstrap: str, dlq: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def dead_letters(kafka_bootstrap):
     dlq = f"dlq-view-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    for future in admin.create_topics([NewTopic(dlq, 2, 1)]).values():
-        future.result(30)
+    create_topics(kafka_bootstrap, {dlq: 2})
     written = _write(kafka_bootstrap, dlq)
     env = {
         "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
