@@ -14,7 +14,7 @@
 (2) Replay: ``--replay-events`` events in one partition, every other one already in
     the ledger, which holds ``--replay-keys`` keys in all (the rest from a week of
     another source). ``connect-pipeline replay --from-offset 0`` as a child process:
-    its peak RSS (the kernel's ru_maxrss), time, and what it sent and skipped.
+    its peak RSS (the kernel's VmHWM of that process), time, what it sent and skipped.
 (3) Ledger bytes per key: in memory (the index, tracemalloc) and on the broker (one
     format-2 record in a record batch, before compression).
 
@@ -28,17 +28,19 @@ import argparse
 import contextlib
 import gc
 import json
-import os
+import statistics
 import subprocess
 import sys
 import time
 import tracemalloc
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Final
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from devtools.clickstream import clickstream
+from devtools.producer import produce_events
 
 from benchmarks.stack import REPO, Stack
 from pipeline.kafka.ledger import LedgerIndex, encode, ensure_ledger_topic, topic_id
@@ -105,35 +107,45 @@ def loaded_line(log_text: str) -> str:
     return "; ".join(loads) or "(no ledger load logged)"
 
 
-def start_time(
-    stack: Stack, size: int, events: int, tail: int, seed: int
-) -> tuple[float, float, str]:
-    """Seconds from launch to the first and to the last accepted signal of the tail.
+def start_times(
+    stack: Stack, size: int, events: int, tail: int, runs: int, seed: int
+) -> list[tuple[float, float, str]]:
+    """Per run: seconds from launch to the first and to the last accepted signal of the
+    tail, and the pipeline's own account of its ledger load.
 
-    Each run has its own events (``seed``): the simulator counts a key once."""
-    backlog = stack.produce_backlog(events, partitions=1, invalid_ratio=0, seed=seed)
-    topic, group = backlog.topic, f"bench-ledger-{uuid.uuid4().hex[:8]}"
-    committed = events - tail
-    ledger = f"{group}-ledger"
+    One source partition and one ledger of ``size`` records for all runs; each run
+    appends its own events (the simulator counts a key once) and starts a new group
+    committed ``tail`` before the end, on that ledger."""
+    topic = stack.create_topic(1, prefix="bench-ledger")
+    ledger = f"{topic}-ledger"
     ensure_ledger_topic({"bootstrap.servers": stack.bootstrap}, ledger, 1, WEEK_MS)
-    if size:
-        rate = write_ledger(
-            stack.bootstrap, ledger, live_records(topic, size, committed, int(time.time() * 1000))
-        )
+    if size:  # every record below the first run's committed offset
+        records = live_records(topic, size, events - tail, int(time.time() * 1000))
+        rate = write_ledger(stack.bootstrap, ledger, records)
         print(f"  ledger of {size:,} records written at {rate:,.0f}/s", flush=True)
-    commit(stack.bootstrap, group, topic, committed)
-    before = int(stack.sim.stats()["accepted"])
-    launched = time.monotonic()
-    process = stack.start_pipeline(topic, group, LEDGER_MAX_KEYS=str(max(size, 1_000_000)))
-    try:
-        trace = stack.wait_accepted(before + tail, launched, [process], timeout_s=600)
-    finally:
-        process.stop()
-    first = next((t for t, n in trace.samples if n > before), None)
-    last = next((t for t, n in trace.samples if n >= before + tail), None)
-    if first is None or last is None:
-        raise RuntimeError("the tail was not delivered: " + process.log_path.read_text()[-2000:])
-    return first - launched, last - launched, loaded_line(process.log_path.read_text())
+    results = []
+    end = 0
+    for run in range(runs):
+        batch = clickstream(events, seed=seed * 100 + run, invalid_ratio=0)
+        end += produce_events(stack.bootstrap, topic, batch, stack.encoder())
+        group = f"bench-ledger-{uuid.uuid4().hex[:8]}"
+        commit(stack.bootstrap, group, topic, end - tail)
+        before = int(stack.sim.stats()["accepted"])
+        launched = time.monotonic()
+        process = stack.start_pipeline(
+            topic, group, LEDGER_TOPIC=ledger, LEDGER_MAX_KEYS=str(max(size, 1_000_000))
+        )
+        try:
+            trace = stack.wait_accepted(before + tail, launched, [process], timeout_s=600)
+        finally:
+            process.stop()
+        first = next((t for t, n in trace.samples if n > before), None)
+        last = next((t for t, n in trace.samples if n >= before + tail), None)
+        log_text = process.log_path.read_text()
+        if first is None or last is None:
+            raise RuntimeError("the tail was not delivered: " + log_text[-2000:])
+        results.append((first - launched, last - launched, loaded_line(log_text)))
+    return results
 
 
 def replay_rss(stack: Stack, events: int, keys: int, seed: int) -> dict[str, object]:
@@ -164,21 +176,34 @@ def replay_rss(stack: Stack, events: int, keys: int, seed: int) -> dict[str, obj
         cwd=REPO,
     )
     assert child.stdout is not None
+    # VmHWM of the child's own address space: ru_maxrss would count this (large) process
+    # too, as a forked child's high-water mark starts from its parent's before the exec
+    peak = 0
+    while child.poll() is None:
+        peak = max(peak, vm_hwm(child.pid))
+        time.sleep(0.1)
     output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.monotonic() - started
     if child.returncode != 0:
         raise RuntimeError((stack.workdir / "replay.log").read_text()[-2000:])
     report = json.loads(output.decode().strip().splitlines()[-1])
     return {
-        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "peak_rss_mib": peak / MIB,
         "seconds": elapsed,
         "ledger_keys": history + len(delivered),
         "in_range": len(delivered),
         "log": loaded_line((stack.workdir / "replay.log").read_text()),
         **report,
     }
+
+
+def vm_hwm(pid: int) -> int:
+    """The kernel's peak resident set of a running process, in bytes (0 once gone)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def bytes_per_key_in_memory(count: int) -> float:
@@ -217,16 +242,25 @@ def run(args: argparse.Namespace, add: Callable[[str, str], None]) -> None:
     add("ledger B/key in memory (index, 28-char keys)", f"{bytes_per_key_in_memory(200_000):.1f}")
     add("ledger B/record on the broker (28-char key)", str(bytes_per_record_on_broker(28)))
     with Stack() as stack:
-        starts = []
         seed = int(time.time()) % 100_000  # events the simulator has never seen
+        medians = []
         for n, size in enumerate(sizes):
             print(f"start with a ledger of {size:,} records", flush=True)
-            first, last, loaded = start_time(stack, size, args.events, args.tail, seed + n)
-            starts.append(first)
-            add(f"start: ledger {size:,}: first accepted", f"{first:.2f} s")
-            add(f"start: ledger {size:,}: tail of {args.tail} accepted", f"{last:.2f} s")
-            print(f"    {loaded}", flush=True)
-        add("start: spread (max - min of first accepted)", f"{max(starts) - min(starts):.2f} s")
+            results = start_times(stack, size, args.events, args.tail, args.runs, seed + n)
+            firsts = [first for first, _, _ in results]
+            medians.append(statistics.median(firsts))
+            add(
+                f"start: ledger {size:,}: first accepted (median of {len(results)})",
+                f"{medians[-1]:.2f} s (runs: {', '.join(f'{f:.2f}' for f in firsts)})",
+            )
+            lasts = [last for _, last, _ in results]
+            add(
+                f"start: ledger {size:,}: tail of {args.tail} accepted",
+                f"{statistics.median(lasts):.2f} s",
+            )
+            for _, _, loaded in results:
+                print(f"    {loaded}", flush=True)
+        add("start: spread of the medians (max - min)", f"{max(medians) - min(medians):.2f} s")
         events, keys = int(args.replay_events * scale), int(args.replay_keys * scale)
         print(f"replay of {events:,} events, {keys:,} keys in the ledger", flush=True)
         replay = replay_rss(stack, events, keys, seed + len(sizes))
@@ -249,6 +283,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--events", type=int, default=2_000, help="source events of each start run")
     p.add_argument("--tail", type=int, default=200, help="events after the committed offset")
+    p.add_argument("--runs", type=int, default=3, help="start runs per ledger size (median)")
     p.add_argument("--replay-events", type=int, default=1_000_000)
     p.add_argument("--replay-keys", type=int, default=5_000_000)
     p.add_argument("--scale", type=float, default=1.0, help="multiply ledger and replay sizes")
