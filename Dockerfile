@@ -15,6 +15,7 @@
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 # --- build: a virtualenv with the product, from the lock file only --------------------------
+# (the lock holds the `otel` extra too: tracing is off unless PIPELINE_TRACING=true)
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -33,7 +33,7 @@ checks-venv: $(CHECKS)/.installed
 # changing a pin in pyproject.toml or dev/pyproject.toml; a static check fails until then.
 LOCK_FLAGS := --quiet --generate-hashes --universal --python-version 3.11
 lock: checks-venv
-	printf 'setuptools==84.2.1\nwheel==0.48.0\n' | $(CHECKS)/bin/uv pip compile $(LOCK_FLAGS) \
+	printf 'setuptools==84.2.1\nwheel==0.48.0\n' | $(CHECKS)/bin/uv pip compile $(LOCK_FLAGS) --extra otel \
 		pyproject.toml - -o requirements.lock
 	printf -- '-e .[dev]\n-e ./dev\nsetuptools==84.2.1\nwheel==0.48.0\n' | $(CHECKS)/bin/uv pip compile \
 		$(LOCK_FLAGS) --no-emit-package connect-signals-pipeline --no-emit-package connect-pipeline-dev \

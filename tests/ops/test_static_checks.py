@@ -744,7 +744,8 @@ def _pins(pyproject: Path, extras: tuple[str, ...] = ()) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("lock", "pins"),
     [
-        ("requirements.lock", (("pyproject.toml", ()),)),
+        # the image: the product with its tracing extra (off unless PIPELINE_TRACING)
+        ("requirements.lock", (("pyproject.toml", ("otel",)),)),
         ("dev/requirements.lock", (("pyproject.toml", ("dev",)), ("dev/pyproject.toml", ()))),
     ],
 )
