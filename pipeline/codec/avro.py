@@ -16,7 +16,7 @@ without bound nor a registry call per record.
 
 fastavro returns ``timestamp-millis`` fields as timezone-aware (UTC) datetimes.
 
-fastavro is the reference. Where it is installed and known to give identical output
+fastavro is the reference. Where cavro is installed and known to give identical output
 (``pipeline.codec.accelerated``: the generated schemas' types, either edition), cavro
 reads bodies several times as fast; ``accelerate=False`` (PIPELINE_AVRO_DECODER=fastavro)
 turns it off. Whatever cavro cannot read goes to fastavro, so failures are fastavro's.

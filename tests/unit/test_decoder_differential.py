@@ -204,3 +204,19 @@ def test_third_party_writer_schemas_resolve_alike(change: str) -> None:
         assert reader is None  # int is not among the tested types: fastavro reads it
     else:
         assert reader is not None and reader(value, 5) is not None
+
+
+@pytest.mark.parametrize("session", [None, "s-1"])
+def test_a_nullable_writer_field_the_reader_requires(session: str | None) -> None:
+    """Resolution per value: a null fails (fastavro's message), a string reads alike."""
+    schema = copy.deepcopy(avro_schema(2, "addToCart"))
+    field = next(f for f in schema["fields"] if f["name"] == "sessionId")
+    field |= {"type": ["null", "string"], "default": None}
+    record = {**sample_records()[(2, "addToCart")], "sessionId": session}
+    client = SchemaRegistryClient.new_client({"url": "mock://"})
+    schema_id = client.register_schema("cart", Schema(json.dumps(schema), "AVRO"))
+    value = encode_confluent(schema_id, schema, record)
+    fast = EventDecoder(STORE, client).decode(value)
+    reference = EventDecoder(STORE, client, accelerate=False).decode(value)
+    assert repr(fast) == repr(reference)
+    assert isinstance(reference, Decoded) == (session is not None), reference
