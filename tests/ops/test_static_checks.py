@@ -727,7 +727,7 @@ def test_dockerfile_production_is_the_product_only_from_the_lock_compiled_non_ro
 def _locked(path: Path) -> dict[str, tuple[str, int]]:
     """name -> (version, number of hashes) of a lock file, as installed on Python 3.11."""
     on_311 = {"python_version": "3.11", "python_full_version": "3.11.14"}
-    locked = {}
+    locked: dict[str, tuple[str, int]] = {}
     for entry in re.split(r"\n(?=[A-Za-z0-9])", path.read_text()):  # one block per package
         match = re.match(r"([A-Za-z0-9_.-]+)==([^\s;\\]+)(?: ; ([^\\\n]+))?", entry)
         if match and (not match[3] or Marker(match[3].strip()).evaluate(on_311)):
