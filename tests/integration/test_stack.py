@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -94,3 +97,11 @@ def test_a_pipeline_process_starts_configured_by_settings_and_stops_on_sigterm(
     finally:
         code = stop_process(process, timeout_s=30)
     assert code == 0, log.read_text(errors="replace")[-2000:]
+
+
+def test_a_process_that_ignores_sigterm_is_killed_and_reported_as_hung():
+    ignores = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"  # noqa: E501
+    process = subprocess.Popen([sys.executable, "-c", ignores], stdout=subprocess.PIPE)
+    assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+    assert stop_process(process, timeout_s=0.5) is None
+    assert process.returncode == -signal.SIGKILL
