@@ -398,6 +398,9 @@ class DeliveryReport:
     errors: int = 0
     #: the API was failing at this batch's last attempt (on_failing told so)
     failing: bool = False
+    #: abandoned: the indices whose outcome is unknown (None: all of them); the others
+    #: were answered (accepted, or in ``rejected``) before the shutdown came
+    unsettled: list[int] | None = None
 
 
 #: Called on every attempt: (verdict or error kind, seconds the call took, signals).
@@ -565,6 +568,7 @@ class ConnectClient:
             outcome = self._send_until_answered(part, report)
             if outcome is None:
                 report.abandoned = True
+                report.unsettled = [*indices, *(i for part in pending for i in part)]
                 return report
             if isinstance(outcome, _TooSlow):
                 # Smaller calls (new keys): a timed-out call may have been recorded, so
@@ -586,6 +590,7 @@ class ConnectClient:
                 # Transient for the rest: after a backoff, as a new batch (new key).
                 if not self._backoff(resends, outcome.retry_after_s):
                     report.abandoned = True
+                    report.unsettled = [*rest, *(i for part in pending for i in part)]
                     return report
                 resends += 1
                 report.retries += 1
