@@ -44,7 +44,7 @@ OLD_BOOTSTRAP_ENV: Final = "KAFKA_BOOTSTRAP_SERVERS"
 TOPIC_TIMEOUT_S: Final = 30.0
 STOP_TIMEOUT_S: Final = 5.0
 #: The command line of ``connect-pipeline`` with this interpreter (no PATH lookup).
-PIPELINE_COMMAND: Final = (sys.executable, "-m", "pipeline.cli.main")
+RUN_COMMAND: Final = (sys.executable, "-m", "pipeline.cli.main")
 
 
 # --- ports -----------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def start_pipeline(
         stdout = files.enter_context(log_path.open("ab"))
         stderr = files.enter_context(stderr_path.open("ab")) if stderr_path else None
         return subprocess.Popen(
-            [*PIPELINE_COMMAND, *args],
+            [*RUN_COMMAND, *args],
             env=pipeline_environment(config, extra_env),
             stdout=stdout,
             stderr=stderr or subprocess.STDOUT,
