@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Producer
 from devtools.clickstream import GeneratedEvent
 from devtools.producer import EventEncoder
-from devtools.stack import PIPELINE_COMMAND, pipeline_environment
+from devtools.stack import RUN_COMMAND, pipeline_environment
 
 from pipeline.config import DEFAULT_AVRO_DIR, Settings
 from pipeline.kafka.consumer import RunSummary
@@ -56,7 +56,7 @@ def replay_command(settings: Settings, *args: str) -> dict[str, Any]:
     """``connect-pipeline replay ARGS`` as a child process configured by PIPELINE_*
     (as a Kubernetes Job runs it); returns its JSON report."""
     done = subprocess.run(
-        [*PIPELINE_COMMAND, "replay", *args],
+        [*RUN_COMMAND, "replay", *args],
         env=pipeline_environment(settings),
         capture_output=True,
         text=True,

@@ -47,7 +47,7 @@ def test_run_refuses_an_unknown_variable_and_names_it():
     """A typo'd variable is not ignored: `run` stops before connecting to anything."""
     import subprocess
 
-    from devtools.stack import PIPELINE_COMMAND, pipeline_environment
+    from devtools.stack import RUN_COMMAND, pipeline_environment
 
     env = pipeline_environment(
         {
@@ -57,7 +57,7 @@ def test_run_refuses_an_unknown_variable_and_names_it():
         }
     )
     done = subprocess.run(
-        [*PIPELINE_COMMAND, "run"],
+        [*RUN_COMMAND, "run"],
         env=env,
         capture_output=True,
         text=True,
