@@ -470,3 +470,18 @@ def test_settings_default_to_connects_x_api_key_and_refuse_more_than_500_per_cal
     assert settings.split_after_timeouts == 3
     with pytest.raises(ConfigError, match="PIPELINE_BATCH_MAX_SIGNALS: at most 500"):
         load_settings(topics=["t"], batch_max_signals=501)
+
+
+def test_a_bug_in_the_bookkeeping_retries_the_whole_batch_instead_of_raising(monkeypatch):
+    client = _client(ScriptedTransport())
+    real = client._deliver
+    failures = iter([RuntimeError("bug")])
+
+    def flaky(batch, report):
+        for error in failures:
+            raise error
+        return real(batch, report)
+
+    monkeypatch.setattr(client, "_deliver", flaky)
+    report = client.deliver(_batch(3))
+    assert not report.abandoned and report.rejected == {} and report.calls == 1
