@@ -28,7 +28,7 @@ letters, not a clickstream).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,8 +45,8 @@ from pipeline.kafka.session_changelog import (
 )
 from pipeline.ops.session_metrics import register
 from pipeline.sessions.stage import Partition, SessionStage
-from pipeline.sessions.store import Derived, SessionOptions
-from pipeline.signals.mapping import MappedSignal
+from pipeline.sessions.store import Derived, SessionOptions, session_options
+from pipeline.signals.mapping import MappedSignal, MappingOptions
 from pipeline.signals.outcomes import Rejection
 
 DERIVED_HEADER = "connect-signals-derived"
@@ -58,6 +58,17 @@ class Emit:
     message: Message
     signal_type: str
     settled: Callable[[], None]
+
+
+def build_session_hooks(
+    settings: Settings, registry: Any, *, bounded: bool, redrive: bool
+) -> SessionHooks | None:
+    """The consumer's session stage, or None: derivation off, or a redrive."""
+    app_key = settings.default_app_key.get_secret_value() if settings.default_app_key else None
+    options = session_options(settings, MappingOptions(app_key, settings.allow_anonymous))
+    if options is None or redrive:
+        return None
+    return SessionHooks(settings, options, changelog=not bounded, registry=registry)
 
 
 class SessionHooks:
@@ -109,12 +120,12 @@ class SessionHooks:
         derived = self.stage.observe(partition, signal, message.offset() or 0, wall, message.key())
         return [self._emit(partition, d) for d in derived]
 
-    def tick(self, held: bool) -> list[Emit]:
-        """``held``: partitions are paused (backpressure, a Connect outage)."""
+    def tick(self, held: Collection[Partition]) -> list[Emit]:
+        """``held``: partitions paused (backpressure, a Connect outage, a registry
+        hold): not quiet, whatever the wall clock says."""
         if not self._changelog:
             return []  # a replay: event time only
-        partitions = self.stage.partitions if held else ()
-        return [self._emit(p, d) for p, d in self.stage.tick(_now_ms(), partitions)]
+        return [self._emit(p, d) for p, d in self.stage.tick(_now_ms(), held)]
 
     # --- the transaction -------------------------------------------------------------------
 

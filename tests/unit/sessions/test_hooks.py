@@ -7,7 +7,7 @@ import json
 from confluent_kafka import Message
 
 from pipeline.config import Settings
-from pipeline.kafka.session_hooks import DERIVED_HEADER, SessionHooks
+from pipeline.kafka.session_hooks import DERIVED_HEADER, SessionHooks, build_session_hooks
 from pipeline.signals.mapping import MappedSignal
 from tests.unit.sessions.script import GAP_S, GRACE_S, add, mapped, options, view
 
@@ -28,8 +28,17 @@ def test_derived_signals_come_back_as_messages_of_their_partition() -> None:
     assert emit.message.key() == b"s1"
     assert json.loads(emit.message.value() or b"")["eventId"] == emit.outcome.idempotency_key
     assert emit.message.headers() == [(DERIVED_HEADER, b"cartAbandonment")]
-    assert hooks.tick(held=False) == []  # a replay: no wall clock
+    assert hooks.tick(held=()) == []  # a replay: no wall clock
     assert hooks.write(lambda *a, **k: None) == 0  # and no changelog
     assert [e.signal_type for e in hooks.aborted()] == ["cartAbandonment"]
     emit.settled()
     assert hooks.aborted() == []
+
+
+def test_built_only_when_derivation_is_on_and_not_for_a_redrive() -> None:
+    off = Settings(topics=["clicks"])
+    on = Settings(topics=["clicks"], derive_abandonment="cart")
+    assert build_session_hooks(off, None, bounded=False, redrive=False) is None
+    assert build_session_hooks(on, None, bounded=False, redrive=True) is None
+    hooks = build_session_hooks(on, None, bounded=True, redrive=False)
+    assert hooks is not None and hooks.stage.options.derive.kinds == {"cartAbandonment"}
