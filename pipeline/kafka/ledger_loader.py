@@ -68,7 +68,7 @@ class LoadProgress:
 
     loading: int = 0  # ledger partitions being read now
     records: int = 0  # ledger records read since the process started
-    keys: int = 0  # of them, added to the index
+    keys: int = 0  # of them, added to the index (within the retention window)
     loads: int = 0  # loads finished
     last_seconds: float = 0.0  # how long the last load took
     last_progress: float = field(default_factory=time.monotonic)
@@ -141,6 +141,7 @@ class LedgerLoader:
             return highs
         with self._lock:
             consumer = Consumer(self._conf)
+            self.progress.advanced(0)  # a load starting is progress (liveness)
             self.progress.loading += len(by_partition)
             try:
                 for partition, needs in sorted(by_partition.items()):
@@ -179,6 +180,7 @@ class LedgerLoader:
         started = time.monotonic()
         with self._lock:
             consumer = Consumer(self._conf)
+            self.progress.advanced(0)
             self.progress.loading += len(wanted)
             try:
                 for partition in wanted:
@@ -305,7 +307,10 @@ class LedgerLoader:
                 need.high = max(need.high, record.offset + 1)
 
     def _add(self, key: bytes, record: LedgerRecord) -> int:
-        return 1 if self.index.add(key.decode(), record.accepted_ms) else 0
+        if self.index.add(key.decode(), record.accepted_ms):
+            self.progress.keys += 1
+            return 1
+        return 0
 
     def _bounds(self, consumer: Consumer, partition: int) -> tuple[int, int]:
         """Where the retention window starts (skipped without reading) and the end."""
