@@ -201,7 +201,8 @@ class SessionStore:
         watermark = self.clock.on_wall(wall_ms)
         if watermark == before:
             return []
-        self._clock_dirty = True
+        # Not a change worth a changelog record by itself (an idle partition would write
+        # one every commit): what it closes is written; a restart waits the idle time again.
         return self._expire(watermark)
 
     def hold(self, wall_ms: int) -> None:

@@ -285,3 +285,12 @@ def test_cart_only_keeps_no_session_for_views() -> None:
     feed(store, [view("s1", 0, "A"), view("s1", 5, "B"), add("s2", 0, "C")])
     assert store.open_count == 1
     assert kinds(store.close_all()) == [("s2", "cartAbandonment")]
+
+
+def test_the_wall_clock_alone_writes_no_changelog_record() -> None:
+    store = SessionStore("clicks", options(idle_s=1))
+    store.observe(mapped(add("s1", 0, "A")), offset=0, wall_ms=ms(0))
+    store.take_changes()
+    store.committed()
+    assert store.advance(ms(0) + 5_000) == []  # the watermark moved; nothing closed
+    assert store.take_changes() == []  # an idle partition commits nothing
