@@ -18,9 +18,14 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from pipeline.cli.run import load_or_exit
 from pipeline.config import Settings
-from pipeline.kafka.consumer import Bounds, RecordOrigin, RunSummary, _header_pairs
-from pipeline.kafka.dead_letters import DeadLetterInfo, Source, parse_dead_letter_headers
+from pipeline.kafka.dead_letters import (
+    DeadLetterInfo,
+    Source,
+    header_pairs,
+    parse_dead_letter_headers,
+)
 from pipeline.kafka.ledger import key_digest
+from pipeline.kafka.records import Bounds, RecordOrigin, RunSummary
 from pipeline.kafka.replay import (
     TIMEOUT_S,
     _metadata_consumer,
@@ -35,7 +40,7 @@ from pipeline.signals.processor import EventProcessor
 
 
 def _info(message: Message) -> DeadLetterInfo:
-    return parse_dead_letter_headers(_header_pairs(message))
+    return parse_dead_letter_headers(header_pairs(message)[0])
 
 
 class DeadLetterOrigin(RecordOrigin):
@@ -63,7 +68,7 @@ class DeadLetterOrigin(RecordOrigin):
             info.timestamp_ms,
             message.key(),
             message.value(),
-            tuple(_header_pairs(message)),  # the previous error headers are replaced
+            tuple(header_pairs(message)[0]),  # the previous error headers are replaced
         )
         return source, info.attempt + 1
 

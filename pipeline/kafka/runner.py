@@ -1,16 +1,114 @@
-"""Assembly: settings in, a running consumer out. The only place that wires parts."""
+"""Assembly: settings in, a running consumer out. The one place that builds the Kafka
+clients and the HTTP client (``build_clients``) and wires the process together.
+"""
 
 from __future__ import annotations
 
+import logging
 import signal
+import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from confluent_kafka import Consumer, Producer
 
 from pipeline.config import Settings
-from pipeline.kafka.consumer import RunSummary, SignalConsumer
+from pipeline.connect.client import ConnectClient, RetryPolicy
+from pipeline.kafka.ledger import transactional_id
+from pipeline.kafka.records import RunSummary
 from pipeline.kafka.stops import ConsumerStopped
 from pipeline.ops.health import HealthServer
 from pipeline.signals.mapping import MappingOptions
 from pipeline.signals.processor import EventProcessor
+
+if TYPE_CHECKING:
+    from pipeline.kafka.consumer import SignalConsumer
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        # consumer lag and broker state for /metrics and /readyz (kafka_config may override)
+        "statistics.interval.ms": 5000,
+        **settings.kafka_common(),
+        "group.id": settings.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(100, settings.session_timeout_ms // 5),
+        "queued.max.messages.kbytes": settings.fetch_queue_kbytes,
+        "queued.min.messages": settings.fetch_queue_messages,
+        # Producers may write in transactions: never read what they abort.
+        "isolation.level": "read_committed",
+    }
+    if settings.group_instance_id:
+        conf["group.instance.id"] = settings.group_instance_id
+    return conf
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        **settings.kafka_common(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,  # pipeline.kafka.ledger.PRODUCER_LINGER_MS
+    }
+    if settings.transactions:
+        conf["transactional.id"] = transactional_id(settings)
+        conf["transaction.timeout.ms"] = settings.transaction_timeout_ms
+        # the commit acknowledges every record of a transaction: report failures only
+        conf["delivery.report.only.error"] = True
+    return conf
+
+
+class Clients(NamedTuple):
+    """What a consumer talks to: Kafka (both ways) and Connect."""
+
+    consumer: Consumer
+    producer: Producer
+    connect: ConnectClient
+
+
+def _auth_value(settings: Settings) -> str | None:
+    if settings.connect_api_key is None:
+        return None
+    key = settings.connect_api_key.get_secret_value()
+    return f"{settings.connect_auth_scheme} {key}" if settings.connect_auth_scheme else key
+
+
+def build_clients(
+    settings: Settings,
+    *,
+    bounded: bool,
+    on_stats: Callable[[str], None],
+    on_call: Callable[[str, float, int], None],
+    on_failing: Callable[[bool], None],
+    stop: threading.Event,
+) -> Clients:
+    """The Kafka consumer and producer and the Connect client of one consumer."""
+    kafka_logger = logging.getLogger("librdkafka")
+    eof = {"enable.partition.eof": True} if bounded else {}
+    consumer = Consumer(
+        {**consumer_config(settings), **eof, "stats_cb": on_stats, "logger": kafka_logger}
+    )
+    producer = Producer({**producer_config(settings), "logger": kafka_logger})
+    connect = ConnectClient(
+        settings.connect_url,
+        settings.connect_auth_header,
+        _auth_value(settings),
+        timeout_s=settings.request_timeout_s,
+        max_connections=settings.max_in_flight_batches,
+        retry=RetryPolicy(
+            settings.retry_initial_backoff_ms / 1000, settings.retry_max_backoff_ms / 1000
+        ),
+        stop=stop,
+        on_call=on_call,
+        on_failing=on_failing,
+        split_after_timeouts=settings.split_after_timeouts,
+    )
+    return Clients(consumer, producer, connect)
 
 
 def build_decoder(settings: Settings) -> object:
@@ -71,6 +169,7 @@ def start_ops_server(settings: Settings, consumer: SignalConsumer) -> HealthServ
 
 
 def run(settings: Settings, *, stop_after_idle_s: float | None = None) -> RunSummary:
+    from pipeline.kafka.consumer import SignalConsumer
     from pipeline.ops.logs import configure_logging
 
     configure_logging(settings)

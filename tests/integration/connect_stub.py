@@ -3,7 +3,9 @@
 Real HTTP on 127.0.0.1 (the consumer's httpx client talks to it as to Connect), no
 GraphQL parsing: the signals' idempotency keys come from the
 ``Signal-Idempotency-Keys`` header. ``hold`` keeps every request waiting on an Event
-(a stuck batch), ``outage`` answers 503 (a Connect outage).
+(a stuck batch), ``outage`` answers 503 (a Connect outage); ``decide`` picks an
+answer per request (``accept``, ``hold`` until ``gate`` is set, ``fail``: 503,
+``reject``: a GraphQL error naming no signal, which makes the client split the batch).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,6 +32,9 @@ class ConnectStub:
         self.release = threading.Event()  # cleared: requests wait for it
         self.release.set()
         self.request_arrived = threading.Event()
+        self.gate = threading.Event()  # what ``decide`` holds waits for this
+        self.decide: Callable[[list[str], int], str] | None = None
+        self.sent: list[list[str]] = []  # every request's keys, in arrival order
         self._lock = threading.Lock()
         self.url = ""
 
@@ -46,8 +51,22 @@ class ConnectStub:
     def answer(self, keys: list[str]) -> tuple[int, dict[str, Any]]:
         with self._lock:
             self.requests += 1
+            self.sent.append(keys)
+            number = self.requests
             self.held += 1
         self.request_arrived.set()
+        action = self.decide(keys, number) if self.decide is not None else "accept"
+        if action == "reject":
+            with self._lock:
+                self.held -= 1
+            error = {"message": "bad", "extensions": {"code": "BAD_USER_INPUT"}}
+            return 200, {"data": None, "errors": [error]}
+        if action == "fail":
+            with self._lock:
+                self.held -= 1
+            return 503, {"errors": [{"message": "unavailable"}]}
+        if action == "hold":
+            self.gate.wait()
         self.release.wait()
         with self._lock:
             self.held -= 1
@@ -69,11 +88,14 @@ def connect_stub() -> Iterator[ConnectStub]:
             self.rfile.read(length)
             status, document = stub.answer(_keys(self.headers.get("signal-idempotency-keys", "")))
             body = json.dumps(document).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except OSError:
+                pass  # the client gave up on this request (an abandoned batch)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -87,5 +109,6 @@ def connect_stub() -> Iterator[ConnectStub]:
         yield stub
     finally:
         stub.let_go()
+        stub.gate.set()
         server.shutdown()
         server.server_close()

@@ -1,0 +1,78 @@
+"""Pure batching: signals in, closed batches out, by count, bytes and linger."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+from pipeline.connect.client import Batch
+
+#: Room for the request around the signals: the query document, the operation name and
+#: the JSON wrapper (``pipeline.connect.client`` builds it; a test checks it fits).
+ENVELOPE_BYTES: Final = 512
+
+
+class Batcher:
+    """The open batch and the closed ones waiting to be sent. No I/O; clock passed in."""
+
+    def __init__(
+        self,
+        max_signals: int,
+        max_bytes: int,
+        linger_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max_signals = max_signals
+        self._max_bytes = max_bytes
+        self._linger_s = linger_s
+        self._clock = clock
+        self._keys: list[str] = []
+        self._fragments: list[bytes] = []
+        self._refs: list[Any] = []
+        self._bytes = ENVELOPE_BYTES
+        self._opened = 0.0
+        self.ready: deque[Batch] = deque()
+
+    def fits(self, fragment: bytes) -> bool:
+        """Whether a signal can be sent at all (alone in a batch)."""
+        return len(fragment) + 1 + ENVELOPE_BYTES <= self._max_bytes
+
+    def add(self, key: str, fragment: bytes, ref: Any) -> None:
+        size = len(fragment) + 1
+        if self._keys and self._bytes + size > self._max_bytes:
+            self.close()
+        if not self._keys:
+            self._opened = self._clock()
+        self._keys.append(key)
+        self._fragments.append(fragment)
+        self._refs.append(ref)
+        self._bytes += size
+        if len(self._keys) >= self._max_signals:
+            self.close()
+
+    def close_if_due(self) -> None:
+        if self._keys and self._clock() - self._opened >= self._linger_s:
+            self.close()
+
+    def close(self) -> None:
+        if self._keys:
+            self.ready.append(Batch(self._keys, self._fragments, self._refs))
+            self._keys, self._fragments, self._refs = [], [], []
+            self._bytes = ENVELOPE_BYTES
+
+    @property
+    def open(self) -> bool:
+        return bool(self._keys)
+
+    @property
+    def empty(self) -> bool:
+        return not self._keys and not self.ready
+
+    def clear(self) -> list[Batch]:
+        """Everything, open or ready, handed back unsent (a rewind)."""
+        self.close()
+        batches = list(self.ready)
+        self.ready.clear()
+        return batches

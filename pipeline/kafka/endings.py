@@ -1,0 +1,133 @@
+"""How records end: what Connect's answers mean for each record of a batch, the ledger
+record of an accepted signal, dead letters, skips, drops, and records let go unsent.
+Mixed into ``SignalConsumer`` (the loop is ``consumer.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from pipeline.connect.client import DeliveryReport
+from pipeline.kafka.dead_letter_writer import DeadLetterWriter
+from pipeline.kafka.ledger_index import LedgerIndex
+from pipeline.kafka.ledger_writer import LedgerWriter, SourceRef
+from pipeline.kafka.partition_state import InFlight
+from pipeline.kafka.records import Pending, RecordOrigin, RunSummary
+from pipeline.kafka.transactions import Transactions
+from pipeline.ops.metrics import PipelineMetrics
+from pipeline.signals.outcomes import Reason, Rejection
+from pipeline.signals.processor import Dropped
+
+
+class RecordEndings:
+    """Every record ends once: delivered, skipped, dropped, dead-lettered, or released
+    unsent (a retired generation's, read again by the partition's owner)."""
+
+    _in_flight: InFlight
+    _ledger_writer: LedgerWriter | None
+    _dead_letters: DeadLetterWriter
+    _txn: Transactions | None
+    _origin: RecordOrigin
+    _own_origin: bool
+    _buffered_bytes: int
+    ledger: LedgerIndex
+    metrics: PipelineMetrics
+    summary: RunSummary
+
+    def _add_to_batch(self, pending: Pending, fragment: bytes) -> None:
+        raise NotImplementedError
+
+    def _unsent(self, pending: Pending) -> None:
+        """A record of a retired generation leaves unsent; records waiting on its key go."""
+        self._release(pending)
+        for waiter, fragment in self._in_flight.settle(pending.key) or ():
+            if waiter.state.retired:
+                self._release(waiter)
+            elif self._in_flight.claim(waiter.key):
+                self._add_to_batch(waiter, fragment)
+            else:
+                self._in_flight.wait(waiter.key, (waiter, fragment))
+
+    def _settle(self, report: DeliveryReport) -> None:
+        self.summary.api_calls += report.calls
+        self.summary.api_retries += report.retries
+        unknown: frozenset[int] = frozenset()
+        if report.abandoned:
+            if report.unsettled is None:
+                return  # nothing known: the offsets stay uncommitted and are read again
+            unknown = frozenset(report.unsettled)  # what Connect answered before counts
+        accepted_ms = int(time.time() * 1000)
+        batch = report.batch
+        delivered = 0
+        for index, pending in enumerate(batch.refs):
+            if index in unknown:
+                continue
+            message = report.rejected.get(index)
+            if message is None:
+                self._delivered(pending, accepted_ms)
+                delivered += 1
+                continue
+            rejection = Rejection.single(Reason.API_REJECTED, "", message)
+            # the idempotency key: the eventId when it is plain ASCII
+            rejection = replace(rejection, event_id=batch.keys[index])
+            waiting = self._in_flight.settle(pending.key) or []
+            for record in [pending, *(w for w, _ in waiting)]:
+                if record.state.retired:
+                    self._release(record)  # read again by the partition's owner
+                else:
+                    self._dead_letter(record, rejection)
+        if delivered:
+            self.metrics.observe_delivered(delivered, batch.fragments[0])
+
+    def _delivered(self, pending: Pending, accepted_ms: int) -> None:
+        """Connect accepted it: remember it in the ledger, then finish it (and any record
+        that waited on its key). In a transaction at once: its offset commits with its
+        ledger record; without, when the ledger write is acknowledged."""
+        self.summary.delivered[pending.signal_type] += 1
+        writer = self._ledger_writer
+        if writer is None:
+            self._finish(pending)
+            return
+        waiting = self._in_flight.settle(pending.key)
+        self.ledger.add(pending.key, accepted_ms)
+
+        def done() -> None:
+            self._finish(pending)
+            for waiter, _ in waiting or ():
+                self._skip(waiter)
+
+        writer.write(self._ledger_source(pending), pending.key, accepted_ms, done)
+        if self._txn is not None:
+            done()
+
+    def _ledger_source(self, pending: Pending) -> SourceRef:
+        if self._own_origin:
+            return pending.state.key[0], pending.ledger_partition, pending.offset
+        source, _ = self._origin.source(pending.message)  # a redrive: the original record
+        return source.topic, pending.ledger_partition, source.offset
+
+    def _finish(self, pending: Pending) -> None:
+        pending.state.finish(pending.offset)  # a retired generation's: nothing moves
+        self._release(pending)
+
+    def _release(self, pending: Pending) -> None:
+        self._buffered_bytes -= pending.size
+        pending.size = 0
+
+    def _skip(self, pending: Pending) -> None:
+        self.summary.skipped += 1
+        self.metrics.skipped.inc()
+        self._finish(pending)
+
+    def _drop(self, pending: Pending, dropped: Dropped) -> None:
+        self.summary.dropped[f"{dropped.signal_type}:{dropped.reason}"] += 1
+        self.metrics.dropped.inc()
+        self._finish(pending)
+
+    def _dead_letter(self, pending: Pending, rejection: Rejection) -> None:
+        self._dead_letters.write(pending, rejection)
+
+    def _count_dead_letters(self, reason: str, count: int) -> None:
+        self.summary.dead_lettered[reason] += count
+        self.metrics.dead_lettered[reason].inc(count)

@@ -1,0 +1,232 @@
+"""A consumer's life around its loop: start, assignments, revocations, the rewind after
+an aborted transaction, drain and shutdown (the loop itself is ``consumer.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from pipeline.config import Settings
+from pipeline.kafka.batcher import Batcher
+from pipeline.kafka.commit_cycle import CommitCycle
+from pipeline.kafka.dead_letter_topic import ensure_dead_letter_topic
+from pipeline.kafka.dead_letter_writer import DeadLetterWriter
+from pipeline.kafka.deliveries import Deliveries
+from pipeline.kafka.flow import FlowControl
+from pipeline.kafka.ledger_index import LedgerIndex
+from pipeline.kafka.ledger_tail import LedgerTail, watch_ledger
+from pipeline.kafka.ledger_writer import LedgerWriter
+from pipeline.kafka.partition_state import Partitions
+from pipeline.kafka.producer_sink import ProducerSink
+from pipeline.kafka.records import Bounds, Pending, RunSummary, TopicPartitionKey
+from pipeline.kafka.transactions import TransactionFatal, Transactions
+from pipeline.ops.health import HealthState
+from pipeline.ops.metrics import PipelineMetrics
+
+if TYPE_CHECKING:
+    from pipeline.connect.client import ConnectClient
+
+log = structlog.get_logger("pipeline.kafka.consumer")
+
+
+class ConsumerLifecycle:
+    """Mixed into ``SignalConsumer``: what happens around the loop, not in it."""
+
+    _settings: Settings
+    _bounds: Bounds | None
+    _consumer: Consumer
+    _producer: Producer
+    _client: ConnectClient
+    _sink: ProducerSink
+    _dead_letters: DeadLetterWriter
+    _txn: Transactions | None
+    _tail: LedgerTail | None
+    _ledger_writer: LedgerWriter | None
+    _partitions: Partitions
+    _batcher: Batcher
+    _deliveries: Deliveries
+    _cycle: CommitCycle
+    _flow: FlowControl
+    _abandon: threading.Event
+    _bounded: set[TopicPartitionKey]
+    _done: set[TopicPartitionKey]
+    _ever_assigned: bool
+    _last_commit: float
+    _last_record: float
+    ledger: LedgerIndex
+    health: HealthState
+    metrics: PipelineMetrics
+    summary: RunSummary
+
+    def _dispatch(self) -> None:
+        raise NotImplementedError
+
+    def _collect_reports(self, block_s: float = 0.0) -> None:
+        raise NotImplementedError
+
+    def _unsent(self, pending: Pending) -> None:
+        raise NotImplementedError
+
+    # --- start ---------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """Before any read: the dead-letter topic, the ledger, the transaction; then join
+        the group (or assign a replay's partitions)."""
+        settings = self._settings
+        ensure_dead_letter_topic(settings.kafka_common(), settings.dlq_topic)
+        if settings.ledger_enabled:
+            tail = self._tail = LedgerTail.prepare(settings, self.ledger)
+            self.health.ledger_load = tail.load_state
+            watch_ledger(self.metrics.registry, tail.loader.progress, self.ledger)
+            self._ledger_writer = LedgerWriter(
+                self._sink, tail, settings.ledger_topic_name, backfill=self._bounds is not None
+            )
+            self._cycle.ledger = self._ledger_writer
+        if self._txn is not None:
+            self._txn.start()
+        if self._bounds is None:
+            self._consumer.subscribe(
+                settings.source_topics,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+        else:
+            self._assign_bounds(self._bounds)
+
+    def _assign_bounds(self, bounds: Bounds) -> None:
+        todo = {tp: start for tp, start in bounds.start.items() if start < bounds.end[tp]}
+        self._done.update(tp for tp in bounds.start if tp not in todo)
+        if self._tail is not None:
+            if bounds.whole_ledger:
+                self._tail.everything()
+            else:
+                self._tail.bounded(todo, bounds.end)
+        self._consumer.assign([TopicPartition(t, p, start) for (t, p), start in todo.items()])
+        self._partitions.assign(todo)
+        self._bounded = set(todo)
+        self._ever_assigned = True
+
+    def _reached_end(self, key: TopicPartitionKey) -> None:
+        """Bounded mode: this partition is read up to its end offset."""
+        if key in self._done:
+            return
+        self._done.add(key)
+        self._consumer.pause([TopicPartition(*key)])
+        log.info("partition read to its end offset", partition=f"{key[0]}[{key[1]}]")
+
+    # --- rebalances ----------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._tail is not None:  # before a record is read: what was delivered from them
+            self._tail.assigned(consumer, partitions)
+        self._partitions.assign((tp.topic, tp.partition) for tp in partitions)
+        self._ever_assigned = True
+        self.health.joined = True
+        self._last_record = time.monotonic()
+        self._flow.newly_assigned(partitions)
+        log.info(
+            "partitions assigned", partitions=[f"{t.topic}[{t.partition}]" for t in partitions]
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        landed = True
+        if not self._sink.fatal:  # fenced: nothing can be committed, hand them over as is
+            self._drain(self._settings.drain_timeout_s)
+            self._last_commit = time.monotonic()
+            landed = self._cycle.commit(asynchronous=False, only=revoked)
+        self._retire(revoked)
+        if not landed:
+            self._rewind()  # the partitions kept are read again; the revoked are gone
+        log.info("partitions revoked", partitions=sorted(f"{t}[{p}]" for t, p in revoked))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._retire({(tp.topic, tp.partition) for tp in partitions})
+        log.warning("partitions lost", count=len(partitions))
+
+    def _retire(self, keys: set[TopicPartitionKey]) -> None:
+        self._partitions.retire(keys)
+        self._cycle.forget(keys)
+        self._flow.forget(keys)
+        if self._tail is not None:
+            self._tail.revoked(keys)
+
+    def _rewind(self) -> None:
+        """The transaction was aborted: every partition is read again from its last
+        commit, as a new generation. What Connect accepted stays accepted: its ledger
+        records are written again, so the records read again are skipped; what is still
+        on its way keeps its key in flight, so a record read again waits for it."""
+        self._partitions.renew()
+        for batch in self._batcher.clear():
+            for pending in batch.refs:
+                self._unsent(pending)
+        if self._ledger_writer is not None:
+            self._ledger_writer.rewrite()
+        self._sink.flush(30)  # on the broker before a partition can change hands
+        if self._bounds is not None:  # partitions read to their end are read again
+            self._done.clear()
+            self._consumer.resume([TopicPartition(*key) for key in self._bounded])
+        for tp in self._cycle.positions(self._partitions.keys(), self._bounds):
+            try:
+                self._consumer.seek(tp)
+            except KafkaException as error:
+                # Not re-readable in place: stop uncommitted; a restart re-reads from the
+                # committed offsets, and the ledger skips what was accepted meanwhile.
+                raise TransactionFatal(f"rewind of {tp.topic}[{tp.partition}]: {error}") from None
+        log.warning("rewound to the committed offsets", partitions=len(self._partitions))
+
+    def _commit(self, *, asynchronous: bool, only: set[TopicPartitionKey] | None = None) -> None:
+        self._last_commit = time.monotonic()
+        self.ledger.expire()
+        if not self._cycle.commit(asynchronous=asynchronous, only=only):
+            self._rewind()
+
+    # --- stop ----------------------------------------------------------------------------
+
+    def _drain(self, timeout_s: float) -> bool:
+        """Send everything buffered and wait for it; False if the time ran out."""
+        self._batcher.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._dispatch()
+            self._sink.poll()
+            self._dead_letters.retry_failed()
+            self._collect_reports(block_s=0.05)
+            if self._deliveries.in_flight == 0 and not self._batcher.ready:
+                break
+        if not self._sink.fatal:
+            self._sink.flush(max(0.0, deadline - time.monotonic()))
+        self._collect_reports()
+        return self._deliveries.in_flight == 0 and not self._batcher.ready
+
+    def _shutdown(self) -> None:
+        log.info("stopping: draining in-flight batches")
+        if self._sink.fatal:  # nothing more can be recorded: send nothing more
+            self._partitions.retire(self._partitions.keys())
+            self._batcher.clear()
+            self._abandon.set()
+        drained = self._drain(self._settings.drain_timeout_s)
+        if not drained:
+            log.warning("drain timed out: unfinished records stay uncommitted")
+            self._abandon.set()
+            self._collect_reports(block_s=1.0)
+        try:
+            if not self._sink.fatal:
+                self._commit(asynchronous=False)
+        finally:
+            self._consumer.close()  # leave the group whatever happened: hand partitions over
+        self._deliveries.close()
+        self._client.close()
+        self._producer.flush(5)
+        log.info(
+            "stopped",
+            consumed=self.summary.consumed,
+            delivered=self.summary.delivered_total,
+            dead_lettered=self.summary.dead_lettered_total,
+        )

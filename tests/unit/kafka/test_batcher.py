@@ -1,0 +1,49 @@
+import json
+
+from pipeline.connect.client import batch_body
+from pipeline.kafka.batcher import ENVELOPE_BYTES, Batcher
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_closes_on_count():
+    batcher = Batcher(max_signals=3, max_bytes=10_000, linger_s=1.0, clock=Clock())
+    for n in range(7):
+        batcher.add(f"k{n}", b"{}", n)
+    assert [b.refs for b in batcher.ready] == [[0, 1, 2], [3, 4, 5]]
+    assert batcher.open
+
+
+def test_closes_before_the_bytes_overflow():
+    batcher = Batcher(max_signals=100, max_bytes=ENVELOPE_BYTES + 25, linger_s=1.0, clock=Clock())
+    for n in range(3):
+        batcher.add(f"k{n}", b"x" * 10, n)  # 11 bytes each with its comma
+    assert [b.refs for b in batcher.ready] == [[0, 1]]
+    assert batcher.fits(b"x" * 24) and not batcher.fits(b"x" * 25)
+
+
+def test_closes_after_linger_and_clear_hands_everything_back():
+    clock = Clock()
+    batcher = Batcher(max_signals=100, max_bytes=10_000, linger_s=0.05, clock=clock)
+    batcher.add("a", b"{}", 1)
+    batcher.close_if_due()
+    assert not batcher.ready
+    clock.now = 0.06
+    batcher.close_if_due()
+    assert [b.keys for b in batcher.ready] == [["a"]]
+    batcher.add("b", b"{}", 2)
+    assert [b.keys for b in batcher.clear()] == [["a"], ["b"]]
+    assert batcher.empty
+
+
+def test_the_envelope_constant_covers_the_request_around_the_signals():
+    assert len(batch_body([])) <= ENVELOPE_BYTES
+    fragments = [json.dumps({"n": n}).encode() for n in range(3)]
+    body = batch_body(fragments)
+    assert len(body) <= ENVELOPE_BYTES + sum(len(f) + 1 for f in fragments)
