@@ -152,6 +152,11 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
         self._stop_requested.set()
 
     @property
+    def ledger_tail(self) -> LedgerTail | None:
+        """The ledger's reads (None before ``run`` prepared it, or with the ledger off)."""
+        return self._tail
+
+    @property
     def buffered_bytes(self) -> int:
         """Bytes of records read and not finished (what PIPELINE_MAX_BUFFERED_BYTES bounds)."""
         return self._buffered_bytes

@@ -104,7 +104,7 @@ class ConsumerLifecycle:
         self._done.update(tp for tp in bounds.start if tp not in todo)
         if self._tail is not None:
             if bounds.whole_ledger:
-                self._tail.everything()
+                self._tail.everything(bounds.ledger_keys)
             else:
                 self._tail.bounded(todo, bounds.end)
         self._consumer.assign([TopicPartition(t, p, start) for (t, p), start in todo.items()])

@@ -41,6 +41,8 @@ class Bounds:
     end: dict[tuple[str, int], int]
     #: load every ledger partition (a redrive: its records come from any partition)
     whole_ledger: bool = False
+    #: with ``whole_ledger``: hold only these keys (``key_digest``), None: all
+    ledger_keys: frozenset[int] | None = None
 
 
 class RecordOrigin:
