@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from dataclasses import replace
 
 import click
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -146,9 +147,14 @@ def run_redrive(
     group: str | None = None,
     progress: bool = False,
 ) -> RunSummary:
+    from pipeline.kafka.runner import build_processor
+
     settings = bounded_settings(live, group or redrive_group(live, reasons))
     bounds = redrive_bounds(settings, live.dlq_topic)
     origin = DeadLetterOrigin(reasons)
+    if settings.ledger_enabled:  # hold the ledger records of these dead letters only
+        keys = dead_letter_keys(settings, bounds, origin, build_processor(settings))
+        bounds = replace(bounds, ledger_keys=keys)
     return run_bounded(settings, bounds, origin=origin, progress=progress, description="redrive")
 
 
