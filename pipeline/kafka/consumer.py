@@ -38,6 +38,7 @@ from pipeline.kafka.partition_state import InFlight, Partitions
 from pipeline.kafka.producer_sink import ProducerSink
 from pipeline.kafka.records import Bounds, Pending, RecordOrigin, RunSummary, TopicPartitionKey
 from pipeline.kafka.runner import Clients, build_clients, consumer_config, producer_config
+from pipeline.kafka.session_hooks import Emit, build_session_hooks
 from pipeline.kafka.stops import ConsumerStopped
 from pipeline.kafka.transactions import Transactions
 from pipeline.ops.health import HealthState
@@ -131,6 +132,12 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
             initial_backoff_ms=settings.retry_initial_backoff_ms,
             max_backoff_ms=settings.retry_max_backoff_ms,
         )
+        self._sessions = build_session_hooks(
+            settings,
+            self.metrics.registry,
+            bounded=bounds is not None,
+            redrive=not self._own_origin,
+        )
         self._buffered_bytes = 0
         self._bounded: set[TopicPartitionKey] = set()  # bounded mode: partitions to read
         self._done: set[TopicPartitionKey] = set()  # bounded mode: partitions read to end
@@ -209,6 +216,9 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
             self.metrics.consumed.inc(len(messages))
         for message in messages:
             self._handle(message)
+        if self._sessions is not None:  # quiet partitions' sessions expire by the wall clock
+            held = self._reading() if self._flow.paused else self._flow.held
+            self._derived(self._sessions.tick(held))
         self._sink.poll()
         self._dead_letters.retry_failed()
         self._collect_reports()
@@ -262,7 +272,11 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
                 message, size, outcome.signal_type, state, offset, outcome.idempotency_key,
                 ledger_partition,
             )  # fmt: skip
+            # before the ledger check: an event delivered already still counts
+            derived = self._sessions.observe(message, outcome) if self._sessions else None
             self._admit(outcome, pending)
+            if derived:
+                self._derived(derived)
         elif isinstance(outcome, Rejection):
             self._dead_letter(Pending(message, size, outcome.signal_type, state, offset), outcome)
         else:
@@ -281,6 +295,22 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
         else:
             fragment = encode_signal(signal.signal)
         self._add_to_batch(pending, fragment)
+
+    def _derived(self, emits: list[Emit]) -> None:
+        """Derived abandonment signals join the record path: ledger, batch, dead letters."""
+        for emit in emits:
+            message = emit.message
+            state = self._partitions.get((message.topic() or "", message.partition() or 0))
+            if state is None:
+                continue  # revoked: the partition's new owner sends what is pending
+            offset = message.offset() or 0
+            pending = Pending(message, 0, emit.signal_type, state, offset, on_finish=emit.settled)
+            pending.ledger_partition = state.key[1]
+            if isinstance(emit.outcome, MappedSignal):
+                pending.key = emit.outcome.idempotency_key
+                self._admit(emit.outcome, pending)
+            else:
+                self._dead_letter(pending, emit.outcome)
 
     def _add_to_batch(self, pending: Pending, fragment: bytes) -> None:
         if not self._batcher.fits(fragment):

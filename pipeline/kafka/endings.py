@@ -108,7 +108,10 @@ class RecordEndings:
         return source.topic, pending.ledger_partition, source.offset
 
     def _finish(self, pending: Pending) -> None:
-        pending.state.finish(pending.offset)  # a retired generation's: nothing moves
+        if pending.on_finish is not None:
+            pending.on_finish()  # a derived signal: settled, no offset of its own
+        else:
+            pending.state.finish(pending.offset)  # a retired generation's: nothing moves
         self._release(pending)
 
     def _release(self, pending: Pending) -> None:

@@ -24,6 +24,7 @@ from pipeline.kafka.ledger_writer import LedgerWriter
 from pipeline.kafka.partition_state import Partitions
 from pipeline.kafka.producer_sink import ProducerSink
 from pipeline.kafka.records import Bounds, Pending, RunSummary, TopicPartitionKey
+from pipeline.kafka.session_hooks import Emit, SessionHooks
 from pipeline.kafka.transactions import TransactionFatal, Transactions
 from pipeline.ops.health import HealthState
 from pipeline.ops.metrics import PipelineMetrics
@@ -52,6 +53,7 @@ class ConsumerLifecycle:
     _deliveries: Deliveries
     _cycle: CommitCycle
     _flow: FlowControl
+    _sessions: SessionHooks | None
     _abandon: threading.Event
     _bounded: set[TopicPartitionKey]
     _done: set[TopicPartitionKey]
@@ -72,6 +74,9 @@ class ConsumerLifecycle:
     def _unsent(self, pending: Pending) -> None:
         raise NotImplementedError
 
+    def _derived(self, emits: list[Emit]) -> None:
+        raise NotImplementedError
+
     # --- start ---------------------------------------------------------------------------
 
     def _prepare(self) -> None:
@@ -89,6 +94,8 @@ class ConsumerLifecycle:
             self._cycle.ledger = self._ledger_writer
         if self._txn is not None:
             self._txn.start()
+        if self._sessions is not None:
+            self._sessions.prepare()  # the session changelog topic
         if self._bounds is None:
             self._consumer.subscribe(
                 settings.source_topics,
@@ -109,6 +116,8 @@ class ConsumerLifecycle:
                 self._tail.bounded(todo, bounds.end)
         self._consumer.assign([TopicPartition(t, p, start) for (t, p), start in todo.items()])
         self._partitions.assign(todo)
+        if self._sessions is not None:
+            self._sessions.assign(todo)  # a replay: from the range's events alone
         self._bounded = set(todo)
         self._ever_assigned = True
 
@@ -126,6 +135,8 @@ class ConsumerLifecycle:
         if self._tail is not None:  # before a record is read: what was delivered from them
             self._tail.assigned(consumer, partitions)
         self._partitions.assign((tp.topic, tp.partition) for tp in partitions)
+        if self._sessions is not None:  # their sessions; what they derived, still unsent
+            self._derived(self._sessions.assign((tp.topic, tp.partition) for tp in partitions))
         self._ever_assigned = True
         self.health.joined = True
         self._last_record = time.monotonic()
@@ -140,7 +151,7 @@ class ConsumerLifecycle:
         if not self._sink.fatal:  # fenced: nothing can be committed, hand them over as is
             self._drain(self._settings.drain_timeout_s)
             self._last_commit = time.monotonic()
-            landed = self._cycle.commit(asynchronous=False, only=revoked)
+            landed = self._commit_cycle(asynchronous=False, only=revoked)
         self._retire(revoked)
         if not landed:
             self._rewind()  # the partitions kept are read again; the revoked are gone
@@ -156,6 +167,8 @@ class ConsumerLifecycle:
         self._flow.forget(keys)
         if self._tail is not None:
             self._tail.revoked(keys)
+        if self._sessions is not None:
+            self._sessions.revoke(keys)
 
     def _rewind(self) -> None:
         """The transaction was aborted: every partition is read again from its last
@@ -179,13 +192,25 @@ class ConsumerLifecycle:
                 # Not re-readable in place: stop uncommitted; a restart re-reads from the
                 # committed offsets, and the ledger skips what was accepted meanwhile.
                 raise TransactionFatal(f"rewind of {tp.topic}[{tp.partition}]: {error}") from None
+        if self._sessions is not None:  # sessions stay; their unsettled signals go again
+            self._derived(self._sessions.aborted())
         log.warning("rewound to the committed offsets", partitions=len(self._partitions))
 
     def _commit(self, *, asynchronous: bool, only: set[TopicPartitionKey] | None = None) -> None:
         self._last_commit = time.monotonic()
         self.ledger.expire()
-        if not self._cycle.commit(asynchronous=asynchronous, only=only):
+        if not self._commit_cycle(asynchronous=asynchronous, only=only):
             self._rewind()
+
+    def _commit_cycle(self, *, asynchronous: bool, only: set[TopicPartitionKey] | None) -> bool:
+        """The commit cycle, with the session changelog's changes in its transaction."""
+        sessions = self._sessions
+        if sessions is not None and sessions.write(self._sink.produce) and self._txn is None:
+            self._sink.flush(30)  # plain mode: the state on the broker before the offsets
+        landed = self._cycle.commit(asynchronous=asynchronous, only=only)
+        if landed and sessions is not None:
+            sessions.committed()
+        return landed
 
     # --- stop ----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ class Pending:
     offset: int
     key: str = ""  # the signal's idempotency key
     ledger_partition: int = 0  # the source partition (a redrive reads it from headers)
+    #: a derived signal (pipeline.sessions): holds back no offset; finishing it settles it
+    on_finish: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

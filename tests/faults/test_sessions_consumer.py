@@ -1,0 +1,289 @@
+"""Derived abandonment through the real consumer, broker and HTTP: exactly the
+expected signals, once each, across quiet partitions, late events and SIGKILLs.
+
+The expected signals come from the pure store fed the same events per partition
+(``SessionStore`` + ``close_all``): the consumer must send exactly those, each
+accepted once. Sessions are short (gap 2-3 s, grace 1 s) so quiet partitions close
+them by the wall clock within seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from devtools.clickstream import GeneratedEvent
+from devtools.producer import EventEncoder
+
+from pipeline.config import DEFAULT_AVRO_DIR, Settings
+from pipeline.sessions.derive import KINDS, DeriveOptions
+from pipeline.sessions.store import SessionOptions, SessionStore
+from pipeline.signals.mapping import MappedSignal, MappingOptions
+from tests.integration.consumer_harness import (
+    APP_KEY,
+    BackgroundConsumer,
+    consumer_process,
+    new_topics,
+    settings_for,
+    wait_for,
+)
+from tests.unit.sessions.script import add, feed, order, page, view
+
+pytestmark = pytest.mark.integration
+
+DERIVED = tuple(KINDS["both"])
+
+
+class Recorder:
+    """Connect on 127.0.0.1: records every accepted signal by idempotency key."""
+
+    def __init__(self) -> None:
+        self.accepted: Counter[str] = Counter()
+        self.signals: dict[str, dict[str, Any]] = {}
+        self.outage = threading.Event()  # set: 503 to every request
+        self.refused: Counter[str] = Counter()  # keys answered 503
+        self.lock = threading.Lock()
+        self.url = ""
+
+    def derived(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            return {k: s for k, s in self.signals.items() if k.startswith(DERIVED)}
+
+    def answer(self, keys: list[str], body: dict[str, Any]) -> int:
+        with self.lock:
+            if self.outage.is_set():
+                self.refused.update(keys)
+                return 503
+            self.accepted.update(keys)
+            for key, signal in zip(keys, body["variables"]["signals"], strict=True):
+                self.signals[key] = signal
+        return 200
+
+
+@contextmanager
+def recorder() -> Iterator[Recorder]:
+    rec = Recorder()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)))
+            header = self.headers.get("signal-idempotency-keys", "")
+            keys = [k.strip().strip('"') for k in header.split(",") if k.strip()]
+            status = rec.answer(keys, body)
+            document: dict[str, Any] = (
+                {"data": {"createSignals": {"accepted": len(keys)}}}
+                if status == 200
+                else {"errors": [{"message": "unavailable"}]}
+            )
+            raw = json.dumps(document).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    rec.url = f"http://127.0.0.1:{server.server_address[1]}/graphql"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield rec
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def produce_to(bootstrap: str, topic: str, events: list[tuple[int, dict[str, Any]]]) -> None:
+    """JSON-form script events, Avro encoded, keyed by sessionId, to chosen partitions."""
+    encoder = EventEncoder(DEFAULT_AVRO_DIR)
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for partition, event in events:
+        record = {k: v for k, v in event.items() if k != "signalType"}
+        record["eventTime"] = datetime.fromisoformat(record["eventTime"])
+        value = encoder.encode(GeneratedEvent(event["signalType"], record, 2))
+        producer.produce(topic, key=event["sessionId"].encode(), value=value, partition=partition)
+    assert producer.flush(30) == 0
+
+
+def expected(
+    events: list[tuple[int, dict[str, Any]]], gap_s: float, grace_s: float
+) -> dict[str, dict[str, Any]]:
+    """What the pure store derives from each partition's events, once all expire."""
+    options = SessionOptions(
+        DeriveOptions(KINDS["both"], MappingOptions(APP_KEY)),
+        gap_ms=round(gap_s * 1000),
+        grace_ms=round(grace_s * 1000),
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for partition in sorted({p for p, _ in events}):
+        store = SessionStore("t", options)
+        derived = feed(store, [e for p, e in events if p == partition]) + store.close_all()
+        for d in derived:
+            assert isinstance(d.outcome, MappedSignal)
+            out[d.outcome.idempotency_key] = json.loads(json.dumps(d.outcome.signal))
+    return out
+
+
+def derive_settings(
+    bootstrap: str, topic: str, dlq: str, url: str, gap_s: float, **extra: Any
+) -> Settings:
+    return settings_for(
+        bootstrap,
+        topic,
+        dlq,
+        url,
+        derive_abandonment="both",
+        session_gap_s=gap_s,
+        session_grace_s=1,
+        **extra,
+    )
+
+
+def test_a_scripted_clickstream_gives_exactly_the_expected_signals(kafka_bootstrap: str) -> None:
+    gap = 2.0
+    window = gap + 1
+    events = [
+        # partition 0: event time closes the first three sessions
+        (0, add("paid", 0, "A")),
+        (0, add("paid", 0.5, "B")),
+        (0, order("paid", 1)),  # cart then order: nothing
+        (0, add("cart", 0, "A", 2)),
+        (0, add("cart", 0.2, "C", price=4.5)),  # cart then nothing
+        (0, add("late", 0.1, "L")),
+        (0, view("driver", window + 5, "D")),  # the watermark passes the three above
+        (0, order("late", 0.3)),  # later than the grace: counted, the cart stays
+        # partition 1: goes quiet; the wall clock closes its sessions
+        (1, view("browse", 0, "A")),
+        (1, view("browse", 0.1, "B")),
+        (1, view("browse", 0.2, "A")),  # views only
+        (1, view("viewed-added", 0, "V")),
+        (1, add("viewed-added", 0.5, "V")),  # views then add: a cart
+        (1, page("pages", 0)),  # nothing to derive
+    ]
+    want = expected(events, gap, 1)
+    assert sorted(s["sessionId"] for s in want.values()) == [
+        "browse",
+        "cart",
+        "driver",
+        "late",
+        "viewed-added",
+    ]
+    topic, dlq = new_topics(kafka_bootstrap, partitions=2)
+    produce_to(kafka_bootstrap, topic, events)
+    with recorder() as connect:
+        settings = derive_settings(kafka_bootstrap, topic, dlq, connect.url, gap)
+        running = BackgroundConsumer(settings).start()
+        try:
+            wait_for(lambda: len(connect.derived()) >= len(want), 60, "derived signals")
+            time.sleep(1.0)  # anything more would be a failure: let it arrive
+        finally:
+            running.stop()
+    assert connect.derived() == want
+    assert all(connect.accepted[k] == 1 for k in want)
+    assert len(connect.accepted) == len(want) + len(events)  # and every event, once
+
+
+def _run(settings: Settings, tmp_path: Path, name: str) -> Any:
+    return consumer_process(settings, tmp_path / f"{name}.log")
+
+
+def test_sigkill_mid_session_and_mid_expiry_sends_each_signal_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    gap = 4.0
+    first = [(0, add("s1", 0, "A")), (0, view("s2", 0, "B"))]
+    topic, dlq = new_topics(kafka_bootstrap, partitions=1)
+    produce_to(kafka_bootstrap, topic, first)
+    with recorder() as connect:
+        settings = derive_settings(kafka_bootstrap, topic, dlq, connect.url, gap)
+        # 1. killed during the sessions: their events delivered, the state committed
+        process = _run(settings, tmp_path, "first")
+        try:
+            wait_for(lambda: len(connect.accepted) >= 2, 60, "the events delivered")
+            time.sleep(0.6)  # a few commit cycles (200 ms), well before the expiry (~6 s)
+        finally:
+            process.kill()
+            process.wait(10)
+        assert connect.derived() == {}
+
+        # 2. killed during the expiry: derived, refused by Connect, committed as pending
+        connect.outage.set()
+        process = _run(settings, tmp_path, "second")
+        try:
+            wait_for(
+                lambda: sum(1 for k in connect.refused if k.startswith(DERIVED)) >= 2,
+                60,
+                "the derived signals attempted",
+            )
+            time.sleep(0.6)  # commit cycles: the closed sessions, pending, in the changelog
+        finally:
+            process.kill()
+            process.wait(10)
+        assert connect.derived() == {}
+
+        # 3. a clean run: each abandoned session's signal, once
+        connect.outage.clear()
+        process = _run(settings, tmp_path, "third")
+        try:
+            wait_for(lambda: len(connect.derived()) >= 2, 60, "the derived signals")
+            time.sleep(1.0)
+        finally:
+            process.terminate()
+            process.wait(30)
+    want = expected(first, gap, 1)
+    assert connect.derived() == want
+    assert all(connect.accepted[k] == 1 for k in want)
+
+
+def test_a_rebalance_moves_open_sessions_without_loss_or_doubles(kafka_bootstrap: str) -> None:
+    gap = 10.0  # sessions stay open across the rebalance
+    events = [
+        (0, add("p0-cart", 0, "A")),
+        (0, view("p0-browse", 0, "B")),
+        (1, add("p1-cart", 0, "C", 3)),
+        (1, view("p1-browse", 0, "D")),
+    ]
+    want = expected(events, gap, 1)
+    topic, dlq = new_topics(kafka_bootstrap, partitions=2)
+    produce_to(kafka_bootstrap, topic, events)
+    with recorder() as connect:
+        replica = {
+            name: derive_settings(
+                kafka_bootstrap, topic, dlq, connect.url, gap, transactional_id=f"{topic}-{name}"
+            )
+            for name in ("a", "b")
+        }
+        first = BackgroundConsumer(replica["a"]).start()
+        second = None
+        try:
+            wait_for(lambda: len(connect.accepted) >= len(events), 60, "the events delivered")
+            assert connect.derived() == {}
+            second = BackgroundConsumer(replica["b"]).start()  # takes one partition over
+            moved = second.consumer._sessions
+            assert moved is not None
+            # one partition, with its two open sessions restored from the changelog
+            wait_for(lambda: moved.stage.open_sessions == 2, 60, "sessions moved")
+            assert len(moved.stage.partitions) == 1
+            wait_for(lambda: len(connect.derived()) >= len(want), 60, "derived signals")
+            time.sleep(1.0)
+        finally:
+            first.stop()
+            if second is not None:
+                second.stop()
+    assert connect.derived() == want
+    assert all(connect.accepted[k] == 1 for k in want)
