@@ -9,8 +9,8 @@ from devtools.clickstream import clickstream
 from devtools.producer import EventEncoder, load_schema
 
 from pipeline import config
-from pipeline.codec.avro import Decoded, EventDecoder, SchemaStore
 from pipeline.codec import schemas as avro_schemas
+from pipeline.codec.avro import Decoded, EventDecoder, SchemaStore
 from pipeline.codec.schemas import read_schemas, schema_texts
 
 CHECKED_IN = Path(__file__).resolve().parents[2] / "avro"
