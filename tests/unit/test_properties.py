@@ -326,7 +326,13 @@ def _schema(edition: int, signal_type: str) -> Any:
 
 
 def _broken(fs: FieldSpec) -> list[Any]:
-    """Values of the field's Avro type that break one of its catalog rules."""
+    """Values of the field's Avro type that break one of its catalog rules (None for a
+    required field: a schema where it is nullable, productConfiguration's currency,
+    lets it through)."""
+    return [None, *_broken_values(fs)] if fs.required else _broken_values(fs)
+
+
+def _broken_values(fs: FieldSpec) -> list[Any]:
     match fs.kind:
         case Kind.STRING:
             values: list[Any] = ["" if fs.required else None]
