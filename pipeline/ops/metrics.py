@@ -35,18 +35,25 @@ from pipeline.signals.outcomes import Reason
 PREFIX: Final = "connect_signals"
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
-#: Outcomes of one createSignals attempt: delivery's verdicts plus transport failures.
+#: Outcomes of one createSignals attempt: delivery's verdicts (pipeline.connect.client
+#: Verdict) plus transport failures and an exception inside the attempt ("error").
 CALL_OUTCOMES: Final = (
     "ok",
     "partial",
     "rejected",
     "rejected_unlocated",
+    "accepted_some",
     "retryable",
+    "unknown",
     "timeout",
     "network_error",
+    "error",
 )
-#: Outcomes after which delivery backs off and sends the same batch again.
-TRANSIENT_OUTCOMES: Final = frozenset({"retryable", "timeout", "network_error"})
+#: Outcomes after which delivery backs off and sends the batch (or, after
+#: accepted_some, what Connect did not accept) again.
+TRANSIENT_OUTCOMES: Final = frozenset(
+    {"retryable", "unknown", "timeout", "network_error", "error", "accepted_some"}
+)
 BATCH_SIZE_BUCKETS: Final = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 CALL_SECONDS_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 E2E_SECONDS_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
