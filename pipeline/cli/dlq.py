@@ -23,8 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from pipeline.cli.run import load_or_exit
 from pipeline.config import Settings
-from pipeline.kafka.dead_letters import header_pairs, parse_dead_letter_headers
-from pipeline.ops.dead_letter_view import (
+from pipeline.kafka.dead_letter_view import (
     Entry,
     Filter,
     entry_json,
@@ -32,6 +31,7 @@ from pipeline.ops.dead_letter_view import (
     render_summary,
     summarise,
 )
+from pipeline.kafka.dead_letters import header_pairs, parse_dead_letter_headers
 from pipeline.signals.outcomes import Reason
 
 TIMEOUT_S: Final = 30.0

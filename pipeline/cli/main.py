@@ -12,8 +12,7 @@ from importlib.metadata import entry_points
 import click
 
 from pipeline import __version__
-from pipeline.cli import avro, check, config_reference, dlq, run
-from pipeline.kafka import redrive, replay
+from pipeline.cli import avro, check, config_reference, dlq, redrive, replay, run
 
 PLUGIN_GROUP = "connect_pipeline.commands"
 

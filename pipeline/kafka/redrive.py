@@ -10,14 +10,11 @@ that still fail go back to the dead-letter topic with fresh error headers and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from dataclasses import replace
 
-import click
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from pipeline.cli.run import load_or_exit
 from pipeline.config import Settings
 from pipeline.kafka.dead_letters import (
     DeadLetterInfo,
@@ -31,12 +28,9 @@ from pipeline.kafka.replay import (
     TIMEOUT_S,
     _metadata_consumer,
     bounded_settings,
-    report,
     run_bounded,
 )
-from pipeline.ops.logs import configure_logging
 from pipeline.signals.mapping import MappedSignal
-from pipeline.signals.outcomes import Reason
 from pipeline.signals.processor import EventProcessor
 
 
@@ -156,26 +150,3 @@ def run_redrive(
         keys = dead_letter_keys(settings, bounds, origin, build_processor(settings))
         bounds = replace(bounds, ledger_keys=keys)
     return run_bounded(settings, bounds, origin=origin, progress=progress, description="redrive")
-
-
-@click.command()
-@click.option(
-    "--reason",
-    "reasons",
-    multiple=True,
-    type=click.Choice([str(r) for r in Reason]),
-    help="Only records dead-lettered for this reason (repeatable; default: all).",
-)
-@click.option(
-    "--group", default=None, help="Consumer group (default '<group_id>-redrive[-<reason>...]')."
-)
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-def redrive(reasons: tuple[str, ...], group: str | None, progress: bool) -> None:
-    """Send dead-lettered events again; those that still fail go back, attempt + 1.
-
-    Configured from PIPELINE_* like `run`. Prints a JSON report.
-    """
-    live = load_or_exit()
-    configure_logging(live)
-    summary = run_redrive(live, reasons, group=group, progress=progress)
-    click.echo(json.dumps(report(summary)))

@@ -21,8 +21,8 @@ from devtools.stack import create_topics
 
 from pipeline.cli.main import main
 from pipeline.config import DEFAULT_AVRO_DIR
+from pipeline.kafka.dead_letter_view import iso
 from pipeline.kafka.dead_letters import Source, dead_letter_headers
-from pipeline.ops.dead_letter_view import iso
 from pipeline.signals.outcomes import Problem, Reason, Rejection
 
 pytestmark = pytest.mark.integration
@@ -161,7 +161,7 @@ def test_a_missing_dead_letter_topic_is_named(kafka_bootstrap):
 
 
 def test_time_and_field_rules():
-    from pipeline.ops.dead_letter_view import field_matches, parse_time
+    from pipeline.kafka.dead_letter_view import field_matches, parse_time
 
     now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     assert parse_time("15m", now) == int((now - timedelta(minutes=15)).timestamp() * 1000)
