@@ -68,6 +68,9 @@ def _events(sessions: int) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=100_000)
+    parser.add_argument(
+        "--broker", action="store_true", help="also time the read from an embedded broker"
+    )
     args = parser.parse_args()
     options = SessionOptions(
         DeriveOptions(KINDS["both"], MappingOptions()), max_open=args.sessions + 1
@@ -103,6 +106,9 @@ def main() -> None:
     restore_s = time.perf_counter() - start
     assert restored.open_count == args.sessions
 
+    if args.broker:
+        read_s = broker_restore(log)
+        print(f"restore from a broker    {read_s:.2f} s to read the changelog partition")
     per_session = held / args.sessions
     print(f"open sessions            {args.sessions:,} (4 events each)")
     print(f"memory per open session  {per_session:,.0f} B  -> {2**30 / per_session:,.0f} per GiB")
@@ -115,6 +121,32 @@ def main() -> None:
         f"demo clickstream         decode+validate+map {process_us:.1f} µs, observe "
         f"{observe_us:.1f} µs per record (+{observe_us / process_us:.0%} of the CPU path)"
     )
+
+
+def broker_restore(log: list[tuple[bytes, bytes | None]]) -> float:
+    """Seconds to read one changelog partition holding ``log`` (embedded Tansu broker)."""
+    from confluent_kafka import Producer
+    from devtools.broker import EmbeddedBroker
+
+    from pipeline.kafka.session_changelog import ensure_changelog_topic, read_changelog
+
+    with EmbeddedBroker() as broker:
+        conf = {"bootstrap.servers": broker.bootstrap_servers}
+        ensure_changelog_topic(conf, "sessions", 1)
+        producer = Producer({**conf, "linger.ms": 50})
+        for key, value in log:
+            while True:
+                try:
+                    producer.produce("sessions", key=key, value=value, partition=0)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        producer.flush(120)
+        start = time.perf_counter()
+        records = read_changelog(conf, "sessions", [0])[0]
+        seconds = time.perf_counter() - start
+        assert len(records) == len(log)
+        return seconds
 
 
 def clickstream_cost(events: int = 100_000) -> tuple[float, float]:
