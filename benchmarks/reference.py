@@ -79,9 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     )
     consumer.subscribe([args.topic])
-    http = httpx.Client(
-        headers={"X-API-Key": args.api_key}, timeout=httpx.Timeout(10.0)
-    )
+    http = httpx.Client(headers={"X-API-Key": args.api_key}, timeout=httpx.Timeout(10.0))
     seen = accepted = rejected = 0
     first_message = None
     try:
