@@ -27,6 +27,8 @@ from devtools.clickstream import GeneratedEvent
 from devtools.producer import EventEncoder
 
 from pipeline.config import DEFAULT_AVRO_DIR, Settings
+from pipeline.kafka.consumer import Bounds, SignalConsumer
+from pipeline.kafka.runner import build_processor
 from pipeline.sessions.derive import KINDS, DeriveOptions
 from pipeline.sessions.store import SessionOptions, SessionStore
 from pipeline.signals.mapping import MappedSignal, MappingOptions
@@ -269,3 +271,44 @@ def test_sigkill_mid_session_and_mid_expiry_sends_each_signal_once(
     want = expected(first, gap, 1)
     assert connect.derived() == want
     assert all(connect.accepted[k] == 1 for k in want)
+
+
+def test_a_replay_derives_the_same_signals_for_the_same_range(kafka_bootstrap: str) -> None:
+    gap = 4.0
+    events = [
+        (0, add("cart", 0, "A", 2)),
+        (0, view("browse", 0.5, "B")),
+        (0, add("paid", 1, "C")),
+        (0, order("paid", 2)),
+        (0, view("driver", gap + 1 + 5, "D")),  # event time closes the three above
+        (0, add("open", gap + 6, "E")),  # still open at the end of the range
+    ]
+    options = SessionOptions(
+        DeriveOptions(KINDS["both"], MappingOptions(APP_KEY)), gap_ms=4_000, grace_ms=1_000
+    )
+    store = SessionStore("t", options)
+    want = {
+        d.outcome.idempotency_key: json.loads(json.dumps(d.outcome.signal))
+        for d in feed(store, [e for _, e in events])  # event time only, no close at the end
+        if isinstance(d.outcome, MappedSignal)
+    }
+    assert sorted(s["sessionId"] for s in want.values()) == ["browse", "cart"]
+    topic, dlq = new_topics(kafka_bootstrap, partitions=1)
+    produce_to(kafka_bootstrap, topic, events)
+    bounds = Bounds({(topic, 0): 0}, {(topic, 0): len(events)})
+    runs = []
+    for run in range(2):
+        with recorder() as connect:
+            settings = derive_settings(
+                kafka_bootstrap,
+                topic,
+                dlq,
+                connect.url,
+                gap,
+                group_id=f"replay-{topic}-{run}",
+                ledger_topic=f"replay-{topic}-{run}-ledger",  # nothing delivered before
+            )
+            consumer = SignalConsumer(settings, build_processor(settings), bounds=bounds)
+            consumer.run()
+            runs.append(connect.derived())
+    assert runs[0] == runs[1] == want
