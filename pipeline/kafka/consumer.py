@@ -121,6 +121,7 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
             self._origin,
             finished=self._finish,
             counted=self._count_dead_letters,
+            write_failed=self.metrics.dead_letter_write_failures.inc,
         )
         self._cycle = CommitCycle(
             self._consumer, self._sink, self._txn, self._partitions, self._dead_letters, None
@@ -150,6 +151,8 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
             assigned=lambda: len(self._reading()),
             paused=self._flow.paused_count,
             api_failing=self._api_failing.is_set,
+            ledger_evicted=lambda: self.ledger.evicted,
+            committed=lambda: self._cycle.last_committed,
         )
 
     # --- public ------------------------------------------------------------------------

@@ -36,6 +36,7 @@ class DeadLetterWriter:
         *,
         finished: Callable[[Pending], None],
         counted: Callable[[str, int], None],
+        write_failed: Callable[[], None] | None = None,
     ) -> None:
         self._sink = sink
         self.topic = topic
@@ -44,6 +45,8 @@ class DeadLetterWriter:
         self._origin = origin
         self._finished = finished
         self._counted = counted
+        #: a write failed or was refused (a metric; not when it is retried smaller)
+        self._write_failed = write_failed or (lambda: None)
         #: records a write was refused for as too large: how much to leave out next time
         self.levels: dict[Coordinates, int] = {}
         self.failed: deque[tuple[Pending, Rejection]] = deque()
@@ -87,9 +90,11 @@ class DeadLetterWriter:
                 too_large = error.code() == KafkaError.MSG_SIZE_TOO_LARGE
                 if too_large and record.level < MAX_LEVEL:
                     self.levels[coordinates] = record.level + 1  # next time, smaller
-                elif is_refusal(error) or too_large:
-                    self._sink.fatal = True
-                    raise refused(self.topic, error, where)
+                else:
+                    self._write_failed()
+                    if is_refusal(error) or too_large:
+                        self._sink.fatal = True
+                        raise refused(self.topic, error, where)
                 if self._sink.transactional:
                     self._sink.stop_if_fatal(error)
                     return  # the commit fails and aborts: the record is read again
@@ -116,6 +121,7 @@ class DeadLetterWriter:
                 self.levels[coordinates] = record.level + 1  # larger than estimated
                 self.write(pending, rejection)
                 return
+            self._write_failed()
             self._sink.fatal = True
             raise refused(self.topic, error, where) from None
         if self._sink.transactional:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -27,13 +27,18 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from pipeline import __version__
 from pipeline.signals.outcomes import Reason
 
 PREFIX: Final = "connect_signals"
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+#: (topic, partition) -> the offset the last landed commit carried
+CommittedOffsets = Mapping[tuple[str, int], int]
 
 #: Outcomes of one createSignals attempt: delivery's verdicts (pipeline.connect.client
 #: Verdict) plus transport failures and an exception inside the attempt ("error").
@@ -153,7 +158,24 @@ class PipelineMetrics:
         self.api_failing = Gauge(
             f"{PREFIX}_api_failing", "1 while createSignals calls keep failing.", registry=r
         )
+        self.dead_letter_write_failures = Counter(
+            f"{PREFIX}_dead_letter_write_failures",
+            "Dead-letter writes that failed (written again) or were refused (the consumer "
+            "stops uncommitted).",
+            registry=r,
+        )
+        self.committed_lag = Gauge(
+            f"{PREFIX}_committed_lag",
+            "Records after the last committed offset of each fetched partition: what a "
+            "restart reads again (librdkafka statistics and this consumer's commits).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self._ledger_evicted: Callable[[], float] = lambda: 0
+        self._committed: Callable[[], CommittedOffsets] = dict
+        r.register(_ScrapeCounters(self))
         self._lag_labels: set[tuple[str, str]] = set()
+        self._committed_labels: set[tuple[str, str]] = set()
 
     # --- hooks of the consumer (cheap: no label lookups per event) ---------------------------
 
@@ -185,25 +207,60 @@ class PipelineMetrics:
         assigned: Callable[[], float],
         paused: Callable[[], float],
         api_failing: Callable[[], float],
+        ledger_evicted: Callable[[], float] | None = None,
+        committed: Callable[[], CommittedOffsets] | None = None,
     ) -> None:
-        """Gauges of the loop's state, read only when scraped."""
+        """Gauges of the loop's state, read only when scraped (``committed``: when
+        librdkafka's statistics arrive, in the poll thread that commits)."""
         self.in_flight_batches.set_function(in_flight)
         self.buffered_bytes.set_function(buffered_bytes)
         self.assigned_partitions.set_function(assigned)
         self.paused_partitions.set_function(paused)
         self.api_failing.set_function(api_failing)
+        if ledger_evicted is not None:
+            self._ledger_evicted = ledger_evicted
+        if committed is not None:
+            self._committed = committed
 
     def on_statistics(self, stats: dict[str, Any]) -> None:
-        """librdkafka's statistics (``stats_cb``, parsed): consumer lag per partition."""
-        lags = dict(partition_lags(stats))
-        for labels in self._lag_labels - lags.keys():
-            self.consumer_lag.remove(*labels)
-        for labels, lag in lags.items():
-            self.consumer_lag.labels(*labels).set(lag)
-        self._lag_labels = set(lags)
+        """librdkafka's statistics (``stats_cb``, parsed): read and committed lag per
+        partition."""
+        self._lag_labels = _set_each(self.consumer_lag, self._lag_labels, partition_lags(stats))
+        self._committed_labels = _set_each(
+            self.committed_lag, self._committed_labels, committed_lags(stats, self._committed())
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ScrapeCounters(Collector):
+    """Counters kept as plain integers elsewhere, read when Prometheus scrapes."""
+
+    def __init__(self, metrics: PipelineMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            f"{PREFIX}_ledger_evicted",
+            "Ledger keys evicted to stay under PIPELINE_LEDGER_MAX_KEYS (a signal of an "
+            "evicted key read again is sent again).",
+            value=self._metrics._ledger_evicted(),
+        )
+
+
+def _set_each(
+    gauge: Gauge,
+    before: set[tuple[str, str]],
+    values: Iterable[tuple[tuple[str, str], int]],
+) -> set[tuple[str, str]]:
+    """Set a per-partition gauge; partitions no longer reported are removed."""
+    now = dict(values)
+    for labels in before - now.keys():
+        gauge.remove(*labels)
+    for labels, value in now.items():
+        gauge.labels(*labels).set(value)
+    return set(now)
 
 
 def build_labels() -> tuple[str, str, str, str]:
@@ -239,6 +296,31 @@ def partition_lags(stats: dict[str, Any]) -> Iterable[tuple[tuple[str, str], int
                     continue
                 lag = max(0, end - position)
             yield (topic, partition), lag
+
+
+def committed_lags(
+    stats: dict[str, Any], committed: CommittedOffsets
+) -> Iterable[tuple[tuple[str, str], int]]:
+    """(topic, partition) -> records after the committed offset, for fetched partitions.
+
+    The end is the last stable offset (what a read_committed consumer can read; the
+    high watermark where there is none). The committed offset is this consumer's last
+    landed commit, else librdkafka's ``committed_offset`` (fetched on assignment; it
+    does not see offsets committed inside a transaction). A transactional producer's
+    last commit marker can count as one record.
+    """
+    for topic, info in (stats.get("topics") or {}).items():
+        for partition, p in (info.get("partitions") or {}).items():
+            if partition == "-1" or p.get("fetch_state") in (None, "none", "stopped"):
+                continue
+            end = p.get("ls_offset", -1)
+            if not (isinstance(end, int) and end >= 0):
+                end = p.get("hi_offset", -1)
+            offset = committed.get((topic, int(partition)))
+            if offset is None:
+                offset = p.get("committed_offset", -1)
+            if isinstance(end, int) and isinstance(offset, int) and end >= 0 and offset >= 0:
+                yield (topic, partition), max(0, end - offset)
 
 
 def event_latency_s(fragment: bytes, now_s: float) -> float | None:
