@@ -27,6 +27,7 @@ import orjson
 import structlog
 
 from pipeline.connect.document import CREATE_SIGNALS, OPERATION_NAME
+from pipeline.ops import tracing
 
 log = structlog.get_logger("pipeline.connect.client")
 
@@ -407,11 +408,22 @@ class DeliveryReport:
 CallObserver = Callable[[str, float, int], None]
 #: What the client sends a request with: (url, body, headers) -> the response.
 Transport = Callable[[str, bytes, dict[str, str]], httpx.Response]
+#: A batch's ref -> its record's Kafka headers (for the producer's traceparent).
+RecordHeaders = Callable[[Any], tracing.Headers | None]
 
 #: on_call outcomes besides the verdicts
 TIMEOUT: Final = "timeout"
 NETWORK_ERROR: Final = "network_error"
 CLIENT_ERROR: Final = "error"  # an exception inside the attempt (a bug, a library's)
+
+
+def _accepted_count(outcome: Classified, size: int) -> int | None:
+    """How many signals of the call Connect accepted (None: not known)."""
+    if outcome.verdict in (Verdict.ACCEPTED, Verdict.PARTIAL):
+        return size - len(outcome.rejected)
+    if outcome.verdict in (Verdict.ACCEPTED_SOME, Verdict.REJECTED_UNLOCATED):
+        return len(outcome.accepted)
+    return 0 if outcome.verdict is Verdict.REJECTED_LOCATED else None
 
 
 class _TooSlow:
@@ -439,6 +451,7 @@ class ConnectClient:
         seed: int | None = None,
         split_after_timeouts: int = 3,
         transport: Transport | None = None,
+        record_headers: RecordHeaders | None = None,
     ) -> None:
         headers = {"content-type": "application/json"}
         if auth_header and auth_value:
@@ -459,6 +472,7 @@ class ConnectClient:
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._split_after_timeouts = split_after_timeouts
+        self._record_headers = record_headers or (lambda ref: None)
 
     def close(self) -> None:
         self._client.close()
@@ -468,6 +482,25 @@ class ConnectClient:
 
     def _post(self, batch: Batch) -> Classified:
         """One call. Never raises: whatever goes wrong is a classified retry."""
+        if tracing.enabled():  # off: this check is all a call pays
+            return self._traced_post(batch)
+        return self._attempt(batch)[0]
+
+    def _traced_post(self, batch: Batch) -> Classified:
+        """One call in a span linked to its records' producers (their traceparent)."""
+        answer: tuple[Classified, str] | None = None
+        try:
+            headers = map(self._record_headers, batch.refs)
+            with tracing.batch_call(len(batch), batch.body_bytes, headers) as span:
+                answer = self._attempt(batch)
+                outcome, kind = answer
+                tracing.set_outcome(span, kind, _accepted_count(outcome, len(batch)))
+        except Exception as error:  # tracing must never change what is delivered
+            log.warning("tracing a call failed", exc_info=error)
+        return (answer or self._attempt(batch))[0]
+
+    def _attempt(self, batch: Batch) -> tuple[Classified, str]:
+        """Send once; the verdict and the on_call outcome label. Never raises."""
         started = time.perf_counter()
         try:
             outcome, kind = self._exchange(batch)
@@ -484,7 +517,7 @@ class ConnectClient:
             self._on_call(kind, time.perf_counter() - started, len(batch))
         except Exception as error:  # metrics failing must not change what was delivered
             log.warning("call observer failed", exc_info=error)
-        return outcome
+        return outcome, kind
 
     def _exchange(self, batch: Batch) -> tuple[Classified, str]:
         """Send once and classify: the verdict and the on_call outcome label."""

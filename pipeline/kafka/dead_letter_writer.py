@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from pipeline.kafka.dead_letters import MAX_LEVEL, dead_letter_record, is_refusal, refused
 from pipeline.kafka.producer_sink import ProducerSink
 from pipeline.kafka.records import Pending, RecordOrigin
+from pipeline.ops import tracing
 from pipeline.ops.logs import redacted
 from pipeline.signals.outcomes import Rejection
 
@@ -81,6 +82,9 @@ class DeadLetterWriter:
             value_omitted_bytes=len(source.value or b"") if record.level else None,
             omitted_level=record.level or None,
         )
+        if tracing.enabled():  # a span in the producer's trace (its traceparent header)
+            headers = message.headers()
+            tracing.dead_letter(reason, rejection.field, topic, partition, offset, headers)
         where = f"{topic}[{partition}]@{offset}"
 
         def acknowledged(error: KafkaError | None, _: Message) -> None:

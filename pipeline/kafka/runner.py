@@ -18,6 +18,7 @@ from pipeline.connect.client import ConnectClient, RetryPolicy
 from pipeline.kafka.ledger import transactional_id
 from pipeline.kafka.records import RunSummary
 from pipeline.kafka.stops import ConsumerStopped
+from pipeline.ops import tracing
 from pipeline.ops.health import HealthServer
 from pipeline.signals.mapping import MappingOptions
 from pipeline.signals.processor import EventProcessor
@@ -78,6 +79,12 @@ def _auth_value(settings: Settings) -> str | None:
     return f"{settings.connect_auth_scheme} {key}" if settings.connect_auth_scheme else key
 
 
+def record_headers(ref: Any) -> tracing.Headers | None:
+    """A batch's ref (a ``Pending``) -> its record's headers: the producer's traceparent."""
+    headers: tracing.Headers | None = ref.message.headers()
+    return headers
+
+
 def build_clients(
     settings: Settings,
     *,
@@ -107,6 +114,7 @@ def build_clients(
         on_call=on_call,
         on_failing=on_failing,
         split_after_timeouts=settings.split_after_timeouts,
+        record_headers=record_headers,
     )
     return Clients(consumer, producer, connect)
 
@@ -173,13 +181,16 @@ def run(settings: Settings, *, stop_after_idle_s: float | None = None) -> RunSum
     from pipeline.ops.logs import configure_logging
 
     configure_logging(settings)
-    consumer = SignalConsumer(settings, build_processor(settings))
-    install_signal_handlers(consumer)
-    server = start_ops_server(settings, consumer)
+    tracing.configure(settings.tracing)  # off by default; on: needs the otel extra
+    server = None
     try:
+        consumer = SignalConsumer(settings, build_processor(settings))
+        install_signal_handlers(consumer)
+        server = start_ops_server(settings, consumer)
         return consumer.run(stop_after_idle_s=stop_after_idle_s)
     except ConsumerStopped as error:  # logged by the consumer; the reason, not a traceback
         raise SystemExit(f"connect-pipeline: stopped uncommitted: {error}") from None
     finally:
         if server is not None:
             server.stop()
+        tracing.shutdown()  # exports the spans still buffered

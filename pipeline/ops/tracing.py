@@ -18,7 +18,7 @@ up to ``MAX_LINKS``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from pipeline import __version__
@@ -27,7 +27,8 @@ from pipeline import __version__
 MAX_LINKS: Final = 128
 TRACER_NAME: Final = "connect-signals-pipeline"
 
-Headers = Sequence[tuple[str, bytes | str | None]]
+#: A record's headers as confluent-kafka gives them (a list of pairs; a dict is allowed)
+Headers = Sequence[tuple[str, bytes | str | None]] | Mapping[str, bytes | str | None]
 
 
 class SpanLike(Protocol):
@@ -88,7 +89,8 @@ def shutdown() -> None:
 
 def _carrier(headers: Headers | None) -> dict[str, str]:
     found: dict[str, str] = {}
-    for key, value in headers or ():
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for key, value in pairs:
         if key in ("traceparent", "tracestate") and value is not None:
             found[key] = value.decode(errors="replace") if isinstance(value, bytes) else value
     return found
