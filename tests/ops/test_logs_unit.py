@@ -36,8 +36,15 @@ def restore_logging():
 
 
 def _settings(**extra) -> Settings:
+    # the Authorization: Bearer form (X-API-Key, the default, sends the bare key): the
+    # derived "Bearer <key>" is a secret too
     return Settings(
-        topics=["t"], kafka_config={"ssl.key.password": "ssl-PW-0a0b"}, **SECRETS, **extra
+        topics=["t"],
+        connect_auth_header="Authorization",
+        connect_auth_scheme="Bearer",
+        kafka_config={"ssl.key.password": "ssl-PW-0a0b"},
+        **SECRETS,
+        **extra,
     )
 
 
