@@ -219,6 +219,8 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
             self.metrics.consumed.inc(len(messages))
         for message in messages:
             self._handle(message)
+        if messages and any(m.error() is None for m in reversed(messages)):
+            self._last_record = time.monotonic()  # one clock read per batch, not per record
         if self._sessions is not None:  # quiet partitions' sessions expire by the wall clock
             held = self._reading() if self._flow.paused else self._flow.held
             self._derived(self._sessions.tick(held))
@@ -242,7 +244,6 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
             return
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         assert topic is not None and partition is not None and offset is not None
-        self._last_record = time.monotonic()
         key = (topic, partition)
         state = self._partitions.get(key)
         if state is None or key in self._flow.held:
@@ -270,7 +271,8 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
             self.summary.filtered += 1
             self._finish(Pending(message, size, "", state, offset))
         elif isinstance(outcome, MappedSignal):
-            ledger_partition = self._origin.partition(message)
+            own = self._own_origin  # the record's own partition, or (redrive) its source's
+            ledger_partition = partition if own else self._origin.partition(message)
             pending = Pending(
                 message, size, outcome.signal_type, state, offset, outcome.idempotency_key,
                 ledger_partition,
