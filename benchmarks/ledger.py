@@ -274,6 +274,15 @@ def run(args: argparse.Namespace, add: Callable[[str, str], None]) -> None:
             f"{replay['seconds']:.1f} s, {sent:,}, {skipped:,}",
         )
         print(f"    {replay['log']}", flush=True)
+        # the last line: what `python -m benchmarks` quotes in its table
+        starts = ", ".join(f"{size:,}: {m:.2f} s" for size, m in zip(sizes, medians, strict=True))
+        print(
+            f"start medians (ledger records: s) {starts},"
+            f" spread {max(medians) - min(medians):.2f} s;"
+            f" replay {events:,} events over {keys:,} keys: peak RSS"
+            f" {replay['peak_rss_mib']:.0f} MiB",
+            flush=True,
+        )
 
 
 def parser() -> argparse.ArgumentParser:
