@@ -4,6 +4,11 @@ The pipeline sends one constant document with the signals as GraphQL variables
 (JSON), so no value is ever pasted into GraphQL text. ``inline_mutation`` renders
 the spec's literal style (for people and the offline check) through graphql-core's
 AST printer, which escapes every string.
+
+graphql-core costs about 0.15-0.5 s to import, so the run path does not: the constant
+document is kept as the text graphql-core prints for it (``CREATE_SIGNALS``;
+``tests/unit/test_graphql_doc.py`` holds the two equal) and graphql-core is imported
+only to print the literal style.
 """
 
 from __future__ import annotations
@@ -11,49 +16,33 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from graphql import (
-    ArgumentNode,
-    BooleanValueNode,
-    DocumentNode,
-    FieldNode,
-    FloatValueNode,
-    IntValueNode,
-    ListTypeNode,
-    ListValueNode,
-    NamedTypeNode,
-    NameNode,
-    NonNullTypeNode,
-    NullValueNode,
-    ObjectFieldNode,
-    ObjectValueNode,
-    OperationDefinitionNode,
-    OperationType,
-    SelectionSetNode,
-    StringValueNode,
-    ValueNode,
-    VariableDefinitionNode,
-    VariableNode,
-    print_ast,
-)
+if TYPE_CHECKING:
+    from graphql import ValueNode, VariableDefinitionNode
 
 OPERATION_NAME: Final = "CreateSignals"
 
 
-def _name(value: str) -> NameNode:
-    return NameNode(value=value)
-
-
-def _selection() -> SelectionSetNode:
-    return SelectionSetNode(selections=(FieldNode(name=_name("signalIds")),))
-
-
 def _mutation(signals_argument: ValueNode, variables: tuple[VariableDefinitionNode, ...]) -> str:
+    from graphql import (
+        ArgumentNode,
+        DocumentNode,
+        FieldNode,
+        NameNode,
+        OperationDefinitionNode,
+        OperationType,
+        SelectionSetNode,
+        print_ast,
+    )
+
+    def _name(value: str) -> NameNode:
+        return NameNode(value=value)
+
     create = FieldNode(
         name=_name("createSignals"),
         arguments=(ArgumentNode(name=_name("signals"), value=signals_argument),),
-        selection_set=_selection(),
+        selection_set=SelectionSetNode(selections=(FieldNode(name=_name("signalIds")),)),
     )
     operation = OperationDefinitionNode(
         operation=OperationType.MUTATION,
@@ -65,6 +54,18 @@ def _mutation(signals_argument: ValueNode, variables: tuple[VariableDefinitionNo
 
 
 def _signals_variable() -> VariableDefinitionNode:
+    from graphql import (
+        ListTypeNode,
+        NamedTypeNode,
+        NameNode,
+        NonNullTypeNode,
+        VariableDefinitionNode,
+        VariableNode,
+    )
+
+    def _name(value: str) -> NameNode:
+        return NameNode(value=value)
+
     signal_input = NonNullTypeNode(type=NamedTypeNode(name=_name("SignalInput")))
     return VariableDefinitionNode(
         variable=VariableNode(name=_name("signals")),
@@ -72,8 +73,21 @@ def _signals_variable() -> VariableDefinitionNode:
     )
 
 
-#: ``mutation CreateSignals($signals: [SignalInput!]!) { createSignals(...) { signalIds } }``
-CREATE_SIGNALS: Final = _mutation(VariableNode(name=_name("signals")), (_signals_variable(),))
+def printed_create_signals() -> str:
+    """The variables-form document as graphql-core prints it (what ``CREATE_SIGNALS`` is)."""
+    from graphql import NameNode, VariableNode
+
+    return _mutation(VariableNode(name=NameNode(value="signals")), (_signals_variable(),))
+
+
+#: ``printed_create_signals()``, kept as text so the run path never imports graphql-core
+CREATE_SIGNALS: Final = (
+    "mutation CreateSignals($signals: [SignalInput!]!) {\n"
+    "  createSignals(signals: $signals) {\n"
+    "    signalIds\n"
+    "  }\n"
+    "}"
+)
 
 
 def request_body(signals: Sequence[dict[str, Any]]) -> bytes:
@@ -88,6 +102,18 @@ def request_body(signals: Sequence[dict[str, Any]]) -> bytes:
 
 def value_node(value: Any) -> ValueNode:
     """A Python JSON value as a GraphQL literal."""
+    from graphql import (
+        BooleanValueNode,
+        FloatValueNode,
+        IntValueNode,
+        ListValueNode,
+        NameNode,
+        NullValueNode,
+        ObjectFieldNode,
+        ObjectValueNode,
+        StringValueNode,
+    )
+
     if value is None:
         return NullValueNode()
     if isinstance(value, bool):
@@ -105,7 +131,8 @@ def value_node(value: Any) -> ValueNode:
     if isinstance(value, dict):
         return ObjectValueNode(
             fields=tuple(
-                ObjectFieldNode(name=_name(k), value=value_node(v)) for k, v in value.items()
+                ObjectFieldNode(name=NameNode(value=key), value=value_node(item))
+                for key, item in value.items()
             )
         )
     raise TypeError(f"no GraphQL literal for {type(value).__name__}")
