@@ -27,6 +27,7 @@ import orjson
 import structlog
 
 from pipeline.connect.document import CREATE_SIGNALS, OPERATION_NAME
+from pipeline.connect.tls import tls_verify
 from pipeline.ops import tracing
 
 log = structlog.get_logger("pipeline.connect.client")
@@ -459,6 +460,7 @@ class ConnectClient:
         self._url = url
         self._client = httpx.Client(
             headers=headers,
+            verify=tls_verify(url),  # no CA bundle read for a plain-http URL
             timeout=timeout_s,
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
