@@ -91,3 +91,17 @@ def test_a_target_that_is_not_a_command_is_refused():
     commands = LazyCommands({"bad": "pipeline.cli.main:COMMANDS"}, PLUGIN_GROUP)
     with pytest.raises(TypeError, match="not a click command"):
         commands["bad"]
+
+
+def test_cavro_is_imported_on_a_thread_when_the_decoder_may_use_it():
+    from pipeline.codec import accelerated
+    from pipeline.config import Settings
+    from pipeline.kafka.runner import preload_accelerated
+
+    assert preload_accelerated(Settings(topics=["clicks"], avro_decoder="fastavro")) is None
+    thread = preload_accelerated(Settings(topics=["clicks"], avro_decoder="auto"))
+    assert thread is not None and thread.name == "cavro-import"
+    thread.join(30)
+    assert not thread.is_alive()
+    assert accelerated.available()
+    assert "cavro" in sys.modules
