@@ -147,7 +147,7 @@ def test_run_logs_json_exposes_metrics_and_never_prints_a_secret(kafka_bootstrap
         assert all(dict(k[1])["topic"] == topic for k in samples if k[0] == M + "consumer_lag")
 
         # Phase 2: a wrong API key: 401s are retried, never dead-lettered; not ready.
-        # First 20 events Connect already has (the ledger skips them), then new ones.
+        # First 20 events Connect already has (produced again), then new ones.
         again = [e for e in events if not e.invalid][:20]
         more = list(clickstream(30, seed=24, invalid_ratio=0, start=start))
         produce(kafka_bootstrap, topic, again + more)
@@ -170,7 +170,10 @@ def test_run_logs_json_exposes_metrics_and_never_prints_a_secret(kafka_bootstrap
             assert status == 503 and body["api_ok"] is False
             assert probe(port, "/healthz")[0] == 200  # an outage is no reason to restart
             retried = scrape(port)
-            assert value(retried, M + "events_skipped_total") == len(again)
+            # The 20 are upstream duplicates at new offsets: after a restart the ledger holds
+            # only the tail the committed offset can re-read (docs/idempotency.md), so they
+            # are sent (and refused with 401) rather than skipped; the ledger tests cover skips.
+            assert value(retried, M + "events_skipped_total") == 0
             assert (value(retried, M + "api_retries_total") or 0) >= 1
             assert value(retried, M + "api_failing") == 1
             assert value(retried, M + "events_dead_lettered_total", reason="api_rejected") == 0
