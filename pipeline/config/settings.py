@@ -1,93 +1,42 @@
-"""Configuration: environment variables (prefix ``PIPELINE_``) and an optional TOML file.
-
-Validated at start; an invalid setting stops the process with a message that names
-the environment variable and the rule, and so does an unknown ``PIPELINE_*`` variable
-(a typo would otherwise be ignored silently). Secrets are ``SecretStr``: they print as
-``**********`` wherever a setting is shown; so do credentials inside the URLs and
-secret-looking ``PIPELINE_KAFKA_CONFIG`` values. Secrets can also be files, one per
-setting, named like the variable, in ``PIPELINE_SECRETS_DIR`` (default
-``/run/secrets/pipeline``: a mounted Kubernetes Secret).
-"""
+"""The settings model: every setting, its type, default, bounds and description."""
 
 from __future__ import annotations
 
-import difflib
 import json
-import logging
-import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from enum import StrEnum
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Final
-from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
-    SecretsSettingsSource,
     SettingsConfigDict,
-    SettingsError,
-    TomlConfigSettingsSource,
 )
 
+from pipeline.config import client_properties, rules
+from pipeline.config.choices import (
+    LOG_LEVELS,
+    SASL_MECHANISMS,
+    SECURITY_PROTOCOLS,
+    AvroDecoder,
+    DeriveAbandonment,
+    LogFormat,
+    OutOfTier,
+    one_of,
+)
+from pipeline.config.masking import masked_fields
+from pipeline.config.sources import ENV_PREFIX, environment_of, ordered_sources
 from pipeline.signals.catalog import Tier
 
-ENV_PREFIX: Final = "PIPELINE_"
-CONFIG_FILE_ENV: Final = "PIPELINE_CONFIG_FILE"
 #: Connect's createSignals takes at most this many signals per call (its API reference).
 MAX_SIGNALS_PER_CALL: Final = 500
-SECRETS_DIR_ENV: Final = "PIPELINE_SECRETS_DIR"
-#: Where file-mounted secrets are looked for unless PIPELINE_SECRETS_DIR says otherwise.
-DEFAULT_SECRETS_DIR: Final = Path("/run/secrets/pipeline")
-#: PIPELINE_* variables that are not settings but are read by a command or the test
-#: runner: never reported as unknown.
-OTHER_VARIABLES: Final = frozenset(
-    {
-        CONFIG_FILE_ENV,
-        SECRETS_DIR_ENV,
-        "PIPELINE_SUBJECT_NAME_STRATEGY",  # connect-pipeline avro register
-        "PIPELINE_REQUIRE_CHECKS",  # make test: the static checks must run
-    }
-)
-LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
-MASK: Final = "**********"
 #: A source checkout's avro/. An installed wheel has none there (site-packages/avro is the
 #: Apache Avro library): the same schemas are then generated in memory from the catalog
 #: (pipeline.codec.schemas.schema_texts).
-DEFAULT_AVRO_DIR: Final = Path(__file__).resolve().parent.parent / "avro"
-
-
-class OutOfTier(StrEnum):
-    """What happens to signal types outside the subscription tier."""
-
-    DEAD_LETTER = "dead_letter"
-    DROP = "drop"
-
-
-class DeriveAbandonment(StrEnum):
-    """Which abandonment signals the session stage derives."""
-
-    OFF = "off"
-    CART = "cart"
-    BROWSE = "browse"
-    BOTH = "both"
-
-
-class LogFormat(StrEnum):
-    JSON = "json"
-    CONSOLE = "console"
-
-
-class AvroDecoder(StrEnum):
-    """Which library reads Avro bodies (fastavro is the reference either way)."""
-
-    AUTO = "auto"  # cavro where installed and known identical, else fastavro
-    FASTAVRO = "fastavro"
+DEFAULT_AVRO_DIR: Final = Path(__file__).resolve().parents[2] / "avro"
 
 
 class Settings(BaseSettings):
@@ -381,33 +330,21 @@ class Settings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
-        return _one_of(value, LOG_LEVELS)
+        return one_of(value, LOG_LEVELS)
 
     @field_validator("kafka_security_protocol")
     @classmethod
     def _security_protocol(cls, value: str | None) -> str | None:
-        return None if value is None else _one_of(value, SECURITY_PROTOCOLS)
+        return None if value is None else one_of(value, SECURITY_PROTOCOLS)
 
     @field_validator("kafka_sasl_mechanism")
     @classmethod
     def _sasl_mechanism(cls, value: str | None) -> str | None:
-        return None if value is None else _one_of(value, SASL_MECHANISMS)
+        return None if value is None else one_of(value, SASL_MECHANISMS)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        if bool(self.topics) == bool(self.topic_pattern):
-            raise ValueError("set exactly one of PIPELINE_TOPICS or PIPELINE_TOPIC_PATTERN")
-        if self.dlq_topic in self.topics:
-            raise ValueError("PIPELINE_DLQ_TOPIC must not be one of PIPELINE_TOPICS")
-        if (
-            self.derive_abandonment is not DeriveAbandonment.OFF
-            and self.subscription_tier is Tier.PRO
-        ):
-            raise ValueError(
-                "PIPELINE_DERIVE_ABANDONMENT needs PIPELINE_SUBSCRIPTION_TIER Premium or "
-                "Ultimate (Pro does not include abandonment signals)"
-            )
-        for problem in _security_problems(self):
+        for problem in rules.problems(self):
             raise ValueError(problem)
         return self
 
@@ -421,14 +358,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Precedence: explicit arguments, environment, secret files, then the TOML file.
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        secrets_dir = secrets_directory()
-        if secrets_dir is not None:
-            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
-        config_file = os.environ.get(CONFIG_FILE_ENV)
-        if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
-        return tuple(sources)
+        return ordered_sources(settings_cls, init_settings, env_settings)
 
     @property
     def ledger_topic_name(self) -> str:
@@ -452,242 +382,17 @@ class Settings(BaseSettings):
     def as_environment(self) -> dict[str, str]:
         """``PIPELINE_*`` variables that configure a child process exactly like these
         settings (secrets in clear: for a child's environment, never for printing)."""
-        env: dict[str, str] = {}
-        for name, value in self.model_dump(mode="json").items():
-            if value is None:
-                continue
-            current = getattr(self, name)
-            if isinstance(current, SecretStr):
-                value = current.get_secret_value()
-            env[f"{ENV_PREFIX}{name.upper()}"] = (
-                json.dumps(value) if isinstance(value, list | dict) else str(value)
-            )
-        return env
+        return environment_of(self)
 
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka settings shared by the consumer and the producers."""
-        # librdkafka's own lines go through the process's log formatter (JSON, redacted)
-        conf: dict[str, Any] = {"logger": logging.getLogger("librdkafka")}
-        if self.kafka_bootstrap_servers:
-            conf["bootstrap.servers"] = self.kafka_bootstrap_servers
-        oidc = self.kafka_sasl_oauthbearer_client_id is not None
-        optional = {
-            "security.protocol": self.kafka_security_protocol,
-            "ssl.ca.location": self.kafka_ssl_ca_location,
-            "ssl.certificate.location": self.kafka_ssl_certificate_location,
-            "ssl.key.location": self.kafka_ssl_key_location,
-            "ssl.key.password": _clear(self.kafka_ssl_key_password),
-            "sasl.mechanism": self.kafka_sasl_mechanism or ("OAUTHBEARER" if oidc else None),
-            "sasl.username": self.kafka_sasl_username,
-            "sasl.password": _clear(self.kafka_sasl_password),
-            "sasl.oauthbearer.method": "oidc" if oidc else None,
-            "sasl.oauthbearer.client.id": self.kafka_sasl_oauthbearer_client_id,
-            "sasl.oauthbearer.client.secret": _clear(self.kafka_sasl_oauthbearer_client_secret),
-            "sasl.oauthbearer.token.endpoint.url": self.kafka_sasl_oauthbearer_token_endpoint_url,
-            "sasl.oauthbearer.scope": self.kafka_sasl_oauthbearer_scope,
-            "sasl.oauthbearer.extensions": self.kafka_sasl_oauthbearer_extensions,
-        }
-        conf.update({k: v for k, v in optional.items() if v})
-        conf.update(self.kafka_config)  # the escape hatch wins
-        return conf
+        return client_properties.kafka_common(self)
 
     def registry_config(self) -> dict[str, Any]:
         """confluent-kafka ``SchemaRegistryClient`` settings (URL, TLS, basic or bearer)."""
-        if not self.schema_registry_url:
-            raise ValueError("PIPELINE_SCHEMA_REGISTRY_URL is not set")
-        conf: dict[str, Any] = {"url": self.schema_registry_url}
-        optional = {
-            "basic.auth.user.info": _clear(self.schema_registry_basic_auth),
-            "ssl.ca.location": self.schema_registry_ssl_ca_location,
-            "ssl.certificate.location": self.schema_registry_ssl_certificate_location,
-            "ssl.key.location": self.schema_registry_ssl_key_location,
-            "ssl.key.password": _clear(self.schema_registry_ssl_key_password),
-        }
-        conf.update({k: v for k, v in optional.items() if v})
-        bearer: dict[str, Any] = {}
-        if self.schema_registry_bearer_token is not None:
-            bearer = {
-                "bearer.auth.credentials.source": "STATIC_TOKEN",
-                "bearer.auth.token": self.schema_registry_bearer_token.get_secret_value(),
-            }
-        elif self.schema_registry_oauth_client_id is not None:
-            bearer = {
-                "bearer.auth.credentials.source": "OAUTHBEARER",
-                "bearer.auth.client.id": self.schema_registry_oauth_client_id,
-                "bearer.auth.client.secret": _clear(self.schema_registry_oauth_client_secret),
-                "bearer.auth.issuer.endpoint.url": self.schema_registry_oauth_token_endpoint_url,
-                "bearer.auth.scope": self.schema_registry_oauth_scope,
-            }
-        if bearer:
-            # the client requires a logical cluster; other registries ignore the header
-            bearer["bearer.auth.logical.cluster"] = self.schema_registry_bearer_logical_cluster
-            if self.schema_registry_bearer_identity_pool_id:
-                pool = self.schema_registry_bearer_identity_pool_id
-                bearer["bearer.auth.identity.pool.id"] = pool
-            conf.update(bearer)
-        return conf
+        return client_properties.registry_config(self)
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # SecretStr fields mask themselves; credentials inside URLs and secret-looking
         # librdkafka properties are plain strings, masked here.
-        for name, value in super().__repr_args__():
-            if name in ("connect_url", "schema_registry_url") and isinstance(value, str):
-                yield name, mask_url(value)
-            elif name == "kafka_config" and isinstance(value, dict):
-                yield name, mask_properties(value)
-            else:
-                yield name, value
-
-
-def _clear(secret: SecretStr | None) -> str | None:
-    return None if secret is None else secret.get_secret_value()
-
-
-def _one_of(value: str, allowed: tuple[str, ...]) -> str:
-    normalized = value.strip().upper()
-    if normalized not in allowed:
-        raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
-    return normalized
-
-
-def _security_problems(s: Settings) -> Iterator[str]:
-    """Combinations librdkafka would only refuse at the first connection, or worse, ignore."""
-    # (setting given, its name, what it needs, that one's name)
-    needs = [
-        (s.kafka_ssl_key_location, "KAFKA_SSL_KEY_LOCATION", s.kafka_ssl_certificate_location,
-         "KAFKA_SSL_CERTIFICATE_LOCATION"),
-        (s.kafka_sasl_oauthbearer_client_id, "KAFKA_SASL_OAUTHBEARER_CLIENT_ID",
-         s.kafka_sasl_oauthbearer_token_endpoint_url, "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL"),
-        (s.kafka_sasl_oauthbearer_client_id, "KAFKA_SASL_OAUTHBEARER_CLIENT_ID",
-         s.kafka_sasl_mechanism in (None, "OAUTHBEARER"), "KAFKA_SASL_MECHANISM=OAUTHBEARER"),
-        (s.schema_registry_ssl_key_location, "SCHEMA_REGISTRY_SSL_KEY_LOCATION",
-         s.schema_registry_ssl_certificate_location, "SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION"),
-        (s.schema_registry_oauth_client_id, "SCHEMA_REGISTRY_OAUTH_CLIENT_ID",
-         s.schema_registry_oauth_token_endpoint_url, "SCHEMA_REGISTRY_OAUTH_TOKEN_ENDPOINT_URL"),
-    ]  # fmt: skip
-    for given, name, needed, needed_name in needs:
-        if given and not needed:
-            yield f"{ENV_PREFIX}{name} needs {ENV_PREFIX}{needed_name}"
-    auths = [
-        s.schema_registry_basic_auth is not None or bool(url_credentials(s.schema_registry_url)),
-        s.schema_registry_bearer_token is not None,
-        s.schema_registry_oauth_client_id is not None,
-    ]
-    if sum(auths) > 1:
-        yield (
-            "Schema Registry: choose one of basic auth (PIPELINE_SCHEMA_REGISTRY_BASIC_AUTH or "
-            "user:password in the URL), PIPELINE_SCHEMA_REGISTRY_BEARER_TOKEN and "
-            "PIPELINE_SCHEMA_REGISTRY_OAUTH_CLIENT_ID"
-        )
-
-
-# --- secrets that are not SecretStr: URL credentials, librdkafka properties -------------
-
-_SECRET_PROPERTY: Final = re.compile(
-    r"password|secret|passphrase|credential|jaas|user\.info|api\.?key|\.pem$"
-    r"|token(?!\.endpoint)|oauthbearer\.config"
-)
-
-
-def is_secret_property(name: str) -> bool:
-    """A librdkafka (or registry client) property whose value is a secret."""
-    return _SECRET_PROPERTY.search(name.lower()) is not None
-
-
-def mask_properties(properties: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: MASK if is_secret_property(k) else v for k, v in properties.items()}
-
-
-def url_credentials(url: str | None) -> list[str]:
-    """The secret parts of ``scheme://user:password@host``, as written and decoded."""
-    if not url:
-        return []
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return []
-    if parts.username is None:
-        return []
-    found = [password, unquote(password)] if password else [parts.username]
-    return [v for v in dict.fromkeys(found) if v]
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password (or a lone user token) replaced by the mask."""
-    try:
-        parts = urlsplit(url)
-        if parts.username is None:
-            return url
-        host = parts.netloc.rpartition("@")[2]
-        user = f"{parts.username}:{MASK}" if parts.password is not None else MASK
-        return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
-    except ValueError:
-        return url.split("://")[0] + "://" + MASK  # unparsable: show nothing after the scheme
-
-
-class ConfigError(Exception):
-    """Invalid configuration, with one line per problem naming the setting."""
-
-
-def describe_errors(error: ValidationError) -> str:
-    lines = []
-    for e in error.errors(include_url=False):
-        name = ".".join(str(p) for p in e["loc"])
-        setting = f"{ENV_PREFIX}{name.upper()}" if name else "configuration"
-        message = str(e["msg"]).removeprefix("Value error, ")
-        lines.append(f"{setting}: {message}")
-    return "\n".join(lines)
-
-
-def secrets_directory(environ: Mapping[str, str] = os.environ) -> Path | None:
-    """The directory of file-mounted secrets, when there is one (files named like the
-    variables, any case: a Kubernetes Secret with keys ``PIPELINE_CONNECT_API_KEY``...)."""
-    configured = environ.get(SECRETS_DIR_ENV)
-    path = Path(configured) if configured else DEFAULT_SECRETS_DIR
-    if path.is_dir():
-        return path
-    if configured:  # asked for explicitly: a missing mount is an error, not a default
-        raise ConfigError(f"{SECRETS_DIR_ENV}: {configured} is not a directory")
-    return None
-
-
-def known_variables() -> frozenset[str]:
-    return frozenset(f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields) | (
-        OTHER_VARIABLES
-    )
-
-
-def unknown_variables(names: Iterable[str]) -> list[str]:
-    """One line per ``PIPELINE_*`` name that is no setting, with the closest known name."""
-    known = known_variables()
-    problems = []
-    for name in sorted(names):
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper in known:
-            continue
-        close = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        problems.append(f"{name}: unknown setting{hint}")
-    return problems
-
-
-def _secret_file_names(directory: Path | None) -> list[str]:
-    if directory is None:
-        return []
-    # a Kubernetes Secret volume also holds ..data and ..<timestamp> entries
-    return [p.name for p in directory.iterdir() if not p.name.startswith(".")]
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment (and files), or ConfigError naming each bad setting
-    and each unknown ``PIPELINE_*`` variable or secret file."""
-    unknown = unknown_variables([*os.environ, *_secret_file_names(secrets_directory())])
-    if unknown:
-        raise ConfigError("\n".join(unknown))
-    try:
-        return Settings(**overrides)
-    except ValidationError as error:
-        raise ConfigError(describe_errors(error)) from None
-    except SettingsError as error:  # a value the environment source could not parse
-        raise ConfigError(str(error)) from None
+        return masked_fields(super().__repr_args__())
