@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +28,6 @@ import orjson
 import structlog
 
 from pipeline.connect.document import CREATE_SIGNALS, OPERATION_NAME
-from pipeline.connect.tls import tls_verify
 from pipeline.ops import tracing
 
 log = structlog.get_logger("pipeline.connect.client")
@@ -453,6 +453,7 @@ class ConnectClient:
         split_after_timeouts: int = 3,
         transport: Transport | None = None,
         record_headers: RecordHeaders | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         headers = {"content-type": "application/json"}
         if auth_header and auth_value:
@@ -460,7 +461,7 @@ class ConnectClient:
         self._url = url
         self._client = httpx.Client(
             headers=headers,
-            verify=tls_verify(url),  # no CA bundle read for a plain-http URL
+            verify=verify,  # the runner passes a no-CA context for plain http
             timeout=timeout_s,
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections

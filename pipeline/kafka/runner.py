@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import threading
+import urllib.request
 from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urlsplit
 
 from confluent_kafka import Consumer, Producer
 
@@ -85,6 +88,22 @@ def record_headers(ref: Any) -> tracing.Headers | None:
     return headers
 
 
+def tls_verify(url: str, *, trust_env: bool = True) -> ssl.SSLContext | bool:
+    """The Connect client's ``verify``: the system's CA bundle only where TLS is used.
+
+    httpx reads and parses the CA bundle (0.05-0.35 s) when a client is made, even for
+    an ``http://`` URL that never opens TLS. For such a URL, with no proxy from the
+    environment (the one way TLS could still be spoken), the client gets a context that
+    trusts no certificate: it costs nothing and, should TLS ever be tried, fails closed.
+    """
+    if urlsplit(url).scheme.lower() != "http":
+        return True  # https: httpx's default context (certifi's CA bundle)
+    if trust_env and urllib.request.getproxies():
+        return True  # a proxy may be reached over TLS: verify it as usual
+    # certificates required, host names checked, no CA loaded: nothing can pass
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 def build_clients(
     settings: Settings,
     *,
@@ -115,6 +134,7 @@ def build_clients(
         on_failing=on_failing,
         split_after_timeouts=settings.split_after_timeouts,
         record_headers=record_headers,
+        verify=tls_verify(settings.connect_url),
     )
     return Clients(consumer, producer, connect)
 

@@ -10,8 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli.lazy import LazyCommands
-from pipeline.cli.main import COMMANDS, PLUGIN_GROUP, main
+from pipeline.cli.main import COMMANDS, PLUGIN_GROUP, LazyCommands, main
 from pipeline.connect.document import CREATE_SIGNALS, printed_create_signals
 
 #: modules `run` must not import before it runs (another command's, dev tools, graphql)

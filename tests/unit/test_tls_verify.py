@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from pipeline.connect.tls import tls_verify
+from pipeline.kafka.runner import tls_verify
 
 PROXY_VARIABLES = (
     "http_proxy",
