@@ -257,7 +257,7 @@ def test_registered_writer_schema_that_does_not_resolve() -> None:
 
 
 def test_writer_schema_cache_stays_bounded_with_fresh_schema_dicts() -> None:
-    from pipeline.codec import avro as codec
+    from pipeline.codec import framing as codec
 
     original = schema(2, "order")
     expected = encode_single_object(original, sample(2, "order"))
