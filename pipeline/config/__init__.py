@@ -8,10 +8,11 @@ secret-looking ``PIPELINE_KAFKA_CONFIG`` values. Secrets can also be files, one 
 setting, named like the variable, in ``PIPELINE_SECRETS_DIR`` (default
 ``/run/secrets/pipeline``: a mounted Kubernetes Secret).
 
-The model is in settings.py; its parts: choices (enumerations), sources (environment,
-secret files, TOML), rules (across settings), masking, client_properties (librdkafka
-and Schema Registry), loading (unknown variables, one ConfigError). Everything public
-is importable from here, as it was from the single module.
+The model is in settings.py, its fields in sections.py; its parts: choices
+(enumerations), sources (environment, secret files, TOML), rules (across settings),
+masking, client_properties (librdkafka and Schema Registry), loading (unknown
+variables, one ConfigError). Everything public is importable from here, as it was
+from the single module.
 """
 
 from pipeline.config.choices import (
