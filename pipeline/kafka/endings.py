@@ -12,7 +12,7 @@ from pipeline.connect.client import DeliveryReport
 from pipeline.kafka.dead_letter_writer import DeadLetterWriter
 from pipeline.kafka.ledger_index import LedgerIndex
 from pipeline.kafka.ledger_writer import LedgerWriter, SourceRef
-from pipeline.kafka.partition_state import InFlight
+from pipeline.kafka.partition_state import InFlight, Waiting
 from pipeline.kafka.records import Pending, RecordOrigin, RunSummary
 from pipeline.kafka.transactions import Transactions
 from pipeline.ops.metrics import PipelineMetrics
@@ -57,16 +57,14 @@ class RecordEndings:
             if report.unsettled is None:
                 return  # nothing known: the offsets stay uncommitted and are read again
             unknown = frozenset(report.unsettled)  # what Connect answered before counts
-        accepted_ms = int(time.time() * 1000)
         batch = report.batch
-        delivered = 0
+        accepted: list[Pending] = []
         for index, pending in enumerate(batch.refs):
             if index in unknown:
                 continue
             message = report.rejected.get(index)
             if message is None:
-                self._delivered(pending, accepted_ms)
-                delivered += 1
+                accepted.append(pending)
                 continue
             rejection = Rejection.single(Reason.API_REJECTED, "", message)
             # the idempotency key: the eventId when it is plain ASCII
@@ -77,20 +75,46 @@ class RecordEndings:
                     self._release(record)  # read again by the partition's owner
                 else:
                     self._dead_letter(record, rejection)
-        if delivered:
-            self.metrics.observe_delivered(delivered, batch.fragments[0])
+        if accepted:
+            self._delivered(accepted, int(time.time() * 1000))
+            self.metrics.observe_delivered(len(accepted), batch.fragments[0])
 
-    def _delivered(self, pending: Pending, accepted_ms: int) -> None:
-        """Connect accepted it: remember it in the ledger, then finish it (and any record
-        that waited on its key). In a transaction at once: its offset commits with its
-        ledger record; without, when the ledger write is acknowledged."""
-        self.summary.delivered[pending.signal_type] += 1
+    def _delivered(self, accepted: list[Pending], accepted_ms: int) -> None:
+        """Connect accepted these (one batch's): remember them in the ledger, then finish
+        each (and any record that waited on its key). In a transaction at once: an
+        offset commits with its ledger record; without, when the ledger write is
+        acknowledged. The index takes the batch's keys under one lock and clock read."""
+        delivered = self.summary.delivered
+        for pending in accepted:
+            delivered[pending.signal_type] += 1
         writer = self._ledger_writer
         if writer is None:
-            self._finish(pending)
+            for pending in accepted:
+                self._finish(pending)
             return
-        waiting = self._in_flight.settle(pending.key)
-        self.ledger.add(pending.key, accepted_ms)
+        self.ledger.add_many([pending.key for pending in accepted], accepted_ms)
+        settle = self._in_flight.settle
+        if self._txn is None:
+            for pending in accepted:
+                self._write_acked(writer, pending, settle(pending.key), accepted_ms)
+            return
+        writer.write_batch(
+            [(self._ledger_source(pending), pending.key) for pending in accepted], accepted_ms
+        )
+        for pending in accepted:
+            waiting = settle(pending.key)
+            self._finish(pending)
+            for waiter, _ in waiting or ():
+                self._skip(waiter)
+
+    def _write_acked(
+        self,
+        writer: LedgerWriter,
+        pending: Pending,
+        waiting: list[Waiting] | None,
+        accepted_ms: int,
+    ) -> None:
+        """Plain mode: finished when the broker acknowledges its ledger record."""
 
         def done() -> None:
             self._finish(pending)
@@ -98,8 +122,6 @@ class RecordEndings:
                 self._skip(waiter)
 
         writer.write(self._ledger_source(pending), pending.key, accepted_ms, done)
-        if self._txn is not None:
-            done()
 
     def _ledger_source(self, pending: Pending) -> SourceRef:
         if self._own_origin:

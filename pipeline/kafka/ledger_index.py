@@ -12,7 +12,7 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import structlog
@@ -103,6 +103,32 @@ class LedgerIndex:
             return False
         with self._lock:
             self._add(key, accepted_ms)
+        return True
+
+    def add_many(self, keys: Iterable[str], accepted_ms: int) -> bool:
+        """``add`` for the keys of one delivered batch (one acceptance time): one clock
+        read and one lock for the batch, not one per key."""
+        if accepted_ms < self.cutoff_ms():
+            return False
+        minute = accepted_ms // 60_000
+        buckets, mask = self._buckets, self._mask
+        with self._lock:
+            chunks = self._chunks
+            if not chunks or minute > chunks[-1][0]:
+                chunks.append((minute, array("Q")))
+            chunk = chunks[-1][1]
+            added = 0
+            for key in keys:
+                digest = hash(key) & _DIGEST_MASK  # key_digest, inlined: once per signal
+                bucket = buckets[digest & mask]
+                if bucket is None:
+                    bucket = buckets[digest & mask] = array("Q")
+                bucket.append(digest)
+                chunk.append(digest)
+                added += 1
+            self._count += added
+            if self._count > self.max_keys:
+                self._evict(self._count - self.max_keys + self.max_keys // 100)
         return True
 
     def _add(self, key: str, accepted_ms: int) -> None:

@@ -7,7 +7,7 @@ bytes and partition.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 from confluent_kafka import KafkaError, Message
@@ -62,6 +62,25 @@ class LedgerWriter:
             value=self.tail.value(accepted_ms, topic, partition, offset, backfill=self._backfill),
             on_delivery=callback,
         )
+
+    def write_batch(self, rows: Sequence[tuple[SourceRef, str]], accepted_ms: int) -> None:
+        """In a transaction: the records of one delivered batch's accepted signals
+        (``write`` with no ``acked``, the per-signal lookups done once)."""
+        if not self._sink.transactional:
+            for source, key in rows:
+                self.write(source, key, accepted_ms, None)
+            return
+        self._open.extend((source, key, accepted_ms) for source, key in rows)
+        produce, tail, topic = self._sink.produce, self.tail, self.topic
+        partition_of, value, backfill = tail.partition, tail.value, self._backfill
+        for (source_topic, partition, offset), key in rows:
+            produce(
+                topic,
+                partition=partition_of(partition),
+                key=key.encode(),
+                value=value(accepted_ms, source_topic, partition, offset, backfill=backfill),
+                on_delivery=self._refused,
+            )
 
     def _refused(self, error: KafkaError | None, _: Message) -> None:
         if error is not None:

@@ -179,3 +179,22 @@ def test_a_load_that_makes_progress_is_live_and_not_ready() -> None:
     load[0] = 0  # loaded, and the loop turns again
     state.beat()
     assert state.liveness()[0] and state.readiness()[1]["ledger_loaded"] is True
+
+
+def test_a_batch_added_at_once_holds_what_key_by_key_adds_hold() -> None:
+    clock = Clock(100 * HOUR_MS)
+    one_by_one = LedgerIndex(max_keys=5, retention_ms=24 * HOUR_MS, clock=clock)
+    batched = LedgerIndex(max_keys=5, retention_ms=24 * HOUR_MS, clock=clock)
+    first, second = ["a", "b", "c"], ["d", "e", "f", "g"]
+    for keys, accepted_ms in ((first, clock.ms - 2 * 60_000), (second, clock.ms)):
+        for key in keys:
+            one_by_one.add(key, accepted_ms)
+        assert batched.add_many(keys, accepted_ms)
+    for key in "abcdefg":
+        assert (key in batched) == (key in one_by_one), key
+    assert len(batched) == len(one_by_one) and batched.evicted == one_by_one.evicted
+    assert "g" in batched and "a" not in batched  # the oldest went first
+    clock.ms += 24 * HOUR_MS - 60_000  # the first batch is now past the window
+    assert batched.expire() == one_by_one.expire()
+    assert not batched.add_many(["late"], clock.ms - 25 * HOUR_MS)
+    assert "late" not in batched
