@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Final
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import NoDecode
 
 from pipeline.config.choices import AvroDecoder, DeriveAbandonment, LogFormat, OutOfTier
@@ -23,7 +23,13 @@ MAX_SIGNALS_PER_CALL: Final = 500
 DEFAULT_AVRO_DIR: Final = Path(__file__).resolve().parents[2] / "avro"
 
 
-class KafkaSection(BaseModel):
+class _Section(BaseModel):
+    """Fields only: never validated alone, so no schema is built for it (start-up time)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class KafkaSection(_Section):
     """Kafka: brokers, topics, group, security, fetching."""
 
     kafka_bootstrap_servers: str | None = Field(
@@ -100,7 +106,7 @@ class KafkaSection(BaseModel):
     )
 
 
-class DecodingSection(BaseModel):
+class DecodingSection(_Section):
     """Decoding: Schema Registry, local schemas, limits, decoder."""
 
     schema_registry_url: str | None = Field(
@@ -156,7 +162,7 @@ class DecodingSection(BaseModel):
     )
 
 
-class ConnectSection(BaseModel):
+class ConnectSection(_Section):
     """The Connect API: endpoint, credentials, tier."""
 
     connect_url: str = Field(
@@ -179,7 +185,7 @@ class ConnectSection(BaseModel):
     )
 
 
-class DeliverySection(BaseModel):
+class DeliverySection(_Section):
     """Delivery: batches, concurrency, retries, memory, commits, drain."""
 
     batch_max_signals: int = Field(
@@ -211,7 +217,7 @@ class DeliverySection(BaseModel):
     )
 
 
-class LedgerSection(BaseModel):
+class LedgerSection(_Section):
     """The delivery ledger and transactions."""
 
     ledger_enabled: bool = Field(
@@ -237,7 +243,7 @@ class LedgerSection(BaseModel):
     )
 
 
-class SessionSection(BaseModel):
+class SessionSection(_Section):
     """Derived abandonment (pipeline.sessions)."""
 
     derive_abandonment: DeriveAbandonment = Field(
@@ -258,7 +264,7 @@ class SessionSection(BaseModel):
     )
 
 
-class OperationsSection(BaseModel):
+class OperationsSection(_Section):
     """Operations: logs, tracing, the HTTP endpoint, workers."""
 
     log_format: LogFormat = Field(LogFormat.JSON, description="json or console.")

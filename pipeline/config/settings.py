@@ -46,7 +46,11 @@ class Settings(
     """Every setting of the consumer. Environment: ``PIPELINE_<NAME>`` (upper case)."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+        defer_build=False,  # the sections defer theirs; this one is built at import
     )
 
     @field_validator("topics", mode="before")
