@@ -11,14 +11,16 @@ form carries the type in its record name instead)::
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.signals import catalog
-from pipeline.signals.mapping import MappedSignal, MappingOptions, map_event
+from pipeline.signals.mapping import MappedSignal, MappingOptions
 from pipeline.signals.outcomes import Reason, Rejection
+from pipeline.signals.processor import Decoded, Dropped, EventProcessor
 from pipeline.signals.validation import validate_event
 
 
@@ -28,24 +30,36 @@ class CheckOptions:
     tier: catalog.Tier = catalog.Tier.ULTIMATE
 
 
+class _NoDecoder:
+    """The check reads JSON itself: the processor's decoder is never asked."""
+
+    def decode(self, value: bytes | None) -> Decoded:
+        raise AssertionError("the offline check decodes JSON itself")
+
+
 def process_record(record: Any, options: CheckOptions) -> MappedSignal | Rejection:
-    """decode (done) -> validate -> subscription -> map, for one JSON record."""
+    """decode (done) -> the processor's own tier -> validate -> map, for one JSON record.
+
+    The same EventProcessor as ``run``, so a line gets the reason its Kafka record would.
+    """
     if not isinstance(record, dict):
         return Rejection.single(Reason.VALIDATION, "", "an event must be a JSON object")
     signal_type = record.get("signalType")
     if not isinstance(signal_type, str):
         rule = "required" if signal_type is None else "must be a string"
         return Rejection.single(Reason.VALIDATION, "signalType", rule)
-    valid = validate_event(signal_type, record)
-    if isinstance(valid, Rejection):
+    if signal_type not in catalog.SIGNALS:
+        valid = validate_event(signal_type, record)  # names the unknown type
+        assert isinstance(valid, Rejection)
         return valid
-    if signal_type not in catalog.types_in_tier(options.tier):
-        return Rejection.single(
-            Reason.SUBSCRIPTION,
-            "signalType",
-            f"{signal_type!r} is not included in the {options.tier} subscription",
-        )
-    return map_event(valid, options.mapping)
+    outcome = _processor(options).process_record(signal_type, record)
+    assert not isinstance(outcome, Dropped)  # the check dead-letters out-of-tier events
+    return outcome
+
+
+@functools.cache
+def _processor(options: CheckOptions) -> EventProcessor:
+    return EventProcessor(_NoDecoder(), options.mapping, options.tier)
 
 
 def verdict(line_number: int, outcome: MappedSignal | Rejection) -> dict[str, Any]:

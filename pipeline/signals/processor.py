@@ -86,6 +86,17 @@ class EventProcessor:
             return Rejection.single(
                 Reason.UNKNOWN_SCHEMA, "", f"record {ok.record_name!r} is not a signal type"
             )
+        return self.process_record(signal_type, record, avro=True)
+
+    def process_record(
+        self, signal_type: str, record: dict[str, object], *, avro: bool = False
+    ) -> Outcome:
+        """tier -> validate -> map for a decoded record of a known signal type.
+
+        The one order of checks for ``run`` and the offline ``check``, so both give the
+        same reason. ``avro``: the record came from an Avro decoder (types already fixed),
+        so the fused fast path may decide it.
+        """
         if signal_type not in self._in_tier:
             if self._drop_out_of_tier:
                 return Dropped(signal_type, "subscription")
@@ -98,9 +109,10 @@ class EventProcessor:
                 signal_type,
                 record,
             )
-        fused = map_avro_record(signal_type, record, self._mapping)
-        if fused is not None:
-            return fused
+        if avro:
+            fused = map_avro_record(signal_type, record, self._mapping)
+            if fused is not None:
+                return fused
         # Not certain on the fused path: the strict one decides and explains.
         valid = validate_event(signal_type, record)
         if isinstance(valid, Rejection):

@@ -33,6 +33,7 @@ from pipeline.signals.mapping import (
     merge_repeated_products,
 )
 from pipeline.signals.outcomes import Problem, Reason, Rejection
+from pipeline.signals.processor import EventProcessor
 from pipeline.signals.validation import CURRENCY_CODES, ValidEvent, _validators, validate_event
 from tests.spec_examples import full_event, minimal_event, minimal_item, sample_value
 
@@ -519,11 +520,25 @@ def test_subscription_tier(signal_type: str) -> None:
         assert isinstance(process_record(record, CheckOptions(OPTIONS, tier)), MappedSignal)
 
 
-def test_invalid_event_is_a_validation_rejection_before_the_tier() -> None:
+def test_the_check_orders_tier_and_validation_as_run_does() -> None:
+    """An invalid event of a type outside the tier: the same reason offline as in `run`.
+
+    Both go through EventProcessor.process_record: the tier first (the event cannot be
+    delivered whatever its fields), validation after.
+    """
     record = {**minimal_event("pageView"), "url": None}
     outcome = process_record(record, CheckOptions(OPTIONS, Tier.PRO))
-    assert isinstance(outcome, Rejection)
-    assert outcome.reason is Reason.VALIDATION
+    run = EventProcessor(_Unused(), OPTIONS, Tier.PRO).process_record("pageView", record)
+    assert isinstance(outcome, Rejection) and isinstance(run, Rejection)
+    assert outcome.reason is run.reason is Reason.SUBSCRIPTION
+    assert outcome.message == run.message
+    in_tier = process_record(record, CheckOptions(OPTIONS, Tier.ULTIMATE))
+    assert isinstance(in_tier, Rejection) and in_tier.reason is Reason.VALIDATION
+
+
+class _Unused:
+    def decode(self, value: bytes | None) -> Any:
+        raise AssertionError("not decoding")
 
 
 # --- normalisations ------------------------------------------------------------------
