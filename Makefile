@@ -48,7 +48,7 @@ lint: install
 	$(BIN)/mypy pipeline dev/devtools dev/connect_sim
 
 test: install lint checks-venv
-	PIPELINE_REQUIRE_CHECKS=1 $(BIN)/pytest -q
+	PIPELINE_REQUIRE_CHECKS=1 $(BIN)/pytest -q -n 3 --dist loadfile
 
 # make bench [BENCH="backlog latency --events 50000"]: see python -m benchmarks --help
 bench: install
