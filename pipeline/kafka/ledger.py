@@ -25,12 +25,10 @@ from __future__ import annotations
 import math
 import re
 import socket
-import time
 from typing import Any, Final
 
 import structlog
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
 from pipeline.config import Settings
 from pipeline.kafka.ledger_index import LedgerIndex, key_digest
@@ -43,6 +41,7 @@ from pipeline.kafka.ledger_records import (
     encode_v1,
     topic_id,
 )
+from pipeline.kafka.topics import ensure_topic
 
 __all__ = [
     "Horizons",
@@ -120,25 +119,8 @@ def ensure_ledger_topic(
     kafka_conf: dict[str, Any], topic: str, partitions: int, retention_ms: int
 ) -> int:
     """Create the ledger topic when absent; returns its partition count."""
-    admin = AdminClient(kafka_conf)
-    existing = admin.list_topics(timeout=30).topics.get(topic)
-    if existing is not None and existing.partitions:
-        return len(existing.partitions)
     config = {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
-    futures = admin.create_topics([NewTopic(topic, partitions, -1, config=config)])
-    try:
-        futures[topic].result(30)
-        log.info("ledger topic created", topic=topic, partitions=partitions)
-    except Exception as error:  # created meanwhile by another replica
-        if "TOPIC_ALREADY_EXISTS" not in str(error) and "already exists" not in str(error):
-            raise
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        created = admin.list_topics(topic, timeout=10).topics.get(topic)
-        if created is not None and created.partitions and created.error is None:
-            return len(created.partitions)
-        time.sleep(0.2)
-    raise RuntimeError(f"ledger topic {topic} did not appear")
+    return ensure_topic(kafka_conf, topic, partitions, config, "ledger")
 
 
 def source_partition_count(kafka_conf: dict[str, Any], settings: Settings) -> int:

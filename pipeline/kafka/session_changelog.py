@@ -22,10 +22,9 @@ from typing import Any, Final
 
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
 from pipeline.config import Settings
+from pipeline.kafka.topics import ensure_topic
 
 log = structlog.get_logger("pipeline.kafka.session_changelog")
 
@@ -43,25 +42,9 @@ def changelog_partition(source_partition: int, partitions: int) -> int:
 
 def ensure_changelog_topic(kafka_conf: dict[str, Any], topic: str, partitions: int) -> int:
     """Create the compacted changelog topic when absent; returns its partition count."""
-    admin = AdminClient(kafka_conf)
-    existing = admin.list_topics(timeout=30).topics.get(topic)
-    if existing is not None and existing.partitions:
-        return len(existing.partitions)
-    config = {"cleanup.policy": "compact"}
-    futures = admin.create_topics([NewTopic(topic, partitions, -1, config=config)])
-    try:
-        futures[topic].result(30)
-        log.info("session changelog topic created", topic=topic, partitions=partitions)
-    except Exception as error:  # created meanwhile by another replica
-        if "TOPIC_ALREADY_EXISTS" not in str(error) and "already exists" not in str(error):
-            raise
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        created = admin.list_topics(topic, timeout=10).topics.get(topic)
-        if created is not None and created.partitions and created.error is None:
-            return len(created.partitions)
-        time.sleep(0.2)
-    raise RuntimeError(f"session changelog topic {topic} did not appear")
+    return ensure_topic(
+        kafka_conf, topic, partitions, {"cleanup.policy": "compact"}, "session changelog"
+    )
 
 
 def read_changelog(
