@@ -10,11 +10,14 @@ that still fail go back to the dead-letter topic with fresh error headers and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from dataclasses import replace
 
+import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from pipeline.codec.avro import SchemaRegistryUnavailable
 from pipeline.config import Settings
 from pipeline.kafka.dead_letters import (
     DeadLetterInfo,
@@ -31,7 +34,9 @@ from pipeline.kafka.replay import (
     run_bounded,
 )
 from pipeline.signals.mapping import MappedSignal
-from pipeline.signals.processor import EventProcessor
+from pipeline.signals.processor import EventProcessor, Outcome
+
+log = structlog.get_logger("pipeline.kafka.redrive")
 
 
 def _info(message: Message) -> DeadLetterInfo:
@@ -119,12 +124,29 @@ def dead_letter_keys(
                     remaining.discard(key)  # the end (or past it: an undercounted end)
                 if error is not None or offset >= bounds.end[key] or not origin.wanted(message):
                     continue
-                outcome = processor.process(message.value())
+                outcome = _process_through_outages(processor, message.value())
                 if isinstance(outcome, MappedSignal):
                     digests.add(key_digest(outcome.idempotency_key))
     finally:
         consumer.close()
     return frozenset(digests)
+
+
+def _process_through_outages(
+    processor: EventProcessor, value: bytes | None, max_backoff_s: float = 30.0
+) -> Outcome:
+    """The processor's outcome; a registry outage waits and asks again, as the loop does.
+
+    (A one-off command may block: nothing else is waiting on this thread.)
+    """
+    backoff_s = 1.0
+    while True:
+        try:
+            return processor.process(value)
+        except SchemaRegistryUnavailable as error:
+            log.warning("schema registry unavailable: waiting", error=str(error), wait_s=backoff_s)
+            time.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, max_backoff_s)
 
 
 def redrive_group(settings: Settings, reasons: Collection[str]) -> str:

@@ -1,0 +1,46 @@
+"""A redrive's key pass waits through a Schema Registry outage instead of aborting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline.codec.avro import SchemaRegistryUnavailable
+from pipeline.kafka import redrive
+from pipeline.signals.outcomes import Reason, Rejection
+
+
+class _FlakyProcessor:
+    """Unavailable for the first ``outages`` calls, then an answer."""
+
+    def __init__(self, outages: int) -> None:
+        self.outages = outages
+        self.calls = 0
+
+    def process(self, value: bytes | None) -> Any:
+        self.calls += 1
+        if self.calls <= self.outages:
+            raise SchemaRegistryUnavailable(7, "HTTP 502 from an ingress page")
+        return Rejection.single(Reason.VALIDATION, "url", "required")
+
+
+def test_the_key_pass_waits_with_backoff_and_gets_the_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(redrive.time, "sleep", waits.append)
+    processor = _FlakyProcessor(outages=6)
+    outcome = redrive._process_through_outages(processor, b"x", max_backoff_s=8.0)  # type: ignore[arg-type]
+    assert isinstance(outcome, Rejection) and outcome.field == "url"
+    assert processor.calls == 7
+    assert waits == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]  # doubling, capped
+
+
+def test_any_other_error_is_not_swallowed() -> None:
+    class Broken:
+        def process(self, value: bytes | None) -> Any:
+            raise ValueError("a bug")
+
+    with pytest.raises(ValueError):
+        redrive._process_through_outages(Broken(), b"x")  # type: ignore[arg-type]
