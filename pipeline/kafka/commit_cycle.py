@@ -96,29 +96,21 @@ class CommitCycle:
 
     def _commit_plain(self, asynchronous: bool, only: set[TopicPartitionKey] | None) -> None:
         offsets = self._moved(only)
-        if not offsets:
-            return
+        if offsets:
+            self._commit_offsets(offsets, asynchronous=asynchronous)
+
+    def _commit_offsets(self, offsets: list[TopicPartition], *, asynchronous: bool = False) -> None:
+        """One OffsetCommit, checked against the group's generation.
+
+        Also how the transactional cycle commits offsets of records that wrote nothing
+        (skipped by the ledger, dropped): it sidesteps a quirk of the embedded Tansu broker,
+        which does not apply offsets of a transaction that wrote no record (broker notes).
+        """
         try:
-            if asynchronous:
+            if asynchronous:  # two calls: the client's stubs type each flag apart
                 self._consumer.commit(offsets=offsets, asynchronous=True)
             else:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as error:  # a rebalance in progress: the next cycle retries
-            log.warning("commit failed", error=str(error))
-            return
-        for tp in offsets:
-            self.last_committed[(tp.topic, tp.partition)] = tp.offset
-
-    def _commit_offsets(self, offsets: list[TopicPartition]) -> None:
-        """Offsets of records that wrote nothing (skipped by the ledger, dropped).
-
-        One OffsetCommit, checked against the group's generation like the
-        transactional one. It also sidesteps a quirk of the embedded Tansu broker, which
-        does not apply offsets of a transaction that wrote no record (README, broker
-        notes).
-        """
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as error:  # a rebalance in progress: the next cycle retries
             log.warning("commit failed", error=str(error))
             return
