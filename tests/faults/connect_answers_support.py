@@ -15,8 +15,10 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from devtools.stack import loopback_http
 
 API_KEY_HEADER = "x-api-key"
 
@@ -108,13 +110,6 @@ def faulty_connect() -> Iterator[FaultyConnect]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    connect.url = f"http://127.0.0.1:{server.server_address[1]}/graphql"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with loopback_http(Handler) as base:
+        connect.url = f"{base}/graphql"
         yield connect
-    finally:
-        server.shutdown()
-        server.server_close()

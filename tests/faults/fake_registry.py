@@ -14,8 +14,10 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Final
+
+from devtools.stack import loopback_http
 
 Answer = tuple[int, str, bytes]
 
@@ -89,14 +91,5 @@ def fake_registry() -> Iterator[tuple[FakeRegistry, str]]:
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet test output
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    # a short poll interval: shutdown() waits for it
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with loopback_http(Handler) as base:
+        yield state, base

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import pytest
 from confluent_kafka import Producer
 from devtools.clickstream import GeneratedEvent
 from devtools.producer import EventEncoder
+from devtools.stack import loopback_http
 
 from pipeline.config import DEFAULT_AVRO_DIR, Settings
 from pipeline.kafka.consumer import Bounds, SignalConsumer
@@ -100,15 +101,9 @@ def recorder() -> Iterator[Recorder]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}/graphql"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with loopback_http(Handler) as base:
+        rec.url = f"{base}/graphql"
         yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def produce_to(bootstrap: str, topic: str, events: list[tuple[int, dict[str, Any]]]) -> None:

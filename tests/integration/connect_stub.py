@@ -15,8 +15,10 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from devtools.stack import loopback_http
 
 
 def _keys(header: str) -> list[str]:
@@ -100,15 +102,10 @@ def connect_stub() -> Iterator[ConnectStub]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    stub.url = f"http://127.0.0.1:{server.server_address[1]}/graphql"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield stub
-    finally:
-        stub.let_go()
-        stub.gate.set()
-        server.shutdown()
-        server.server_close()
+    with loopback_http(Handler) as base:
+        stub.url = f"{base}/graphql"
+        try:
+            yield stub
+        finally:  # held requests answer before the server stops
+            stub.let_go()
+            stub.gate.set()

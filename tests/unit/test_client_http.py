@@ -7,7 +7,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from devtools.stack import loopback_http
 
 from pipeline.connect.client import (
     TIMEOUT,
@@ -51,16 +53,12 @@ def server(seen: Seen) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/graphql"
-    finally:
-        if seen.hold is not None:
-            seen.hold.set()
-        httpd.shutdown()
-        httpd.server_close()
+    with loopback_http(Handler) as base:
+        try:
+            yield f"{base}/graphql"
+        finally:
+            if seen.hold is not None:
+                seen.hold.set()
 
 
 def batch(prefix: str, n: int = 3) -> Batch:
