@@ -218,7 +218,7 @@ class EventDecoder:
             self._unavailable.popitem(last=False)
         return SchemaRegistryUnavailable(schema_id, cause)
 
-    def decode(self, value: bytes | None) -> Decoded | DecodeFailure:
+    def decode(self, value: bytes | None, headers: object = None) -> Decoded | DecodeFailure:
         """One Kafka record value to a record, or why it is not one.
 
         Raises ``SchemaRegistryUnavailable`` (only) when the registry cannot answer.

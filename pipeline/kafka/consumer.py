@@ -255,8 +255,12 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
         value = message.value()
         wanted = self._origin.wanted(message)
         if wanted:
+            try:  # None for a record without headers (one C call, nothing else)
+                headers = message.headers()
+            except (UnicodeDecodeError, ValueError):  # a name that is not UTF-8: the value decides
+                headers = None
             try:
-                outcome = self._processor.process(value)
+                outcome = self._processor.process(value, headers)
             except SchemaRegistryUnavailable as unavailable:
                 self._flow.hold(key, offset, unavailable)
                 return

@@ -34,7 +34,7 @@ from pipeline.kafka.replay import (
     run_bounded,
 )
 from pipeline.signals.mapping import MappedSignal
-from pipeline.signals.processor import EventProcessor, Outcome
+from pipeline.signals.processor import EventProcessor, Headers, Outcome
 
 log = structlog.get_logger("pipeline.kafka.redrive")
 
@@ -124,7 +124,7 @@ def dead_letter_keys(
                     remaining.discard(key)  # the end (or past it: an undercounted end)
                 if error is not None or offset >= bounds.end[key] or not origin.wanted(message):
                     continue
-                outcome = _process_through_outages(processor, message.value())
+                outcome = _process_through_outages(processor, message.value(), _headers(message))
                 if isinstance(outcome, MappedSignal):
                     digests.add(key_digest(outcome.idempotency_key))
     finally:
@@ -132,8 +132,19 @@ def dead_letter_keys(
     return frozenset(digests)
 
 
+def _headers(message: Message) -> Headers:
+    """The record's headers (a dead letter keeps its source's: a schema id header too)."""
+    try:
+        return message.headers()
+    except (UnicodeDecodeError, ValueError):  # a name that is not UTF-8: the value decides
+        return None
+
+
 def _process_through_outages(
-    processor: EventProcessor, value: bytes | None, max_backoff_s: float = 30.0
+    processor: EventProcessor,
+    value: bytes | None,
+    headers: Headers = None,
+    max_backoff_s: float = 30.0,
 ) -> Outcome:
     """The processor's outcome; a registry outage waits and asks again, as the loop does.
 
@@ -142,7 +153,7 @@ def _process_through_outages(
     backoff_s = 1.0
     while True:
         try:
-            return processor.process(value)
+            return processor.process(value, headers)
         except SchemaRegistryUnavailable as error:
             log.warning("schema registry unavailable: waiting", error=str(error), wait_s=backoff_s)
             time.sleep(backoff_s)

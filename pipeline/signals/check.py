@@ -33,7 +33,7 @@ class CheckOptions:
 class _NoDecoder:
     """The check reads JSON itself: the processor's decoder is never asked."""
 
-    def decode(self, value: bytes | None) -> Decoded:
+    def decode(self, value: bytes | None, headers: object = None) -> Decoded:
         raise AssertionError("the offline check decodes JSON itself")
 
 

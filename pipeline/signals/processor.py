@@ -8,8 +8,9 @@ then ``map_event``, which decide and explain.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeAlias
 
 from pipeline.config import OutOfTier
 from pipeline.signals import catalog
@@ -38,8 +39,15 @@ class DecodeFailure(Protocol):
     message: str
 
 
+#: A record's headers as confluent-kafka gives them (``Message.headers()``): None when it
+#: has none, else (name, value) pairs (a dict where a caller built them by hand).
+Headers: TypeAlias = (
+    Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
+)
+
+
 class Decoder(Protocol):
-    def decode(self, value: bytes | None) -> Decoded | DecodeFailure: ...
+    def decode(self, value: bytes | None, headers: Headers = None) -> Decoded | DecodeFailure: ...
 
 
 Outcome = MappedSignal | Rejection | Dropped
@@ -74,8 +82,9 @@ class EventProcessor:
         self._in_tier = catalog.types_in_tier(tier)
         self._drop_out_of_tier = out_of_tier is OutOfTier.DROP
 
-    def process(self, value: bytes | None) -> Outcome:
-        decoded = self._decoder.decode(value)
+    def process(self, value: bytes | None, headers: Headers = None) -> Outcome:
+        """One record: its value, and its headers (a writer schema id may be in them)."""
+        decoded = self._decoder.decode(value, headers)
         record = getattr(decoded, "record", None)
         if record is None:
             failure: DecodeFailure = decoded  # type: ignore[assignment]

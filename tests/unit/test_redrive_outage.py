@@ -18,7 +18,7 @@ class _FlakyProcessor:
         self.outages = outages
         self.calls = 0
 
-    def process(self, value: bytes | None) -> Any:
+    def process(self, value: bytes | None, headers: object = None) -> Any:
         self.calls += 1
         if self.calls <= self.outages:
             raise SchemaRegistryUnavailable(7, "HTTP 502 from an ingress page")
@@ -39,7 +39,7 @@ def test_the_key_pass_waits_with_backoff_and_gets_the_answer(
 
 def test_any_other_error_is_not_swallowed() -> None:
     class Broken:
-        def process(self, value: bytes | None) -> Any:
+        def process(self, value: bytes | None, headers: object = None) -> Any:
             raise ValueError("a bug")
 
     with pytest.raises(ValueError):
