@@ -131,6 +131,31 @@ class LedgerIndex:
                 self._evict(self._count - self.max_keys + self.max_keys // 100)
         return True
 
+    def add_digests(self, digests: Iterable[int], accepted_ms: int) -> int:
+        """``add_many`` for digests already computed (``key_digest``; a replay's join):
+        how many were added (0 when older than the retention window)."""
+        if accepted_ms < self.cutoff_ms():
+            return 0
+        minute = accepted_ms // 60_000
+        buckets, mask = self._buckets, self._mask
+        with self._lock:
+            chunks = self._chunks
+            if not chunks or minute > chunks[-1][0]:
+                chunks.append((minute, array("Q")))
+            chunk = chunks[-1][1]
+            added = 0
+            for digest in digests:
+                bucket = buckets[digest & mask]
+                if bucket is None:
+                    bucket = buckets[digest & mask] = array("Q")
+                bucket.append(digest)
+                chunk.append(digest)
+                added += 1
+            self._count += added
+            if self._count > self.max_keys:
+                self._evict(self._count - self.max_keys + self.max_keys // 100)
+        return added
+
     def _add(self, key: str, accepted_ms: int) -> None:
         minute = accepted_ms // 60_000
         digest = key_digest(key)

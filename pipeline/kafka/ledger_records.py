@@ -200,6 +200,7 @@ class LedgerEntry(NamedTuple):
     offset: int  # source offset; -1 for format 1
     digest: int  # ``key_digest`` of the idempotency key (the ``LedgerIndex`` digest)
     accepted_ms: int
+    horizon: int | None = None  # the record's: None never a stopping point (format 1, backfill)
 
 
 def entries(key: bytes | None, value: bytes | None) -> list[LedgerEntry]:
@@ -214,12 +215,13 @@ def entries(key: bytes | None, value: bytes | None) -> list[LedgerEntry]:
         return [
             LedgerEntry(
                 record.topic, record.partition, record.offset, key_digest(key.decode()),
-                record.accepted_ms,
+                record.accepted_ms, record.horizon,
             )
         ]  # fmt: skip
     topic, partition, accepted_ms = record.topic, record.partition, record.accepted_ms
+    horizon = record.horizon
     return [
-        LedgerEntry(topic, partition, offset, key_digest(k), accepted_ms)
+        LedgerEntry(topic, partition, offset, key_digest(k), accepted_ms, horizon)
         for offset, k in record.entries
     ]
 

@@ -82,12 +82,12 @@ def test_entries_reads_every_format_with_the_index_digest() -> None:
     v1 = entries(b"k1", encode_v1(7))
     assert v1 == [LedgerEntry(None, -1, -1, key_digest("k1"), 7)]
     v2 = entries(b"k2", encode(8, TID, 3, 40, 41))
-    assert v2 == [LedgerEntry(TID, 3, 40, key_digest("k2"), 8)]
+    assert v2 == [LedgerEntry(TID, 3, 40, key_digest("k2"), 8, 41)]
     value = encode_batch(9, TID, 3, [(50, "k3"), (45, "k4")], 60)
     assert value is not None
     assert entries(batch_key(value), value) == [
-        LedgerEntry(TID, 3, 45, key_digest("k4"), 9),
-        LedgerEntry(TID, 3, 50, key_digest("k3"), 9),
+        LedgerEntry(TID, 3, 45, key_digest("k4"), 9, 60),
+        LedgerEntry(TID, 3, 50, key_digest("k3"), 9, 60),
     ]
     assert entries(None, encode(8, TID, 3, 40, 41)) == []  # a keyless old record
     assert entries(b"k", b"junk") == [] and entries(b"k", None) == []
@@ -107,3 +107,13 @@ def test_a_format_2_record_keys_itself() -> None:
     record = decode(encode(8, TID, 3, 40, 41))
     assert record == LedgerRecord(8, TID, 3, 40, 41)
     assert record is not None and list(record.keyed(b"key")) == [(40, "key")]
+
+
+def test_digests_join_the_index_like_their_keys() -> None:
+    from pipeline.kafka.ledger_index import LedgerIndex
+
+    index = LedgerIndex(10_000, 3_600_000, clock=lambda: 10_000.0)
+    assert index.add_digests([key_digest("a"), key_digest("b")], 9_999_000) == 2
+    assert "a" in index and "b" in index and "c" not in index
+    assert index.add_digests([key_digest("c")], 1) == 0  # older than the retention window
+    assert "c" not in index
