@@ -189,13 +189,13 @@ class DeliverySection(_Section):
     """Delivery: batches, concurrency, retries, memory, commits, drain."""
 
     batch_max_signals: int = Field(
-        250, ge=1, description=f"Signals per call (Connect takes at most {MAX_SIGNALS_PER_CALL})."
+        500, ge=1, description=f"Signals per call (Connect takes at most {MAX_SIGNALS_PER_CALL})."
     )
     batch_max_bytes: int = Field(
         512 * 1024, ge=1_024, description="Request body bytes per call (at most)."
     )
     linger_ms: int = Field(50, ge=0, description="Wait this long to fill a batch.")
-    max_in_flight_batches: int = Field(8, ge=1, le=256, description="Concurrent calls.")
+    max_in_flight_batches: int = Field(4, ge=1, le=256, description="Concurrent calls.")
     request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one call.")
     split_after_timeouts: int = Field(
         3,
