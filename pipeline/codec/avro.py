@@ -1,14 +1,17 @@
 """Wire formats: Avro events in Confluent Schema Registry framing or single-object encoding.
 
 The writer schema comes from the framing (a registry id, or a CRC-64-AVRO fingerprint
-of a schema in ``avro/``); the reader schema is always the current edition's record
-of the same full name, so earlier-edition events arrive in the current shape through
-Avro schema resolution. Decoding returns a value (``Decoded`` or ``DecodeFailure``) and
-never puts the raw bytes in a message. It raises one thing only: ``SchemaRegistryUnavailable``,
-when the registry gives no definitive answer for a framed record's schema id (an outage,
-a misaddressed URL, an answer it cannot read). That is not the record's fault: the caller
-rewinds to it and retries. Only a registry's own "not found" codes in a JSON body make an
-id unknown, and that answer expires (``negative_ttl_s``).
+of a schema in ``avro/``), or from the ``__value_schema_id`` record header when there is
+one (a registry id or schema GUID; the value is then the bare body), as Confluent's
+``dual_schema_id_deserializer`` decides; the reader schema is always the current
+edition's record of the same full name, so earlier-edition events arrive in the current
+shape through Avro schema resolution. Decoding returns a value (``Decoded`` or
+``DecodeFailure``) and never puts the raw bytes in a message. It raises one thing only:
+``SchemaRegistryUnavailable``, when the registry gives no definitive answer for a
+record's schema id or GUID (an outage, a misaddressed URL, an answer it cannot read).
+That is not the record's fault: the caller rewinds to it and retries. Only a registry's
+own "not found" codes in a JSON body make an id unknown, and that answer expires
+(``negative_ttl_s``).
 
 Caches are bounded (least recently used out): decode plans by framing header, and failures
 with an expiry, so random headers (garbage fingerprints, unknown ids) cost neither memory
@@ -32,13 +35,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
+from uuid import UUID
 
 from pipeline.codec.framing import (
     CONFLUENT_MAGIC,
     SINGLE_OBJECT_MAGIC,
+    VALUE_SCHEMA_ID_HEADER,
     crc64_fingerprint,
     encode_confluent,
     encode_single_object,
+    schema_id_header,
+    schema_id_header_problem,
 )
 from pipeline.codec.plans import Decoded, DecodeFailure, Plan, SchemaStore, plan_for, read
 from pipeline.codec.registry_answers import (
@@ -48,6 +55,7 @@ from pipeline.codec.registry_answers import (
     answer_schema,
     forget,
     is_not_found,
+    schema_label,
     short_cause,
 )
 
@@ -107,8 +115,9 @@ class EventDecoder:
         self._registry = registry
         self._max_value_bytes = max_value_bytes
         #: Plans by the exact header that names the writer schema (Confluent: magic and
-        #: id, 5 bytes; single-object: marker and fingerprint, 10 bytes), so a known
-        #: record costs one lookup. Least recently used first.
+        #: id, 5 bytes, framed or in a header; single-object: marker and fingerprint, 10
+        #: bytes; a GUID header: magic 1 and the GUID, 17 bytes), so a known record costs
+        #: one lookup. Least recently used first.
         self._plans: OrderedDict[bytes, Plan] = OrderedDict()
         self._plan_cache_size = plan_cache_size
         #: Why a header has no plan, and until when that answer holds.
@@ -166,11 +175,17 @@ class EventDecoder:
         )
 
     def _registry_plan(self, header: bytes) -> Plan | DecodeFailure:
-        schema_id = int.from_bytes(header[1:5], "big")
+        """The plan for a registry id (magic 0, 5 bytes) or schema GUID (magic 1, 17 bytes)."""
+        schema_id: int | str
+        if header[0] == CONFLUENT_MAGIC:
+            schema_id = int.from_bytes(header[1:5], "big")
+        else:
+            schema_id = str(UUID(bytes=header[1:17]))
         if self._registry is None:
             return DecodeFailure(
                 "unknown_schema",
-                f"schema id {schema_id}: Confluent framing but no Schema Registry configured",
+                f"{schema_label(schema_id)}: a Schema Registry id but no Schema Registry "
+                "configured",
             )
         failure = self._remembered_failure(header)
         if failure is not None:
@@ -181,12 +196,22 @@ class EventDecoder:
                 raise SchemaRegistryUnavailable(schema_id, held[0])
             del self._unavailable[header]
         try:
-            registered = self._registry.get_schema(schema_id)
+            if isinstance(schema_id, int):
+                registered = self._registry.get_schema(schema_id)
+            else:
+                by_guid = getattr(self._registry, "get_schema_by_guid", None)
+                if by_guid is None:
+                    return DecodeFailure(
+                        "unknown_schema",
+                        f"{schema_label(schema_id)}: this registry client cannot look up GUIDs",
+                    )
+                registered = by_guid(schema_id)
             schema_type, text = registered.schema_type, registered.schema_str
         except Exception as error:
             if is_not_found(error):
                 return self._remember(
-                    header, DecodeFailure("unknown_schema", f"schema id {schema_id} not found")
+                    header,
+                    DecodeFailure("unknown_schema", f"{schema_label(schema_id)} not found"),
                 )
             raise self._hold(header, schema_id, short_cause(error)) from error
         if not isinstance(text, str):
@@ -203,26 +228,34 @@ class EventDecoder:
         return self._remember(header, plan)
 
     def _registry_answer_plan(
-        self, schema_id: int, schema_type: object, text: str
+        self, schema_id: int | str, schema_type: object, text: str
     ) -> Plan | DecodeFailure:
         """The registry's definitive answer for an id, as a plan or why it cannot be one."""
         schema = answer_schema(schema_id, schema_type, text)
         if isinstance(schema, DecodeFailure):
             return schema
-        return self._plan_for(schema, f"id:{schema_id}")
+        key = f"id:{schema_id}" if isinstance(schema_id, int) else f"guid:{schema_id}"
+        return self._plan_for(schema, key)
 
-    def _hold(self, header: bytes, schema_id: int, cause: str) -> SchemaRegistryUnavailable:
+    def _hold(self, header: bytes, schema_id: int | str, cause: str) -> SchemaRegistryUnavailable:
         """Remember that the registry gave no answer for this id; the error to raise."""
         self._unavailable[header] = (cause, self._clock() + self._unavailable_hold_s)
         if len(self._unavailable) > self._failure_cache_size:
             self._unavailable.popitem(last=False)
         return SchemaRegistryUnavailable(schema_id, cause)
 
-    def decode(self, value: bytes | None, headers: object = None) -> Decoded | DecodeFailure:
+    def decode(self, value: bytes | None, headers: Any = None) -> Decoded | DecodeFailure:
         """One Kafka record value to a record, or why it is not one.
 
+        ``headers`` (confluent-kafka's ``Message.headers()``): a writer schema id in the
+        ``__value_schema_id`` header decides over the value's framing, as in Confluent's
+        ``dual_schema_id_deserializer``; the value is then the bare Avro body.
         Raises ``SchemaRegistryUnavailable`` (only) when the registry cannot answer.
         """
+        if headers:
+            raw = schema_id_header(headers)
+            if raw is not None:
+                return self._decode_by_header(value, raw)
         if type(value) is bytes and 0 < len(value) <= self._max_value_bytes:
             start = 5 if value[0] == CONFLUENT_MAGIC else 10
             header = value[:start]
@@ -232,15 +265,34 @@ class EventDecoder:
                 return read(value, start, plan)
         return self._decode(value)
 
+    def _decode_by_header(self, value: bytes | None, raw: object) -> Decoded | DecodeFailure:
+        """A bare Avro body whose writer schema the header names (id or GUID)."""
+        if not isinstance(raw, bytes) or (plan := self._plans.get(raw)) is None:
+            found = self._header_plan(raw)
+            if isinstance(found, DecodeFailure):
+                return DecodeFailure(found.reason, f"{_ID_HEADER}: {found.message}")
+            plan = found
+        else:  # the same entry as framed records with that id use
+            self._plans.move_to_end(raw)
+        refused = _refused(value, self._max_value_bytes)
+        if refused is not None:
+            return refused
+        assert value is not None
+        return read(value, 0, plan)
+
+    def _header_plan(self, raw: object) -> Plan | DecodeFailure:
+        problem = schema_id_header_problem(raw)
+        if problem is not None:
+            return DecodeFailure("undecodable", problem)
+        assert isinstance(raw, bytes)
+        return self._registry_plan(raw)
+
     def _decode(self, value: bytes | None) -> Decoded | DecodeFailure:
         """``decode`` the first time a header is seen, and for values it refuses."""
-        if not value:
-            return DecodeFailure("undecodable", "empty value")
-        if len(value) > self._max_value_bytes:
-            return DecodeFailure(
-                "undecodable",
-                f"value of {len(value)} bytes exceeds the {self._max_value_bytes}-byte limit",
-            )
+        refused = _refused(value, self._max_value_bytes)
+        if refused is not None:
+            return refused
+        assert value is not None
         if value[0] == CONFLUENT_MAGIC:
             if len(value) < 5:
                 return DecodeFailure("undecodable", "truncated Confluent header")
@@ -260,3 +312,17 @@ class EventDecoder:
         if isinstance(plan, DecodeFailure):
             return plan
         return read(value, start, plan)
+
+
+_ID_HEADER: Final = f"header {VALUE_SCHEMA_ID_HEADER}"
+
+
+def _refused(value: bytes | None, max_value_bytes: int) -> DecodeFailure | None:
+    """Why a value is not read at all (empty, over the limit); None: read it."""
+    if not value:
+        return DecodeFailure("undecodable", "empty value")
+    if len(value) > max_value_bytes:
+        return DecodeFailure(
+            "undecodable", f"value of {len(value)} bytes exceeds the {max_value_bytes}-byte limit"
+        )
+    return None

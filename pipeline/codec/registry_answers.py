@@ -1,4 +1,5 @@
-"""The Schema Registry's answers for a schema id: which are definitive, which are none.
+"""The Schema Registry's answers for a schema id (or GUID): which are definitive, which
+are none.
 
 Only a registry's own "not found" codes in a JSON body make an id unknown; anything
 else without a usable schema (an outage, an ingress page, a body that is no schema) is
@@ -20,39 +21,46 @@ from pipeline.codec.plans import DecodeFailure
 NOT_FOUND_CODES: Final = frozenset({40400, 40401, 40403})
 
 
-class SchemaRegistryUnavailable(Exception):
-    """No definitive answer from the registry for a schema id: hold the record and retry."""
+def schema_label(schema_id: int | str) -> str:
+    """``schema id 7`` for a registry id, ``schema GUID 2f0c...`` for a GUID."""
+    return f"schema id {schema_id}" if isinstance(schema_id, int) else f"schema GUID {schema_id}"
 
-    def __init__(self, schema_id: int, cause: str) -> None:
-        super().__init__(f"Schema Registry unavailable for schema id {schema_id}: {cause}")
+
+class SchemaRegistryUnavailable(Exception):
+    """No definitive answer from the registry for a schema id (or GUID): hold the record
+    and retry."""
+
+    def __init__(self, schema_id: int | str, cause: str) -> None:
+        super().__init__(f"Schema Registry unavailable for {schema_label(schema_id)}: {cause}")
         self.schema_id = schema_id
         self.cause = cause
 
-    def __reduce__(self) -> tuple[type[SchemaRegistryUnavailable], tuple[int, str]]:
+    def __reduce__(self) -> tuple[type[SchemaRegistryUnavailable], tuple[int | str, str]]:
         return type(self), (self.schema_id, self.cause)  # picklable (worker processes)
 
 
 class RegistryClient(Protocol):
     def get_schema(self, schema_id: int) -> Any: ...
 
+    # confluent-kafka's client also has ``get_schema_by_guid`` (GET /schemas/guids/{guid}),
+    # asked for a GUID schema id header; a client without it cannot resolve GUIDs.
 
-def answer_schema(schema_id: int, schema_type: object, text: str) -> dict[str, Any] | DecodeFailure:
+
+def answer_schema(
+    schema_id: int | str, schema_type: object, text: str
+) -> dict[str, Any] | DecodeFailure:
     """The registry's definitive answer for an id: an Avro record schema, or why not."""
+    label = schema_label(schema_id)
     kind = str(schema_type or "AVRO")[:40]
     if kind.upper() != "AVRO":
-        return DecodeFailure(
-            "unknown_schema", f"schema id {schema_id} is a {kind} schema, not Avro"
-        )
+        return DecodeFailure("unknown_schema", f"{label} is a {kind} schema, not Avro")
     try:
         schema = json.loads(text)
     except ValueError:
-        return DecodeFailure(
-            "unknown_schema", f"schema id {schema_id}: the registered Avro schema is not JSON"
-        )
+        return DecodeFailure("unknown_schema", f"{label}: the registered Avro schema is not JSON")
     if not isinstance(schema, dict) or schema.get("type") != "record":
         return DecodeFailure(
-            "unknown_schema",
-            f"schema id {schema_id} is an Avro {avro_kind(schema)} schema, not a record",
+            "unknown_schema", f"{label} is an Avro {avro_kind(schema)} schema, not a record"
         )
     return schema
 

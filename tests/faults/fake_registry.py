@@ -1,5 +1,6 @@
-"""A real HTTP server that speaks the Schema Registry's REST API (GET /schemas/ids/{id})
-and can lie: every id's answer is set by the test, and every request is counted.
+"""A real HTTP server that speaks the Schema Registry's REST API (GET /schemas/ids/{id},
+GET /schemas/guids/{guid}) and can lie: every id's answer is set by the test, and every
+request is counted.
 
 Answers are (status, content type, body). Helpers build the ones a registry gives
 (``schema``, ``not_found``) and the ones a misaddressed or broken one gives
@@ -32,7 +33,7 @@ def schema(text: str | dict[str, Any], schema_type: str | None = None) -> Answer
     return 200, JSON, json.dumps(body).encode()
 
 
-def not_found(schema_id: int) -> Answer:
+def not_found(schema_id: int | str) -> Answer:
     """What Confluent's registry answers for an id it does not have."""
     body = {"error_code": 40403, "message": f"Schema {schema_id} not found"}
     return 404, JSON, json.dumps(body).encode()
@@ -52,20 +53,25 @@ def server_error() -> Answer:
 
 
 class FakeRegistry:
-    """The server's state: answers by id (``default`` for the rest), requests by id."""
+    """The server's state: answers by id or GUID (``default`` for the rest), requests by
+    id or GUID."""
 
     def __init__(self) -> None:
-        self.answers: dict[int, Answer] = {}
+        self.answers: dict[int | str, Answer] = {}
         self.default: Answer | None = None  # None: not_found(id)
         self.hang_s = 0.0
-        self.requests: Counter[int] = Counter()
+        self.requests: Counter[int | str] = Counter()
         self._lock = threading.Lock()
 
     def answer(self, path: str) -> Answer:
         parts = path.split("?", 1)[0].strip("/").split("/")
-        if len(parts) != 3 or parts[:2] != ["schemas", "ids"] or not parts[2].isdigit():
+        schema_id: int | str
+        if len(parts) == 3 and parts[:2] == ["schemas", "guids"]:
+            schema_id = parts[2]
+        elif len(parts) == 3 and parts[:2] == ["schemas", "ids"] and parts[2].isdigit():
+            schema_id = int(parts[2])
+        else:
             return html_404()
-        schema_id = int(parts[2])
         with self._lock:
             self.requests[schema_id] += 1
         if self.hang_s:
