@@ -109,7 +109,7 @@ class ConsumerLifecycle:
     def _assign_bounds(self, bounds: Bounds) -> None:
         todo = {tp: start for tp, start in bounds.start.items() if start < bounds.end[tp]}
         self._done.update(tp for tp in bounds.start if tp not in todo)
-        if self._tail is not None:
+        if self._tail is not None and not bounds.ledger_preloaded:
             if bounds.whole_ledger:
                 self._tail.everything(bounds.ledger_keys)
             else:

@@ -46,6 +46,8 @@ class Bounds:
     whole_ledger: bool = False
     #: with ``whole_ledger``: hold only these keys (``key_digest``), None: all
     ledger_keys: frozenset[int] | None = None
+    #: the caller filled the index (a replay's join, window by window): load nothing
+    ledger_preloaded: bool = False
 
 
 class RecordOrigin:

@@ -8,10 +8,14 @@ Connect already accepted, so only what is missing is sent.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import click
@@ -20,6 +24,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.config import Settings
 from pipeline.kafka.consumer import Bounds, RecordOrigin, RunSummary, SignalConsumer
+from pipeline.kafka.ledger import ensure_ledger_topic, source_partition_count
+from pipeline.kafka.ledger_join import JoinStats, LedgerJoin
+from pipeline.signals.processor import EventProcessor
 
 TIMEOUT_S = 30.0
 log = structlog.get_logger("pipeline.kafka.replay")
@@ -151,33 +158,168 @@ def run_bounded(
     origin: RecordOrigin | None = None,
     progress: bool = False,
     description: str = "replay",
+    window: int | None = None,
 ) -> RunSummary:
-    """Read the bounded range through the pipeline; returns what it did."""
-    from pipeline.kafka.runner import build_processor, install_signal_handlers
+    """Read the bounded range through the pipeline; returns what it did.
 
-    consumer = SignalConsumer(settings, build_processor(settings), bounds=bounds, origin=origin)
-    install_signal_handlers(consumer)
+    A replay (ranges of source partitions, the ledger on) joins the ledger window by
+    window (``pipeline.kafka.ledger_join``): ``window`` source offsets per partition at
+    a time (default ``PIPELINE_LEDGER_MAX_KEYS / 4``), so that what it holds follows
+    the window, not the range. A redrive (``whole_ledger``) runs in one go.
+    """
+    from pipeline.kafka.runner import build_processor
+
+    processor = build_processor(settings)
     total = sum(max(0, bounds.end[k] - s) for k, s in bounds.start.items())
-    if not progress:
-        return consumer.run()
-    from tqdm import tqdm
+    with _Progress(total, description, enabled=progress) as bar:
+        if not settings.ledger_enabled or bounds.whole_ledger:
+            return _run_once(SignalConsumer(settings, processor, bounds=bounds, origin=origin), bar)
+        size = window if window is not None else max(1, settings.ledger_max_keys // 4)
+        return run_joined(settings, bounds, processor, size, origin=origin, bar=bar).summary
 
-    done = threading.Event()
-    bar = tqdm(total=total, unit="events", desc=description, file=sys.stderr, smoothing=0.1)
 
-    def follow() -> None:
-        while not done.wait(0.5):
-            bar.update(consumer.summary.consumed - bar.n)
+@dataclass(slots=True)
+class JoinedRun:
+    """A replay joined with the ledger: what it did, and what the join read and held."""
 
-    follower = threading.Thread(target=follow, daemon=True)
-    follower.start()
+    summary: RunSummary
+    join: JoinStats
+    finished: bool  # every window replayed (False: stopped by a signal)
+
+
+def run_joined(
+    settings: Settings,
+    bounds: Bounds,
+    processor: EventProcessor,
+    window: int,
+    *,
+    origin: RecordOrigin | None = None,
+    bar: _Progress | None = None,
+) -> JoinedRun:
+    """The replay, window by window: the join reads the next window's ledger keys while
+    the current window is replayed by a bounded consumer whose index holds them."""
+    conf = settings.kafka_common()
+    retention_ms = int(settings.ledger_retention_hours * 3_600_000)
+    ledger_partitions = ensure_ledger_topic(
+        conf,
+        settings.ledger_topic_name,
+        source_partition_count(conf, settings),
+        retention_ms,
+    )
+    ranges = {k: (s, bounds.end[k]) for k, s in bounds.start.items()}
+    join = LedgerJoin(
+        conf,
+        settings.ledger_topic_name,
+        ledger_partitions,
+        ranges,
+        window=window,
+        cutoff_ms=lambda: int(time.time() * 1000) - retention_ms,
+    )
+    summary = RunSummary()
+    stopping = threading.Event()
+    current: list[SignalConsumer] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        for consumer in current:
+            consumer.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
-        return consumer.run()
+        join.plan()
+        with ThreadPoolExecutor(1, thread_name_prefix="ledger-join") as ahead:
+            windows = iter(join.windows())
+            following = next(windows, None)
+            loading = ahead.submit(join.load, following) if following is not None else None
+            while loading is not None and not stopping.is_set():
+                loaded = loading.result()
+                following = next(windows, None)  # read ahead while this one is replayed
+                loading = ahead.submit(join.load, following) if following is not None else None
+                consumer = SignalConsumer(
+                    settings,
+                    processor,
+                    bounds=Bounds(loaded.start, loaded.end, ledger_preloaded=True),
+                    origin=origin,
+                )
+                now_ms = int(time.time() * 1000)
+                consumer.ledger.add_digests(loaded.digests, now_ms)
+                consumer.ledger.add_digests(join.format1, now_ms)
+                current[:] = [consumer]
+                done_before = summary.consumed
+                _add(summary, consumer.run() if bar is None else bar.follow(consumer, done_before))
+                join.release(loaded)
     finally:
-        done.set()
-        follower.join()
-        bar.update(consumer.summary.consumed - bar.n)
-        bar.close()
+        join.close()
+    log.info(
+        "replay joined with the ledger",
+        windows=join.stats.windows,
+        window=window,
+        ledger_planned=join.stats.planned,
+        ledger_reread=join.stats.reread,
+        peak_keys_held=join.stats.peak_held,
+        format1_keys=join.stats.format1,
+        stopped=stopping.is_set(),
+    )
+    return JoinedRun(summary, join.stats, not stopping.is_set())
+
+
+def _add(total: RunSummary, part: RunSummary) -> None:
+    total.consumed += part.consumed
+    total.delivered.update(part.delivered)
+    total.dead_lettered.update(part.dead_lettered)
+    total.dropped.update(part.dropped)
+    total.api_calls += part.api_calls
+    total.api_retries += part.api_retries
+    total.skipped += part.skipped
+    total.filtered += part.filtered
+
+
+def _run_once(consumer: SignalConsumer, bar: _Progress) -> RunSummary:
+    from pipeline.kafka.runner import install_signal_handlers
+
+    install_signal_handlers(consumer)
+    return bar.follow(consumer, 0)
+
+
+class _Progress:
+    """A progress bar over one or more consumers' reads (off: nothing shown)."""
+
+    def __init__(self, total: int, description: str, *, enabled: bool) -> None:
+        self._bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=total, unit="events", desc=description, file=sys.stderr, smoothing=0.1
+            )
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def follow(self, consumer: SignalConsumer, before: int) -> RunSummary:
+        """``consumer.run()``, the bar showing ``before`` plus what it has read."""
+        bar = self._bar
+        if bar is None:
+            return consumer.run()
+        done = threading.Event()
+
+        def follow() -> None:
+            while not done.wait(0.5):
+                bar.update(before + consumer.summary.consumed - bar.n)
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        try:
+            return consumer.run()
+        finally:
+            done.set()
+            follower.join()
+            bar.update(before + consumer.summary.consumed - bar.n)
 
 
 def report(summary: RunSummary) -> dict[str, Any]:

@@ -1,0 +1,137 @@
+"""Issue 14: a replay joins the ledger window by window, in bounded memory.
+
+Real broker; the simulator over HTTP with its server-side idempotency OFF, so every
+signal sent twice is counted. Ledger history is written directly (fast): live writers'
+records (format 2 and 3, horizons rising), a backfill's (no horizon, out of source
+order), a second writer's after a rebalance, format-1 records from before the upgrade.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from devtools.clickstream import clickstream
+
+from pipeline.kafka.ledger import ensure_ledger_topic
+from pipeline.kafka.ledger_records import (
+    batch_key,
+    encode,
+    encode_batch,
+    encode_v1,
+    topic_id,
+)
+from pipeline.kafka.records import Bounds
+from pipeline.kafka.replay import bounded_settings, run_joined
+from pipeline.kafka.runner import build_processor
+from tests.integration.consumer_harness import expected_signals, new_topics, settings_for
+from tests.integration.ledger_harness import (  # noqa: F401  (fixtures)
+    live_writes,
+    module_simulator_fixture,
+    produce_sealed,
+    simulator_fixture,
+    write_ledger,
+)
+
+pytestmark = pytest.mark.integration
+
+WEEK_MS = 7 * 24 * 3_600_000
+START, END = 200, 500  # the replayed range
+
+
+def _replay(settings, topic: str, window: int):  # type: ignore[no-untyped-def]
+    replaying = bounded_settings(settings, f"{settings.group_id}-replay", [topic])
+    bounds = Bounds({(topic, 0): START}, {(topic, 0): END})
+    return run_joined(replaying, bounds, build_processor(replaying), window)
+
+
+def _prepare(bootstrap: str, simulator, events: int, seed: int):  # type: ignore[no-untyped-def]
+    generated = list(clickstream(events, seed=seed, invalid_ratio=0))
+    keys = list(expected_signals(generated))
+    assert len(keys) == len(generated)
+    topic, dlq = new_topics(bootstrap, partitions=1)
+    produce_sealed(bootstrap, topic, generated)
+    settings = settings_for(bootstrap, topic, dlq, simulator.graphql_url)
+    ensure_ledger_topic({"bootstrap.servers": bootstrap}, settings.ledger_topic_name, 1, WEEK_MS)
+    return topic, keys, settings
+
+
+def test_a_replay_of_an_old_range_skips_exactly_what_the_ledger_holds_in_a_window_bound(
+    kafka_bootstrap, simulator
+):
+    topic, keys, settings = _prepare(kafka_bootstrap, simulator, 700, seed=143)
+    now = int(time.time() * 1000)
+    tid = topic_id(topic)
+    accepted = {o for o in range(START, END) if o % 3 != 0}  # two thirds were accepted
+    # History: another source's, the offsets before the range, then the range
+    # interleaved with many more records of another source (40 outside the range for
+    # each one inside), then what a live writer accepted past the range.
+    outside = iter(live_writes("elsewhere", 0, range(10**6), now))
+    history = [next(outside) for _ in range(30_000)]
+    history.extend(live_writes(topic, 0, range(START), now))
+    for offset in sorted(accepted):
+        history.append((keys[offset], encode(now, tid, 0, offset, offset + 1)))
+        history.extend(next(outside) for _ in range(40))
+    history.extend((keys[o], encode(now, tid, 0, o, o + 1)) for o in range(END, 700))
+    write_ledger(kafka_bootstrap, settings.ledger_topic_name, history)
+
+    window = 60
+    run = _replay(settings, topic, window)
+
+    assert run.finished
+    assert run.summary.consumed == END - START
+    assert run.summary.skipped == len(accepted)
+    assert run.summary.delivered_total == END - START - len(accepted)
+    stats = simulator.stats()
+    assert stats["duplicates"] == 0
+    sent = {row["key"] for row in simulator.signals()}
+    assert sent == {keys[o] for o in range(START, END) if o not in accepted}
+    # What it held: at most the window replayed and the one read ahead, never the
+    # range's 200 accepted keys at once, nor the 38,000 others.
+    assert run.join.windows == 5
+    assert 0 < run.join.peak_held <= 2 * window < len(accepted)
+    assert run.join.held == 0 and run.join.format1 == 0
+    # The plan read back to the last live record below the range, not the history
+    # before it.
+    assert run.join.planned < len(history)
+
+
+def test_out_of_order_ledger_records_are_still_skipped_exactly(kafka_bootstrap, simulator):
+    topic, keys, settings = _prepare(kafka_bootstrap, simulator, 600, seed=144)
+    now = int(time.time() * 1000)
+    tid = topic_id(topic)
+    rng = random.Random(7)
+    history: list[tuple[str, bytes]] = []
+    # Writer A (live, format 2) accepted 0-319 with a hole at 250-269 (a crash: the
+    # records never landed); writer B, after the rebalance, read again from 260 and
+    # wrote its own records (format 3, one per batch of 10) with its own horizons.
+    history.extend(
+        (keys[o], encode(now, tid, 0, o, o + 1)) for o in range(320) if not 250 <= o < 270
+    )
+    for first in range(260, 360, 10):
+        entries = [(o, keys[o]) for o in range(first, first + 10)]
+        value = encode_batch(now, tid, 0, entries, first + 10)
+        assert value is not None
+        history.append((batch_key(value).hex(), value))
+    # A backfill (an earlier redrive) accepted scattered offsets of the range later,
+    # in no order, without horizons; format-1 records from before the upgrade name a few.
+    scattered = rng.sample(range(360, END), 60)
+    history.extend((keys[o], encode(now, tid, 0, o, None)) for o in scattered)
+    old_format = rng.sample([o for o in range(360, END) if o not in scattered], 5)
+    history.extend((keys[o], encode_v1(now)) for o in old_format)
+    # And a late backfill record naming the hole (the range's second window), last.
+    history.append((keys[255], encode(now, tid, 0, 255, None)))
+    write_ledger(kafka_bootstrap, settings.ledger_topic_name, history)
+    accepted = {*range(START, 250), 255, *range(260, 360), *scattered, *old_format}
+
+    run = _replay(settings, topic, window=50)
+
+    assert run.finished
+    assert run.summary.skipped == len(accepted)
+    assert run.summary.delivered_total == END - START - len(accepted)
+    assert simulator.stats()["duplicates"] == 0
+    sent = {row["key"] for row in simulator.signals()}
+    assert sent == {keys[o] for o in range(START, END) if o not in accepted}
+    assert run.join.format1 == len(old_format)
+    assert run.join.peak_held <= 2 * 50 + len(old_format)
