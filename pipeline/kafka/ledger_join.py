@@ -34,7 +34,7 @@ from __future__ import annotations
 import time
 import uuid
 from array import array
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -227,8 +227,9 @@ class LedgerJoin:
             yield Window(start, end)
             step += 1
 
-    def load(self, window: Window) -> Window:
-        """The window with the keys that name an offset in it (held until ``release``)."""
+    def load(self, window: Window, only: Collection[int] | None = None) -> Window:
+        """The window with the keys that name an offset in it (held until ``release``);
+        with ``only`` (a redrive's digests), those keys alone."""
         found = array("Q")
         cutoff = self._cutoff_ms()
         wanted = {
@@ -246,6 +247,7 @@ class LedgerJoin:
                             bounds is not None
                             and bounds[0] <= entry.offset < bounds[1]
                             and entry.accepted_ms >= cutoff
+                            and (only is None or entry.digest in only)
                         ):
                             found.append(entry.digest)
 
@@ -254,6 +256,17 @@ class LedgerJoin:
         loaded = Window(window.start, window.end, array("Q", sorted(set(found))))
         self.stats.windows += 1
         self.stats.hold(len(loaded.digests))
+        return loaded
+
+    def everything(self, only: Collection[int]) -> array[int]:
+        """A redrive: which of ``only`` (its dead letters' digests) the ledger names
+        anywhere in the ranges, format 1 included; memory follows ``only``."""
+        whole = Window(
+            {key: first for key, (first, _) in self._ranges.items()},
+            {key: last for key, (_, last) in self._ranges.items()},
+        )
+        loaded = self.load(whole, only).digests
+        loaded.extend(digest for digest in self.format1 if digest in only)
         return loaded
 
     def release(self, window: Window) -> None:

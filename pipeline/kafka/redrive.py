@@ -11,8 +11,9 @@ that still fail go back to the dead-letter topic with fresh error headers and
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
-from dataclasses import replace
+from array import array
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, replace
 
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -26,11 +27,13 @@ from pipeline.kafka.dead_letters import (
     parse_dead_letter_headers,
 )
 from pipeline.kafka.ledger import key_digest
+from pipeline.kafka.ledger_join import JoinStats
 from pipeline.kafka.records import Bounds, RecordOrigin, RunSummary
 from pipeline.kafka.replay import (
     TIMEOUT_S,
     _metadata_consumer,
     bounded_settings,
+    ledger_join,
     run_bounded,
 )
 from pipeline.signals.mapping import MappedSignal
@@ -91,18 +94,28 @@ def redrive_bounds(settings: Settings, dlq_topic: str) -> Bounds:
     return Bounds(start, end, whole_ledger=True)
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetterKeys:
+    """The idempotency keys (``key_digest``) of the dead letters a redrive will read,
+    and the source ranges they came from (None: a dead letter without its source)."""
+
+    digests: frozenset[int]
+    sources: dict[tuple[str, int], tuple[int, int]] | None
+
+
 def dead_letter_keys(
     settings: Settings, bounds: Bounds, origin: DeadLetterOrigin, processor: EventProcessor
-) -> frozenset[int]:
-    """The idempotency keys (``key_digest``) of the dead letters this redrive will read.
+) -> DeadLetterKeys:
+    """The keys of the dead letters this redrive will read, and where they came from.
 
-    Dead letters come from any source partition and any time, so a redrive cannot
-    bound its ledger read by a range; it bounds what it holds instead: the ledger
-    records of these keys only (memory follows the dead letters, not the ledger).
+    Dead letters come from any source partition and any time; their headers say which
+    (``__connect.errors.topic/partition/offset``): per source partition, the lowest and
+    highest offset bound the ledger read (``redrive_ledger``), and the keys bound what
+    it holds (memory follows the dead letters, not the ledger).
     """
     todo = {key: start for key, start in bounds.start.items() if start < bounds.end[key]}
     if not todo:
-        return frozenset()
+        return DeadLetterKeys(frozenset(), {})
     consumer = Consumer(
         {
             **settings.kafka_common(),
@@ -113,6 +126,7 @@ def dead_letter_keys(
         }
     )
     digests: set[int] = set()
+    sources: dict[tuple[str, int], tuple[int, int]] | None = {}
     try:
         consumer.assign([TopicPartition(t, p, start) for (t, p), start in todo.items()])
         remaining = set(todo)
@@ -127,9 +141,46 @@ def dead_letter_keys(
                 outcome = _process_through_outages(processor, message.value(), _headers(message))
                 if isinstance(outcome, MappedSignal):
                     digests.add(key_digest(outcome.idempotency_key))
+                    sources = _widen(sources, _info(message), origin.partition(message))
     finally:
         consumer.close()
-    return frozenset(digests)
+    return DeadLetterKeys(frozenset(digests), sources)
+
+
+def _widen(
+    sources: dict[tuple[str, int], tuple[int, int]] | None, info: DeadLetterInfo, partition: int
+) -> dict[tuple[str, int], tuple[int, int]] | None:
+    """The source ranges, widened to this dead letter's source (None: it has none)."""
+    if sources is None or info.topic is None or info.offset is None:
+        return None
+    key = (info.topic, partition)
+    low, high = sources.get(key, (info.offset, info.offset + 1))
+    sources[key] = (min(low, info.offset), max(high, info.offset + 1))
+    return sources
+
+
+def redrive_ledger(settings: Settings, keys: DeadLetterKeys) -> tuple[array[int], JoinStats] | None:
+    """Which of the dead letters' keys the ledger holds: read from each source
+    partition's horizon stop below its lowest dead letter (``LedgerJoin``), not the
+    whole retention; with what the join read. None: a dead letter without its source
+    (the whole retention is read, as before)."""
+    if keys.sources is None:
+        return None
+    if not keys.digests:
+        return array("Q"), JoinStats()
+    join = ledger_join(settings, keys.sources, window=len(keys.digests))
+    try:
+        join.plan()
+        held = join.everything(keys.digests)
+    finally:
+        join.close()
+    log.info(
+        "redrive joined with the ledger",
+        dead_letter_keys=len(keys.digests),
+        held=len(held),
+        ledger_read=join.stats.planned + join.stats.reread,
+    )
+    return held, join.stats
 
 
 def _headers(message: Message) -> Headers:
@@ -179,7 +230,14 @@ def run_redrive(
     settings = bounded_settings(live, group or redrive_group(live, reasons))
     bounds = redrive_bounds(settings, live.dlq_topic)
     origin = DeadLetterOrigin(reasons)
+    held: Iterable[int] = ()
     if settings.ledger_enabled:  # hold the ledger records of these dead letters only
         keys = dead_letter_keys(settings, bounds, origin, build_processor(settings))
-        bounds = replace(bounds, ledger_keys=keys)
-    return run_bounded(settings, bounds, origin=origin, progress=progress, description="redrive")
+        joined = redrive_ledger(settings, keys)
+        if joined is None:
+            bounds = replace(bounds, ledger_keys=keys.digests)
+        else:
+            bounds, held = replace(bounds, ledger_preloaded=True), joined[0]
+    return run_bounded(
+        settings, bounds, origin=origin, progress=progress, description="redrive", preloaded=held
+    )

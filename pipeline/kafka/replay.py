@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
@@ -159,13 +159,15 @@ def run_bounded(
     progress: bool = False,
     description: str = "replay",
     window: int | None = None,
+    preloaded: Iterable[int] = (),
 ) -> RunSummary:
     """Read the bounded range through the pipeline; returns what it did.
 
     A replay (ranges of source partitions, the ledger on) joins the ledger window by
     window (``pipeline.kafka.ledger_join``): ``window`` source offsets per partition at
     a time (default ``PIPELINE_LEDGER_MAX_KEYS / 4``), so that what it holds follows
-    the window, not the range. A redrive (``whole_ledger``) runs in one go.
+    the window, not the range. A redrive (``whole_ledger``) runs in one go, its index
+    holding ``preloaded`` (digests) when its bounds say ``ledger_preloaded``.
     """
     from pipeline.kafka.runner import build_processor
 
@@ -173,7 +175,9 @@ def run_bounded(
     total = sum(max(0, bounds.end[k] - s) for k, s in bounds.start.items())
     with _Progress(total, description, enabled=progress) as bar:
         if not settings.ledger_enabled or bounds.whole_ledger:
-            return _run_once(SignalConsumer(settings, processor, bounds=bounds, origin=origin), bar)
+            consumer = SignalConsumer(settings, processor, bounds=bounds, origin=origin)
+            consumer.ledger.add_digests(preloaded, int(time.time() * 1000))
+            return _run_once(consumer, bar)
         size = window if window is not None else max(1, settings.ledger_max_keys // 4)
         return run_joined(settings, bounds, processor, size, origin=origin, bar=bar).summary
 
@@ -198,23 +202,8 @@ def run_joined(
 ) -> JoinedRun:
     """The replay, window by window: the join reads the next window's ledger keys while
     the current window is replayed by a bounded consumer whose index holds them."""
-    conf = settings.kafka_common()
-    retention_ms = int(settings.ledger_retention_hours * 3_600_000)
-    ledger_partitions = ensure_ledger_topic(
-        conf,
-        settings.ledger_topic_name,
-        source_partition_count(conf, settings),
-        retention_ms,
-    )
     ranges = {k: (s, bounds.end[k]) for k, s in bounds.start.items()}
-    join = LedgerJoin(
-        conf,
-        settings.ledger_topic_name,
-        ledger_partitions,
-        ranges,
-        window=window,
-        cutoff_ms=lambda: int(time.time() * 1000) - retention_ms,
-    )
+    join = ledger_join(settings, ranges, window)
     summary = RunSummary()
     stopping = threading.Event()
     current: list[SignalConsumer] = []
@@ -262,6 +251,28 @@ def run_joined(
         stopped=stopping.is_set(),
     )
     return JoinedRun(summary, join.stats, not stopping.is_set())
+
+
+def ledger_join(
+    settings: Settings, ranges: dict[tuple[str, int], tuple[int, int]], window: int
+) -> LedgerJoin:
+    """The join of these source ranges with the live ledger (created when absent)."""
+    conf = settings.kafka_common()
+    retention_ms = int(settings.ledger_retention_hours * 3_600_000)
+    ledger_partitions = ensure_ledger_topic(
+        conf,
+        settings.ledger_topic_name,
+        source_partition_count(conf, settings),
+        retention_ms,
+    )
+    return LedgerJoin(
+        conf,
+        settings.ledger_topic_name,
+        ledger_partitions,
+        ranges,
+        window=window,
+        cutoff_ms=lambda: int(time.time() * 1000) - retention_ms,
+    )
 
 
 def _add(total: RunSummary, part: RunSummary) -> None:

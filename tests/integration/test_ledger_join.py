@@ -14,7 +14,7 @@ import time
 import pytest
 from devtools.clickstream import clickstream
 
-from pipeline.kafka.ledger import ensure_ledger_topic
+from pipeline.kafka.ledger import ensure_ledger_topic, key_digest
 from pipeline.kafka.ledger_records import (
     batch_key,
     encode,
@@ -23,9 +23,23 @@ from pipeline.kafka.ledger_records import (
     topic_id,
 )
 from pipeline.kafka.records import Bounds
+from pipeline.kafka.redrive import (
+    DeadLetterOrigin,
+    dead_letter_keys,
+    redrive_bounds,
+    redrive_group,
+    redrive_ledger,
+    run_redrive,
+)
 from pipeline.kafka.replay import bounded_settings, run_joined
 from pipeline.kafka.runner import build_processor
-from tests.integration.consumer_harness import expected_signals, new_topics, settings_for
+from pipeline.signals.catalog import Tier, types_in_tier
+from tests.integration.consumer_harness import (
+    expected_signals,
+    new_topics,
+    run_until_idle,
+    settings_for,
+)
 from tests.integration.ledger_harness import (  # noqa: F401  (fixtures)
     live_writes,
     module_simulator_fixture,
@@ -135,3 +149,58 @@ def test_out_of_order_ledger_records_are_still_skipped_exactly(kafka_bootstrap, 
     assert sent == {keys[o] for o in range(START, END) if o not in accepted}
     assert run.join.format1 == len(old_format)
     assert run.join.peak_held <= 2 * 50 + len(old_format)
+
+
+def test_a_redrive_reads_the_ledger_from_its_dead_letters_not_the_retention(
+    kafka_bootstrap, simulator
+):
+    generated = list(clickstream(300, seed=145, invalid_ratio=0))
+    pro_types = types_in_tier(Tier.PRO)
+    # PRO events first: the live consumer accepts offsets below the first dead letter
+    events = sorted(generated, key=lambda e: e.signal_type not in pro_types)
+    keys = list(expected_signals(events))
+    topic, dlq = new_topics(kafka_bootstrap, partitions=1)
+    produce_sealed(kafka_bootstrap, topic, events)
+    pro = settings_for(
+        kafka_bootstrap, topic, dlq, simulator.graphql_url, subscription_tier=Tier.PRO
+    )
+    ensure_ledger_topic({"bootstrap.servers": kafka_bootstrap}, pro.ledger_topic_name, 1, WEEK_MS)
+    now = int(time.time() * 1000)
+    # a week of another source's history, then the live consumer (PRO types only)
+    before = write_ledger(
+        kafka_bootstrap,
+        pro.ledger_topic_name,
+        live_writes("elsewhere", 0, range(30_000), now),
+    )
+    first = run_until_idle(pro, idle_s=1.5)
+    rejected = [o for o, k in enumerate(keys) if k not in {r["key"] for r in simulator.signals()}]
+    assert first.dead_lettered["subscription"] == len(rejected) and rejected[0] > 0
+    # an earlier redrive delivered every other one of them (no horizon, out of order)
+    tid = topic_id(topic)
+    delivered = rejected[::2]
+    write_ledger(
+        kafka_bootstrap,
+        pro.ledger_topic_name,
+        ((keys[o], encode(now, tid, 0, o, None)) for o in reversed(delivered)),
+    )
+
+    ultimate = pro.model_copy(update={"subscription_tier": Tier.ULTIMATE})
+    settings = bounded_settings(ultimate, redrive_group(ultimate, ["subscription"]))
+    origin = DeadLetterOrigin(["subscription"])
+    found = dead_letter_keys(
+        settings, redrive_bounds(settings, dlq), origin, build_processor(settings)
+    )
+    assert found.sources == {(topic, 0): (rejected[0], rejected[-1] + 1)}
+    joined = redrive_ledger(settings, found)
+    assert joined is not None
+    held, stats = joined
+    assert sorted(held) == sorted(key_digest(keys[o]) for o in delivered)
+    # read back to the live record below its first dead letter: not the 30,000 before
+    assert 0 < stats.planned + stats.reread < before
+
+    redriven = run_redrive(ultimate, ["subscription"])
+    assert redriven.skipped == len(delivered)
+    assert redriven.delivered_total == len(rejected) - len(delivered)
+    assert simulator.stats()["duplicates"] == 0
+    sent = {row["key"] for row in simulator.signals()}
+    assert sent == {k for o, k in enumerate(keys) if o not in set(delivered)}
