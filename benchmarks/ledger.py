@@ -14,7 +14,12 @@
 (2) Replay: ``--replay-events`` events in one partition, every other one already in
     the ledger, which holds ``--replay-keys`` keys in all (the rest from a week of
     another source). ``connect-pipeline replay --from-offset 0`` as a child process:
-    its peak RSS (the kernel's VmHWM of that process), time, what it sent and skipped.
+    its peak RSS (the kernel's VmHWM of that process), time, what it sent and skipped,
+    and what its ledger join read and held (``pipeline.kafka.ledger_join``), twice:
+    the range's records after the other source's week ("after"), and spread over the
+    whole retention, one in ten records ("spread": every window re-reads the ledger
+    stretch that names it). Both with the default ``PIPELINE_LEDGER_MAX_KEYS``
+    (windows of a quarter of it).
 (3) Ledger bytes per key: in memory (the index, tracemalloc) and on the broker (one
     format-2 record in a record batch, before compression).
 
@@ -148,8 +153,27 @@ def start_times(
     return results
 
 
-def replay_rss(stack: Stack, events: int, keys: int, seed: int) -> dict[str, object]:
-    """Peak RSS of ``connect-pipeline replay`` over ``events`` with ``keys`` in the ledger."""
+def joined_line(log_text: str) -> str:
+    """The replay's own account of its ledger join (JSON log lines)."""
+    for line in log_text.splitlines():
+        if '"replay joined with the ledger"' in line:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                return (
+                    f"join: {entry.get('windows')} windows of {entry.get('window'):,} offsets,"
+                    f" ledger read {entry.get('ledger_planned'):,} (plan)"
+                    f" + {entry.get('ledger_reread'):,} (windows),"
+                    f" peak keys held {entry.get('peak_keys_held'):,},"
+                    f" format-1 keys {entry.get('format1_keys')}"
+                )
+    return "(no ledger join logged)"
+
+
+def replay_rss(
+    stack: Stack, events: int, keys: int, seed: int, *, spread: bool = False
+) -> dict[str, object]:
+    """Peak RSS of ``connect-pipeline replay`` over ``events`` with ``keys`` in the ledger;
+    ``spread``: the range's records spread over the whole ledger, not after the rest."""
     backlog = stack.produce_backlog(events, partitions=1, invalid_ratio=0, seed=seed)
     topic, group = backlog.topic, f"bench-replay-{uuid.uuid4().hex[:8]}"
     ledger = f"{group}-ledger"
@@ -160,13 +184,19 @@ def replay_rss(stack: Stack, events: int, keys: int, seed: int) -> dict[str, obj
     tid = topic_id(topic)
 
     def records() -> Iterator[tuple[bytes, bytes]]:
-        yield from live_records(f"{topic}-last-week", history, 10 * history + 1, now)
+        others = live_records(f"{topic}-last-week", history, 10 * history + 1, now)
+        per_key = history // max(1, len(delivered)) if spread else 0
+        if not spread:
+            yield from others
         for n, key in enumerate(delivered):  # every other event of the range: offset 2n
+            for _ in range(per_key):
+                yield next(others)
             yield key.encode(), encode(now, tid, 0, 2 * n, 2 * n + 1)
+        yield from others  # what is left (spread: the remainder of the division)
 
     rate = write_ledger(stack.bootstrap, ledger, records())
     print(f"  ledger of {history + len(delivered):,} keys written at {rate:,.0f}/s", flush=True)
-    env = stack.pipeline_env(topic, group, LEDGER_MAX_KEYS=str(max(keys, 1_000_000)))
+    env = stack.pipeline_env(topic, group)  # the default PIPELINE_LEDGER_MAX_KEYS
     started = time.monotonic()
     child = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli.main", "replay", "--from-offset=0", "--no-progress"],
@@ -192,7 +222,7 @@ def replay_rss(stack: Stack, events: int, keys: int, seed: int) -> dict[str, obj
         "seconds": elapsed,
         "ledger_keys": history + len(delivered),
         "in_range": len(delivered),
-        "log": loaded_line((stack.workdir / "replay.log").read_text()),
+        "log": joined_line((stack.workdir / "replay.log").read_text()),
         **report,
     }
 
@@ -260,27 +290,27 @@ def run(args: argparse.Namespace, add: Callable[[str, str], None]) -> None:
             )
             for _, _, loaded in results:
                 print(f"    {loaded}", flush=True)
-        add("start: spread of the medians (max - min)", f"{max(medians) - min(medians):.2f} s")
+        if medians:
+            add("start: spread of the medians (max - min)", f"{max(medians) - min(medians):.2f} s")
         events, keys = int(args.replay_events * scale), int(args.replay_keys * scale)
-        print(f"replay of {events:,} events, {keys:,} keys in the ledger", flush=True)
-        replay = replay_rss(stack, events, keys, seed + len(sizes))
-        add(
-            f"replay {events:,} events, ledger {keys:,} keys: peak RSS",
-            f"{replay['peak_rss_mib']:.0f} MiB",
-        )
-        sent, skipped = replay["sent"], replay["skipped_already_delivered"]
-        add(
-            f"replay {events:,} events: time, sent, skipped",
-            f"{replay['seconds']:.1f} s, {sent:,}, {skipped:,}",
-        )
-        print(f"    {replay['log']}", flush=True)
+        peaks = []
+        for n, spread in enumerate((False, True)):
+            layout = "spread over the retention" if spread else "after the rest"
+            print(f"replay of {events:,} events, {keys:,} keys, {layout}", flush=True)
+            replay = replay_rss(stack, events, keys, seed + len(sizes) + n, spread=spread)
+            peaks.append(replay["peak_rss_mib"])
+            name = f"replay {events:,} events, ledger {keys:,} keys ({layout})"
+            add(f"{name}: peak RSS", f"{replay['peak_rss_mib']:.0f} MiB")
+            sent, skipped = replay["sent"], replay["skipped_already_delivered"]
+            add(f"{name}: time, sent, skipped", f"{replay['seconds']:.1f} s, {sent:,}, {skipped:,}")
+            add(f"{name}: ledger join", str(replay["log"]))
         # the last line: what `python -m benchmarks` quotes in its table
         starts = ", ".join(f"{size:,}: {m:.2f} s" for size, m in zip(sizes, medians, strict=True))
+        spread_of = f"{max(medians) - min(medians):.2f} s" if medians else "-"
         print(
-            f"start medians (ledger records: s) {starts},"
-            f" spread {max(medians) - min(medians):.2f} s;"
+            f"start medians (ledger records: s) {starts or '-'}, spread {spread_of};"
             f" replay {events:,} events over {keys:,} keys: peak RSS"
-            f" {replay['peak_rss_mib']:.0f} MiB",
+            f" {peaks[0]:.0f} MiB (range after the rest), {peaks[1]:.0f} MiB (spread)",
             flush=True,
         )
 
@@ -288,7 +318,10 @@ def run(args: argparse.Namespace, add: Callable[[str, str], None]) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
-        "--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1_000_000, 5_000_000]
+        "--sizes",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[0, 1_000_000, 5_000_000],
+        help="ledger sizes of the start runs ('' : replay only)",
     )
     p.add_argument("--events", type=int, default=2_000, help="source events of each start run")
     p.add_argument("--tail", type=int, default=200, help="events after the committed offset")
