@@ -8,11 +8,11 @@
 #       docker-compose's demo and k8s/overlays/dev
 #
 # Dependencies come from the lock files (requirements.lock, dev/requirements.lock: `make
-# lock`), every file checked against its hash. The base image: a release build pins it by
-# digest, resolved where a registry is reachable (`docker buildx imagetools inspect`):
-#   --build-arg PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:<digest>
-# checkov:skip=CKV_DOCKER_7:the base image is the ARG just above, a fixed version tag (a digest for releases)
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# lock`), every file checked against its hash. The base image is pinned by tag and by the
+# digest of its multi-platform index; refreshing it (docs/operations.md, "Base image"):
+#   docker buildx imagetools inspect python:3.11.14-slim-bookworm   -> the index's Digest
+# checkov:skip=CKV_DOCKER_7:the base image is the ARG just above, pinned by version tag and digest
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 # --- build: a virtualenv with the product, from the lock file only --------------------------
 # (the lock holds the `otel` extra too: tracing is off unless PIPELINE_TRACING=true)

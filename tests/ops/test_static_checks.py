@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import subprocess
 import tomllib
 from functools import cache
@@ -277,7 +278,8 @@ def test_deployment_is_locked_down_spread_and_scrapable():
     port = container["ports"][0]["containerPort"]
     assert str(port) == config["PIPELINE_HTTP_PORT"]
     assert objects["Service"]["spec"]["ports"][0]["port"] == port
-    assert re.fullmatch(r"registry\.example\.com/[\w-]+@sha256:[0-9a-f]{64}", container["image"])
+    # no digest in the repository: CI sets it (test_prod_overlays_pin_the_release_image...)
+    assert container["image"] == "registry.example.com/connect-signals-pipeline"
     assert {"PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PrometheusRule"} <= set(
         objects
     )
@@ -773,3 +775,64 @@ def test_lock_files_satisfy_every_requirement_with_hashes(lock, sources):
     makefile = (REPO / "Makefile").read_text()
     if lock.startswith("dev/"):
         assert f"--require-hashes --no-deps -r {lock}" in makefile  # make install, CI
+
+
+# --- images pinned by digest ----------------------------------------------------------------
+
+RELEASE_IMAGE = K8S / "components" / "release-image" / "kustomization.yaml"
+PIPELINE_IMAGE = "registry.example.com/connect-signals-pipeline"
+ZERO_DIGEST = re.compile(r"sha256:0{64}")
+
+
+def _containers(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every container and init container of the workloads, the dev stack's included."""
+    found = []
+    for document in documents:
+        pod = document.get("spec", {}).get("template", {}).get("spec", {})
+        found += pod.get("containers", []) + pod.get("initContainers", [])
+    return found
+
+
+def test_prod_overlays_pin_the_release_image_by_the_digest_ci_sets_in_one_place(tmp_path):
+    """CI's step (`kustomize edit set image connect-signals-pipeline=<name>@<digest>` in
+    k8s/components/release-image) pins every prod overlay's pipeline containers."""
+    text = RELEASE_IMAGE.read_text()
+    assert "kustomize edit set image connect-signals-pipeline=" in text  # documented there
+    assert "digest:" not in text.split("\napiVersion:", 1)[1]  # none checked in
+    digest = "sha256:" + "5e1ea5e" * 9 + "5"  # any well-formed digest: CI's
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    entry = f"    newName: {PIPELINE_IMAGE}\n"
+    assert text.count(entry) == 1
+    # what that command writes: the entry's newName and digest
+    edited = text.replace(entry, f"{entry}    digest: {digest}\n")
+    (copy / RELEASE_IMAGE.relative_to(K8S)).write_text(edited)
+    for overlay in MONITORED:
+        result = _run(_tool("kubectl"), "kustomize", copy / overlay)
+        assert result.returncode == 0, result.stderr
+        images = {c["image"] for c in _containers(_yaml(result.stdout))}
+        assert images == {f"{PIPELINE_IMAGE}@{digest}"}, (overlay, images)
+        # and without CI's step: the name alone, never a stale or made-up digest
+        assert {c["image"] for c in _containers(list(_documents(overlay)))} == {PIPELINE_IMAGE}
+        own = (K8S / overlay / "kustomization.yaml").read_text()
+        assert "images:" not in own, f"{overlay}: the image is set in release-image only"
+
+
+def test_no_placeholder_digest_is_left_in_the_repository():
+    tracked = _run("git", "ls-files", "k8s", "Dockerfile", "docker-compose.yml", "docs")
+    assert tracked.returncode == 0, tracked.stderr
+    paths = [REPO / p for p in tracked.stdout.split()]
+    assert any(p.match("*/kustomization.yaml") for p in paths)
+    for path in paths:
+        assert not ZERO_DIGEST.search(path.read_text()), f"{path}: an all-zeros digest"
+
+
+def test_the_dockerfile_pins_its_base_image_by_tag_and_digest_and_says_how_to_refresh_it():
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", (REPO / "Dockerfile").read_text(), flags=re.M)
+    assert base, "no ARG PYTHON_IMAGE"
+    pinned = re.fullmatch(r"(python:3\.11\.\d+-slim-\w+)@(sha256:[0-9a-f]{64})", base[1])
+    assert pinned, f"{base[1]}: not tag@digest"
+    assert not ZERO_DIGEST.fullmatch(pinned[2])
+    operations = (REPO / "docs" / "operations.md").read_text()
+    assert f"docker buildx imagetools inspect {pinned[1]}" in operations  # how to refresh
+    assert base[1] in operations  # the pin the docs describe is the one in use
