@@ -13,7 +13,9 @@ the retention). The join reads it twice instead, holding little each time:
    passed, for every replayed source partition it holds, a live record whose horizon is
    ``<= a``: nothing before it can name an offset ``>= a`` (``ledger_records``). The
    plan keeps no key, only a map: per block of ``BLOCK`` ledger records, the lowest and
-   highest source offset it names inside the range, per source partition. Format-1
+   highest source offset it names inside the range, per source partition. It ends at
+   the ledger's end as it starts: a replay's range stops at the live group's committed
+   offset, so no later live record names it. Format-1
    records (before the upgrade: no source) can name any offset: their keys are kept,
    for the whole replay, and counted (``JoinStats.format1``); they age out of the
    ledger one retention after the upgrade.
