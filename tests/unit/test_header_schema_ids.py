@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import uuid
 from typing import Any, Final
 
@@ -249,3 +250,25 @@ def test_the_processor_maps_a_header_id_record_and_rejects_a_bad_header() -> Non
     bad = processor.process(written.value, [(H, b"\x09")])
     assert isinstance(bad, Rejection) and bad.reason is Reason.UNDECODABLE
     assert bad.message.startswith(f"header {H}: unknown magic byte 0x09")
+
+
+def test_random_header_values_never_raise_and_keep_the_caches_bounded() -> None:
+    """Any bytes in the header: a DecodeFailure (or a record), never an exception; the
+    unknown ids and GUIDs among them are remembered within the cache bounds."""
+    rng = random.Random(15)
+    written = _Serialized()
+    decoder = EventDecoder(STORE, written.client, failure_cache_size=64, plan_cache_size=8)
+    outcomes: set[str] = set()
+    for _ in range(3000):
+        magic = rng.choice([0, 1, 2, 0xC3, 0xFF])
+        raw = bytes([magic]) + rng.randbytes(rng.choice([0, 3, 4, 5, 15, 16, 17]))
+        decoded = decoder.decode(written.value, [("traceparent", b"x"), (H, raw)])
+        if isinstance(decoded, DecodeFailure):
+            assert decoded.message.startswith(f"header {H}: "), decoded.message
+            outcomes.add(decoded.reason)
+        else:
+            assert isinstance(decoded, Decoded)
+            outcomes.add("decoded")
+    assert {"undecodable", "unknown_schema"} <= outcomes
+    plans, failures = decoder.cache_sizes
+    assert plans <= 8 and failures <= 2 * 64
