@@ -1,4 +1,4 @@
-"""decode -> subscription -> validate and map, for one Kafka record value. No I/O.
+"""decode -> subscription -> validate and map, for one Kafka record (value, headers). No I/O.
 
 This is the CPU path the benchmarks measure: everything a record goes through before
 it joins a batch or the dead-letter topic. Validation and mapping are one pass for the
