@@ -213,8 +213,7 @@ def run_joined(
         for consumer in current:
             consumer.stop()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         join.plan()
         with ThreadPoolExecutor(1, thread_name_prefix="ledger-join") as ahead:
@@ -235,11 +234,16 @@ def run_joined(
                 consumer.ledger.add_digests(loaded.digests, now_ms)
                 consumer.ledger.add_digests(join.format1, now_ms)
                 current[:] = [consumer]
+                if stopping.is_set():  # a signal while it was being built
+                    consumer.stop()
                 done_before = summary.consumed
                 _add(summary, consumer.run() if bar is None else bar.follow(consumer, done_before))
                 join.release(loaded)
     finally:
         join.close()
+        for signum, handler in previous.items():
+            if handler is not None:  # None: not set from Python, nothing to put back
+                signal.signal(signum, handler)
     log.info(
         "replay joined with the ledger",
         windows=join.stats.windows,

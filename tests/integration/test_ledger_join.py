@@ -8,7 +8,10 @@ order), a second writer's after a rebalance, format-1 records from before the up
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import threading
 import time
 
 import pytest
@@ -204,3 +207,36 @@ def test_a_redrive_reads_the_ledger_from_its_dead_letters_not_the_retention(
     assert simulator.stats()["duplicates"] == 0
     sent = {row["key"] for row in simulator.signals()}
     assert sent == {k for o, k in enumerate(keys) if o not in set(delivered)}
+
+
+def test_a_stopped_replay_ends_with_its_window_and_a_rerun_sends_nothing_twice(
+    kafka_bootstrap, simulator
+):
+    topic, keys, settings = _prepare(kafka_bootstrap, simulator, 600, seed=146)
+    now = int(time.time() * 1000)
+    tid = topic_id(topic)
+    accepted = set(range(START, END, 2))
+    history = [(keys[o], encode(now, tid, 0, o, o + 1)) for o in sorted(accepted)]
+    write_ledger(kafka_bootstrap, settings.ledger_topic_name, history)
+
+    def stop_once_sending() -> None:  # SIGTERM, as Kubernetes stops a Job
+        deadline = time.monotonic() + 60
+        while simulator.stats()["accepted"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    stopper = threading.Thread(target=stop_once_sending)
+    stopper.start()
+    stopped = _replay(settings, topic, window=50)
+    stopper.join()
+
+    assert not stopped.finished
+    assert 0 < stopped.summary.consumed < END - START  # no window after the signal
+    rerun = _replay(settings, topic, window=50)
+    assert rerun.finished
+    assert rerun.summary.delivered_total == END - START - len(accepted) - (
+        stopped.summary.delivered_total
+    )
+    assert simulator.stats()["duplicates"] == 0
+    sent = {row["key"] for row in simulator.signals()}
+    assert sent == {keys[o] for o in range(START, END) if o not in accepted}
