@@ -14,7 +14,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -109,8 +109,11 @@ def _read_to_end(consumer: Consumer, partitions: set[int], idle_s: float) -> Ite
                 raise click.ClickException(f"reading the dead-letter topic: {error}")
 
 
-#: A value to (decoded record, None) or (None, why not).
-Decode = Callable[[bytes | None], tuple[dict[str, Any] | None, str | None]]
+#: A value and its headers (a schema id may ride in one) to (decoded record, None) or
+#: (None, why not).
+Decode = Callable[
+    [bytes | None, Sequence[tuple[str, bytes]]], tuple[dict[str, Any] | None, str | None]
+]
 
 
 def _decoder(settings: Settings) -> Decode:
@@ -119,9 +122,11 @@ def _decoder(settings: Settings) -> Decode:
 
     decoder: Any = build_decoder(settings)
 
-    def decode(value: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    def decode(
+        value: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> tuple[dict[str, Any] | None, str | None]:
         try:
-            result = decoder.decode(value)
+            result = decoder.decode(value, list(headers) or None)
         except Exception as error:  # any bytes: a view never stops on one record
             return None, f"{type(error).__name__}: {error}"
         if isinstance(result, DecodeFailure):

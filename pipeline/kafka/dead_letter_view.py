@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -183,7 +183,10 @@ def _text_or_base64(data: bytes) -> dict[str, str] | str:
 
 def entry_json(
     entry: Entry,
-    decode: Callable[[bytes | None], tuple[dict[str, Any] | None, str | None]] | None,
+    decode: Callable[
+        [bytes | None, Sequence[tuple[str, bytes]]], tuple[dict[str, Any] | None, str | None]
+    ]
+    | None,
     dlq_topic: str,
 ) -> dict[str, Any]:
     """One dead-letter record for ``dlq show``: where it came from, why, its headers and
@@ -210,7 +213,7 @@ def entry_json(
         "headers": {k: _text_or_base64(v) for k, v in entry.headers},
     }
     if decode is not None and entry.value:
-        record, problem = decode(entry.value)
+        record, problem = decode(entry.value, entry.headers)
         if record is not None:
             out["value"] = record
             return out

@@ -170,3 +170,32 @@ def test_time_and_field_rules():
         parse_time("yesterday", now)
     assert field_matches("items[0].sku", "items") and field_matches("items", "items")
     assert not field_matches("itemsCount", "items")
+
+
+def test_show_decodes_with_the_schema_id_a_header_carries(kafka_bootstrap):
+    """A dead letter keeps its source headers; a schema id among them decides the decode
+    (here a malformed one: the view says so instead of decoding the framed value)."""
+    dlq = f"dlq-header-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, {dlq: 1})
+    valid = next(e for e in clickstream(20, seed=7, invalid_ratio=0) if e.edition == 2)
+    encoded = EventEncoder(DEFAULT_AVRO_DIR).encode(valid)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for offset, schema_header in ((0, b"\x05\x00\x00\x00\x01"), (1, None)):
+        source_headers = [] if schema_header is None else [("__value_schema_id", schema_header)]
+        source = Source("shop-h", 0, offset, NOW_MS, b"k", encoded, tuple(source_headers))
+        rejection = Rejection.single(Reason.UNDECODABLE, "", "bad schema id header")
+        headers = dead_letter_headers(rejection, source, "g", 1)  # the source's own first
+        producer.produce(dlq, value=encoded, headers=headers, timestamp=NOW_MS)
+    assert producer.flush(30) == 0
+    env = {
+        "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "PIPELINE_TOPICS": "shop-h",
+        "PIPELINE_DLQ_TOPIC": dlq,
+        "PIPELINE_GROUP_ID": f"group-{dlq}",
+    }
+    shown = [json.loads(x) for x in _cli(env, "show").splitlines()]
+    with_header, without = sorted(shown, key=lambda x: x["source"]["offset"])
+    assert "value" not in with_header
+    assert "__value_schema_id" in with_header["value_error"]
+    assert "magic byte" in with_header["value_error"]
+    assert without["value"]["record"]["eventId"] == valid.record["eventId"]
