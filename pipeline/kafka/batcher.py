@@ -26,6 +26,8 @@ class Batcher:
     ) -> None:
         self._max_signals = max_signals
         self._max_bytes = max_bytes
+        #: the largest signal that can be sent at all (alone in a batch)
+        self.max_fragment_bytes = max_bytes - 1 - ENVELOPE_BYTES
         self._linger_s = linger_s
         self._clock = clock
         self._keys: list[str] = []
@@ -37,7 +39,7 @@ class Batcher:
 
     def fits(self, fragment: bytes) -> bool:
         """Whether a signal can be sent at all (alone in a batch)."""
-        return len(fragment) + 1 + ENVELOPE_BYTES <= self._max_bytes
+        return len(fragment) <= self.max_fragment_bytes
 
     def add(self, key: str, fragment: bytes, ref: Any) -> None:
         size = len(fragment) + 1

@@ -108,6 +108,7 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
         self._ledger_writer: LedgerWriter | None = None
         self._partitions = Partitions()
         self._in_flight = InFlight()
+        self._ledger_enabled = settings.ledger_enabled
         self._batcher = Batcher(
             settings.batch_max_signals, settings.batch_max_bytes, settings.linger_ms / 1000
         )
@@ -140,6 +141,8 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
             redrive=not self._own_origin,
         )
         self._buffered_bytes = 0
+        self._retirements_seen = 0  # Partitions.retirements at the last dispatch
+        self._suspect_batches = 0  # batches to check for a retired generation's records
         self._bounded: set[TopicPartitionKey] = set()  # bounded mode: partitions to read
         self._done: set[TopicPartitionKey] = set()  # bounded mode: partitions read to end
         self._ever_assigned = False
@@ -246,14 +249,15 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
         assert topic is not None and partition is not None and offset is not None
         key = (topic, partition)
         state = self._partitions.get(key)
-        if state is None or key in self._flow.held:
+        flow = self._flow
+        if state is None or key in flow.held:
             return  # not ours (any more), or fetched before a hold: read again after it
         bounds = self._bounds
         if bounds is not None and (key in self._done or offset >= bounds.end[key]):
             self._reached_end(key)
             return
         value = message.value()
-        wanted = self._origin.wanted(message)
+        wanted = self._own_origin or self._origin.wanted(message)  # the own: every record
         if wanted:
             try:  # None for a record without headers (one C call, nothing else)
                 headers = message.headers()
@@ -262,9 +266,10 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
             try:
                 outcome = self._processor.process(value, headers)
             except SchemaRegistryUnavailable as unavailable:
-                self._flow.hold(key, offset, unavailable)
+                flow.hold(key, offset, unavailable)
                 return
-            self._flow.served(key)
+            if flow.attempts:  # a partition is backing off: this one's backoff starts over
+                flow.served(key)
         if bounds is not None and offset + 1 >= bounds.end[key]:
             self._reached_end(key)  # the last one: handled below, nothing after it
         state.offsets.track(offset)
@@ -293,7 +298,7 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
 
     def _admit(self, signal: MappedSignal, pending: Pending) -> None:
         """Skip it (the ledger), wait for the same key on its way, or batch it."""
-        if self._settings.ledger_enabled:
+        if self._ledger_enabled:
             if pending.key in self.ledger:
                 self._skip(pending)
                 return
@@ -322,24 +327,35 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
                 self._dead_letter(pending, emit.outcome)
 
     def _add_to_batch(self, pending: Pending, fragment: bytes) -> None:
-        if not self._batcher.fits(fragment):
+        size = len(fragment)
+        if size > self._batcher.max_fragment_bytes:  # too large even alone in a batch
             limit = self._settings.batch_max_bytes
-            rule = f"the signal is {len(fragment)} bytes, over PIPELINE_BATCH_MAX_BYTES={limit}"
+            rule = f"the signal is {size} bytes, over PIPELINE_BATCH_MAX_BYTES={limit}"
             self._in_flight.settle(pending.key)
             self._dead_letter(pending, Rejection.single(Reason.VALIDATION, "", rule))
             return
         # The JSON fragment (~4 times the Avro bytes) is most of what a buffered signal
         # holds: it counts against PIPELINE_MAX_BUFFERED_BYTES until the record finishes.
-        pending.size += len(fragment)
-        self._buffered_bytes += len(fragment)
+        pending.size += size
+        self._buffered_bytes += size
         self._batcher.add(pending.key, fragment, pending)
 
     def _dispatch(self) -> None:
         if self._sink.fatal:
             return  # nothing sent now could be recorded in the ledger
         ready = self._batcher.ready
+        retirements = self._partitions.retirements
+        if retirements != self._retirements_seen:
+            # A generation retired since the last look: the batches formed or forming
+            # now may hold its records; those formed after them cannot.
+            self._retirements_seen = retirements
+            self._suspect_batches = len(ready) + self._batcher.open
         while ready and self._deliveries.has_room:
             batch = ready.popleft()
+            if not self._suspect_batches:
+                self._deliveries.send(batch)
+                continue
+            self._suspect_batches -= 1
             if any(p.state.retired for p in batch.refs):  # never send a retired partition's
                 keep = [i for i, p in enumerate(batch.refs) if not p.state.retired]
                 for pending in batch.refs:

@@ -6,6 +6,7 @@ Mixed into ``SignalConsumer`` (the loop is ``consumer.py``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from pipeline.connect.client import DeliveryReport
@@ -84,13 +85,10 @@ class RecordEndings:
         each (and any record that waited on its key). In a transaction at once: an
         offset commits with its ledger record; without, when the ledger write is
         acknowledged. The index takes the batch's keys under one lock and clock read."""
-        delivered = self.summary.delivered
-        for pending in accepted:
-            delivered[pending.signal_type] += 1
+        self.summary.delivered.update([pending.signal_type for pending in accepted])
         writer = self._ledger_writer
         if writer is None:
-            for pending in accepted:
-                self._finish(pending)
+            self._finish_accepted(accepted, None)
             return
         self.ledger.add_many([pending.key for pending in accepted], accepted_ms)
         settle = self._in_flight.settle
@@ -98,14 +96,31 @@ class RecordEndings:
             for pending in accepted:
                 self._write_acked(writer, pending, settle(pending.key), accepted_ms)
             return
-        writer.write_batch(
-            [(self._ledger_source(pending), pending.key) for pending in accepted], accepted_ms
-        )
+        if self._own_origin:  # the ledger source is the record itself (inlined)
+            rows = [((p.state.key[0], p.ledger_partition, p.offset), p.key) for p in accepted]
+        else:
+            rows = [(self._ledger_source(p), p.key) for p in accepted]
+        writer.write_batch(rows, accepted_ms)
+        self._finish_accepted(accepted, settle)
+
+    def _finish_accepted(
+        self, accepted: list[Pending], settle: Callable[[str], list[Waiting] | None] | None
+    ) -> None:
+        """``_finish`` for a delivered batch's records in one pass (and ``_skip`` for the
+        records that waited on their keys, when ``settle`` gives them)."""
+        released = 0
         for pending in accepted:
-            waiting = settle(pending.key)
-            self._finish(pending)
-            for waiter, _ in waiting or ():
-                self._skip(waiter)
+            on_finish = pending.on_finish
+            if on_finish is not None:
+                on_finish()  # a derived signal: settled, no offset of its own
+            elif not pending.state.retired:  # a retired generation's: nothing moves
+                pending.state.offsets.finish(pending.offset)
+            released += pending.size
+            pending.size = 0
+            if settle is not None:
+                for waiter, _ in settle(pending.key) or ():
+                    self._skip(waiter)
+        self._buffered_bytes -= released
 
     def _write_acked(
         self,

@@ -32,7 +32,8 @@ class FlowControl:
         self._max_ms = max_backoff_ms
         self.paused = False
         self.held: dict[TopicPartitionKey, float] = {}  # partition: when to read again
-        self._attempts: dict[TopicPartitionKey, int] = {}
+        #: partitions the registry could not serve, by failed attempts in a row
+        self.attempts: dict[TopicPartitionKey, int] = {}
         self._new: list[TopicPartition] = []
 
     # --- backpressure ------------------------------------------------------------------
@@ -78,8 +79,8 @@ class FlowControl:
     # --- the schema registry cannot answer: hold the partition, read the record again --
 
     def hold(self, key: TopicPartitionKey, offset: int, error: Exception) -> None:
-        attempt = self._attempts.get(key, 0)
-        self._attempts[key] = attempt + 1
+        attempt = self.attempts.get(key, 0)
+        self.attempts[key] = attempt + 1
         delay_ms = min(self._max_ms, self._initial_ms << min(attempt, 30))
         self.held[key] = time.monotonic() + delay_ms / 1000
         self._consumer.pause([TopicPartition(*key)])
@@ -94,8 +95,8 @@ class FlowControl:
 
     def served(self, key: TopicPartitionKey) -> None:
         """A record of this partition decoded: its backoff starts over."""
-        if self._attempts:
-            self._attempts.pop(key, None)
+        if self.attempts:
+            self.attempts.pop(key, None)
 
     def _release_due(self) -> None:
         now = time.monotonic()
@@ -108,4 +109,4 @@ class FlowControl:
     def forget(self, keys: set[TopicPartitionKey]) -> None:
         for key in keys:
             self.held.pop(key, None)
-            self._attempts.pop(key, None)
+            self.attempts.pop(key, None)

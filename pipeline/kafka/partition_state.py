@@ -10,7 +10,7 @@ its assignment; here it cannot, by construction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from pipeline.kafka.offsets import PartitionOffsets
 from pipeline.kafka.records import Pending, TopicPartitionKey
@@ -42,6 +42,12 @@ class Partitions:
     def __init__(self) -> None:
         self._current: dict[TopicPartitionKey, PartitionState] = {}
         self._generations = 0
+        #: the current generation of a partition, or None (the dict's own ``get``: the
+        #: loop asks once per record)
+        self.get: Callable[[TopicPartitionKey], PartitionState | None] = self._current.get
+        #: how many generations were retired so far: a batch formed since the last
+        #: change holds no record of a retired generation
+        self.retirements = 0
 
     def assign(self, keys: Iterable[TopicPartitionKey]) -> list[PartitionState]:
         """A new generation for each (retiring one still there: assigned twice)."""
@@ -50,6 +56,7 @@ class Partitions:
             old = self._current.get(key)
             if old is not None:
                 old.retired = True
+                self.retirements += 1
             self._generations += 1
             state = self._current[key] = PartitionState(key, self._generations)
             states.append(state)
@@ -61,15 +68,13 @@ class Partitions:
             state = self._current.pop(key, None)
             if state is not None:
                 state.retired = True
+                self.retirements += 1
                 retired.append(state)
         return retired
 
     def renew(self) -> None:
         """A rewind: every partition starts a new generation at its committed offset."""
         self.assign(list(self._current))
-
-    def get(self, key: TopicPartitionKey) -> PartitionState | None:
-        return self._current.get(key)
 
     def __contains__(self, key: object) -> bool:
         return key in self._current
