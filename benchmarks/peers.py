@@ -1,18 +1,26 @@
 """The peer comparison from this suite: the shared harness, then ratios from the same run.
 
-    python -m benchmarks peers [--runs 3] [--peers B,C,E1,P,P0,P2]
+    python -m benchmarks peers [--runs 3] [--peers B,C,E1,P,P0,P2,PD,PDq]
 
 Runs ``../shared/bench-peers/run.sh`` (when that harness is present) on the same
 machine, one variant after another, and reads the rows it appended to its
-``results.jsonl``. ``P2`` is variant P with ``PIPELINE_WORKERS=2`` (the harness runs
-``connect-pipeline run`` with the caller's environment). Ratios are to C and E1 from
-the same run only: absolute figures move with the machine.
+``results.jsonl``. Variants of P with more environment (the harness runs
+``connect-pipeline run`` with the caller's environment; ``ENVIRONMENTS``): ``P2`` with
+``PIPELINE_WORKERS=2``; ``PD`` with derived abandonment on (``both``, defaults
+otherwise); ``PDq`` the same with a session gap longer than the stream, so no session
+closes during the run (what observing alone costs). Ratios are to C and E1 from the
+same run only: absolute figures move with the machine.
+
+The harness stops a run when its sink holds 200,000 signals; with derivation on,
+derived signals count too, so the source events a P-variant consumed are read from
+its log (the ``consumed N`` summary line) and its CPU is given per source event.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 from collections.abc import Sequence
@@ -23,6 +31,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO.parent / "shared" / "bench-peers" / "run.sh"
 DEFAULT_PEERS = ("B", "C", "E1", "P", "P0", "P2")
+#: Variants that are the harness's P run with more environment.
+ENVIRONMENTS: dict[str, dict[str, str]] = {
+    "P2": {"PIPELINE_WORKERS": "2"},
+    "PD": {"PIPELINE_DERIVE_ABANDONMENT": "both"},
+    # 200,000 events 37 ms apart span ~2 h of event time: a 1-day gap closes nothing
+    "PDq": {"PIPELINE_DERIVE_ABANDONMENT": "both", "PIPELINE_SESSION_GAP_S": "86400"},
+}
+_CONSUMED = re.compile(rb"^consumed (\d+), delivered", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -32,6 +48,9 @@ class PeerRow:
     cpu_us_per_event: float | None  # the consumer's own CPU (its children included)
     first_ack_s: float | None
     peak_rss_mb: float | None
+    #: P variants: source events consumed (from the log) per second of the run, and
+    #: CPU per source event (not per signal at the sink: derived signals count there)
+    source_events_per_s: float | None
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -52,31 +71,50 @@ def _count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
+def _consumed(log: Path) -> int | None:
+    """Source events a ``connect-pipeline run`` consumed, from its summary line(s)."""
+    try:
+        found = _CONSUMED.findall(log.read_bytes())
+    except OSError:
+        return None
+    return sum(int(n) for n in found) if found else None
+
+
 def run_peers(variants: Sequence[str], runs: int) -> list[PeerRow]:
     """Each variant ``runs`` times through the harness; medians per variant."""
     work = Path(os.environ.get("BENCH_WORK", "/tmp/bench-peers"))
     results = work / "results.jsonl"
     env = {**os.environ, "BENCH_PROJECT": str(REPO)}
     collected: list[dict[str, Any]] = []
-    plain = [v for v in variants if v != "P2"]
-    for names, extra in (
-        (plain, {}),
-        (["P"] if "P2" in variants else [], {"PIPELINE_WORKERS": "2"}),
-    ):
+    plain = [v for v in variants if v not in ENVIRONMENTS]
+    passes: list[tuple[list[str], str | None]] = [(plain, None)]
+    passes += [(["P"], v) for v in variants if v in ENVIRONMENTS]
+    for names, alias in passes:
         if not names:
             continue
+        extra = ENVIRONMENTS[alias] if alias else {}
         before = _count_lines(results)
         command = ["bash", str(HARNESS), "--runs", str(runs), *names]
-        print(f"$ {' '.join(command)}" + (" (PIPELINE_WORKERS=2)" if extra else ""), flush=True)
+        shown = " ".join(f"{k}={v}" for k, v in extra.items())
+        print(f"$ {' '.join(command)}" + (f" ({shown})" if shown else ""), flush=True)
         subprocess.run(command, cwd=REPO, env={**env, **extra}, check=True)
         for row in _rows(results, before):
-            if extra:
-                row["variant"] = "P2"
+            if row["variant"].startswith("P"):  # its log is overwritten by the next pass
+                row["consumed"] = _consumed(work / "logs" / f"{row['variant']}_{row['run']}.log")
+            if alias:
+                row["variant"] = alias
             collected.append(row)
     table = []
     for name in variants:
         rows = [r for r in collected if r["variant"] == name and r.get("rc") in (0, None)]
-        n = [r.get("sink_count") or r.get("consumer_report", {}).get("n") for r in rows]
+        n = [
+            r.get("consumed") or r.get("sink_count") or r.get("consumer_report", {}).get("n")
+            for r in rows
+        ]
+        source = [
+            r["consumed"] / r["wall_s"] if r.get("consumed") and r.get("wall_s") else None
+            for r in rows
+        ]
         cpu = [
             r["consumer_cpu_s"] / count * 1e6 if r.get("consumer_cpu_s") and count else None
             for r, count in zip(rows, n, strict=True)
@@ -88,6 +126,7 @@ def run_peers(variants: Sequence[str], runs: int) -> list[PeerRow]:
                 _median(cpu),
                 _median([r.get("first_ack_s") for r in rows]),
                 _median([r.get("peak_rss_mb") for r in rows]),
+                _median(source),
             )
         )
     return table
@@ -104,8 +143,8 @@ def markdown(table: Sequence[PeerRow]) -> list[str]:
     c, e1 = by_name.get("C"), by_name.get("E1")
     lines = [
         "| variant | events/s (launch to last) | vs C | vs E1 | consumer CPU µs/event "
-        "| first ack s | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| first ack s | peak RSS MB | source events/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table:
 
@@ -115,6 +154,6 @@ def markdown(table: Sequence[PeerRow]) -> list[str]:
         lines.append(
             f"| {r.variant} | {show(r.events_per_s, ',.0f')} | {ratio(r, c)} | {ratio(r, e1)} "
             f"| {show(r.cpu_us_per_event, '.0f')} | {show(r.first_ack_s, '.1f')} "
-            f"| {show(r.peak_rss_mb, '.0f')} |"
+            f"| {show(r.peak_rss_mb, '.0f')} | {show(r.source_events_per_s, ',.0f')} |"
         )
     return lines

@@ -24,7 +24,7 @@ from pipeline.signals.mapping import MappedSignal, MappingOptions
 
 
 def _events(sessions: int) -> list[dict[str, Any]]:
-    events = []
+    events: list[dict[str, Any]] = []
     for n in range(sessions):
         sid = f"sess-{n:08d}"
         base = {

@@ -5,6 +5,14 @@ orders (some with a product repeated), errors, rich media, identification on log
 and abandonment; a share of earlier-edition (v1) events and of invalid events. Used by
 the demo, the integration tests, the chaos run and the benchmarks. Records are in the
 Avro form (envelope + flat content, ``eventTime`` a datetime).
+
+Event time is one clock for the whole stream: each event is stamped when it is
+generated, so the stream (and every partition of it) is in event-time order and a
+session derivation sees no late event the generator did not mean. Sessions
+interleave, so consecutive events of one session are ~20 stream steps apart
+(``pace`` scales the steps: the demo compresses time so that sessions close within
+seconds). Deliberately late events (``late_ratio``): a straggler add-to-cart of a
+session long over, ``late_by`` behind the stream's clock, marked ``late``.
 """
 
 from __future__ import annotations
@@ -40,18 +48,41 @@ class GeneratedEvent:
     record: dict[str, Any]
     edition: int  # 1: earlier-edition writer schema, 2: current
     invalid: str | None = None  # one of INVALID_KINDS, or None when valid
+    late: bool = False  # deliberately late: ``late_by`` behind the stream's clock
 
     @property
     def event_id(self) -> str:
         return str(self.record["eventId"])
 
 
+#: A session's steps (ms, at pace 1): a visitor's clicks are seconds apart. About 20
+#: sessions interleave, so the stream's clock moves a twentieth of a step per event.
+_STEP_MS: Final = (300, 20_000)
+_INTERLEAVED: Final = 20
+_MAX_LIVE: Final = 40
+
+
+class _Clock:
+    """The stream's event time, advanced at each generated event."""
+
+    def __init__(self, start: datetime, pace: float) -> None:
+        self.now = start
+        self.pace = pace
+
+    def step(self, rng: random.Random) -> datetime:
+        low, high = _STEP_MS
+        step = rng.randrange(low, high) * self.pace / _INTERLEAVED
+        self.now += timedelta(milliseconds=step)
+        return self.now
+
+
 class _Session:
-    def __init__(self, rng: random.Random, number: int, start: datetime) -> None:
+    def __init__(self, rng: random.Random, number: int, clock: _Clock) -> None:
         self.rng = rng
         self.id = f"S{number:07d}-{rng.randrange(16**6):06x}"
         self.identity = self._identity(number)
-        self.time = start
+        self.clock = clock
+        self.time = clock.now
         self.seq = 0
         self.currency = rng.choice(CURRENCIES)
         self.cart: list[tuple[str, str, float, str]] = []
@@ -68,7 +99,7 @@ class _Session:
 
     def envelope(self) -> dict[str, Any]:
         self.seq += 1
-        self.time += timedelta(milliseconds=self.rng.randrange(300, 20_000))
+        self.time = self.clock.step(self.rng)
         return {
             "eventId": f"{self.id}-{self.seq:04d}",
             "sessionId": self.id,
@@ -266,17 +297,30 @@ def clickstream(
     invalid_ratio: float = 0.03,
     v1_ratio: float = 0.05,
     start: datetime | None = None,
+    pace: float = 1.0,
+    late_ratio: float = 0.0,
+    late_by: timedelta = timedelta(hours=2),
 ) -> Iterator[GeneratedEvent]:
-    """``count`` events from interleaved sessions."""
+    """``count`` events from interleaved sessions, in event-time order but for the
+    ``late_ratio`` share of deliberately late ones (never among the first 100, so that
+    every partition has a clock for them to be late against)."""
     rng = random.Random(seed)
-    start = start or datetime(2025, 11, 1, 9, 0, tzinfo=UTC)
+    late_rng = random.Random(seed + 1)  # the stream is the same with or without them
+    clock = _Clock(start or datetime(2025, 11, 1, 9, 0, tzinfo=UTC), pace)
     produced = 0
     session_number = 0
     live: list[_Session] = []
     while produced < count:
-        if len(live) < 20 or rng.random() < 0.05:
+        if late_ratio and produced >= 100 and late_rng.random() < late_ratio:
+            produced += 1
+            yield _late_event(late_rng, produced, clock.now - late_by)
+            continue
+        # At most 40 sessions at once: each needs ~40 turns to end, so without a bound
+        # the crowd (and one session's time between clicks) grew with the stream's
+        # length, past any session gap.
+        if len(live) < 20 or (rng.random() < 0.05 and len(live) < _MAX_LIVE):
             session_number += 1
-            live.append(_Session(rng, session_number, start + timedelta(seconds=session_number)))
+            live.append(_Session(rng, session_number, clock))
         session = rng.choice(live)
         step = session.seq % len(_JOURNEY)
         signal_type, probability = _JOURNEY[step]
@@ -296,3 +340,11 @@ def clickstream(
                 record, edition = v1, 1
         produced += 1
         yield GeneratedEvent(signal_type, record, edition, invalid)
+
+
+def _late_event(rng: random.Random, number: int, at: datetime) -> GeneratedEvent:
+    """An add-to-cart of a session over long ago (an app flushing its offline buffer)."""
+    session = _Clock(at, 0.0)
+    straggler = _Session(rng, 9_000_000 + number, session)
+    record = {**straggler.envelope(), **_content(straggler, "addToCart")}
+    return GeneratedEvent("addToCart", record, 2, late=True)

@@ -1,9 +1,14 @@
 """A closed session -> its cartAbandonment / browseAbandonment signals.
 
 The derived signal is built as the JSON form of an event (what ``connect-pipeline
-check`` reads) and then goes through the catalog's validation and mapping like any
-producer's event, so every catalog rule (item fields, enumerations, defaults such as
-``effect: negative`` and ``category: Behavior``) applies to it unchanged.
+check`` reads: what the changelog keeps and a dead letter of it carries) and then goes
+through the catalog's rules like any producer's event, so every catalog rule (item
+fields, enumerations, defaults such as ``effect: negative`` and ``category:
+Behavior``) applies to it unchanged. It takes the fused path an Avro record takes
+(``pipeline.signals.fused``: the record reshaped into the decoder's form, every field
+present), which is the strict path's result or "not sure"; only then the strict
+pydantic path (validate, then map) decides. A session close cost ~70 µs, half of it
+the strict path.
 
 DECISIONS (README, "Derived abandonment"):
 
@@ -32,7 +37,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any, Final
 
 from pipeline.sessions.session import (
@@ -41,8 +48,11 @@ from pipeline.sessions.session import (
     SessionKey,
     format_ms,
     item_fields,
+    timestamp_ms,
     view_item_fields,
 )
+from pipeline.signals import catalog
+from pipeline.signals.fused import map_avro_record
 from pipeline.signals.mapping import (
     MappedSignal,
     MappingOptions,
@@ -83,34 +93,33 @@ def _ordered_later(line: CartLine, session: Session) -> bool:
     )
 
 
+def _line_value(item: dict[str, Any]) -> Decimal:
+    quantity = Decimal(item.get("itemQuantity", 1))
+    price = _money(item["unitPrice"]) - _money(item.get("discount") or 0.0)
+    return max(Decimal(0), quantity * price)
+
+
 def _money(value: float) -> Decimal:
     return Decimal(repr(value))  # the shortest repr is what the producer wrote
 
 
 def cart_content(session: Session) -> dict[str, Any] | None:
     """The cartAbandonment fields, or None when nothing added is left unordered."""
-    live = sorted(
-        ((line.at, key, line) for key, line in session.adds.items()),
-        key=lambda entry: entry[:2],
-    )
-    lines = [line for _, _, line in live if not _ordered_later(line, session)]
+    adds = session.adds
+    if len(adds) == 1:  # most carts: no sort, nothing to merge
+        lines = list(adds.values())
+    else:
+        live = sorted(((line.at, key, line) for key, line in adds.items()), key=_first_two)
+        lines = [line for _, _, line in live]
+    if session.orders:
+        lines = [line for line in lines if not _ordered_later(line, session)]
     if not lines:
         return None
     currency = lines[-1].currency
-    items = merge_repeated_products(
-        [item_fields(li.item) for li in lines if li.currency == currency]
-    )
-    value = sum(
-        (
-            max(
-                Decimal(0),
-                Decimal(i.get("itemQuantity", 1))
-                * (_money(i["unitPrice"]) - _money(i.get("discount") or 0.0)),
-            )
-            for i in items
-        ),
-        Decimal(0),
-    )
+    items = [item_fields(li.item) for li in lines if li.currency == currency]
+    if len(items) > 1:
+        items = merge_repeated_products(items)
+    value = sum((_line_value(i) for i in items), Decimal(0))
     content: dict[str, Any] = {
         "currency": currency,
         "abandonedCartValue": float(value),
@@ -119,6 +128,10 @@ def cart_content(session: Session) -> dict[str, Any] | None:
     if session.cart_url is not None:
         content["shoppingCartUrl"] = session.cart_url[1]
     return content
+
+
+def _first_two(entry: tuple[int, str, CartLine]) -> tuple[int, str]:
+    return entry[0], entry[1]
 
 
 def browse_content(session: Session, max_items: int) -> dict[str, Any] | None:
@@ -167,8 +180,52 @@ def derived_records(
 
 
 def to_signal(record: dict[str, Any], mapping: MappingOptions) -> MappedSignal | Rejection:
-    """Through the catalog's validation and mapping, like a producer's event."""
+    """Through the catalog's rules, like a producer's event: the fused path when it is
+    sure, else the strict one (which decides and explains a rejection)."""
+    kind = record["signalType"]
+    fused = map_avro_record(kind, _avro_form(kind, record), mapping)
+    if fused is not None:
+        return fused
+    return to_signal_strict(record, mapping)
+
+
+def to_signal_strict(record: dict[str, Any], mapping: MappingOptions) -> MappedSignal | Rejection:
+    """Validation then mapping (pydantic): the one definition of the rules."""
     valid = validate_event(record["signalType"], record)
     if isinstance(valid, Rejection):
         return valid
     return map_event(valid, mapping)
+
+
+@cache
+def _shape(kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(content fields, abandoned-item fields) of the type's Avro record, in order."""
+    return tuple(fs.name for fs in catalog.SIGNALS[kind].fields), tuple(
+        fs.name for fs in catalog.ABANDONED_ITEM.fields
+    )
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _avro_form(kind: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-form derived record as the Avro decoder would return it: every field
+    present (None when absent), identity with every attribute, eventTime a UTC datetime.
+    Anything of another type makes the fused path unsure, never wrong."""
+    fields, item_names = _shape(kind)
+    form: dict[str, Any] = {name: record.get(name) for name in fields}
+    items = form.get("abandonedItems")
+    if isinstance(items, list):
+        form["abandonedItems"] = [
+            {name: item.get(name) for name in item_names} if isinstance(item, dict) else item
+            for item in items
+        ]
+    identity = record.get("identifiableAttributes") or {}
+    form["eventId"] = record["eventId"]
+    form["sessionId"] = record["sessionId"]
+    form["identifiableAttributes"] = {
+        name: identity.get(name) for name in catalog.IDENTIFIABLE_ATTRIBUTES
+    }
+    form["appKey"] = record["appKey"]
+    form["eventTime"] = _EPOCH + timedelta(milliseconds=timestamp_ms(record["eventTime"]))
+    return form

@@ -78,10 +78,11 @@ class SessionStage:
             self.unkeyed += 1
         if len(self._stores) > 1:
             key = (str(body["appKey"]), session_id)
-            if not store.is_open(key) and any(
-                other.is_open(key) for p, other in self._stores.items() if p != partition
-            ):
-                self.split += 1
+            if not store.is_open(key):
+                for other in self._stores.values():
+                    if other is not store and other.is_open(key):
+                        self.split += 1
+                        break
         return store.observe(signal, offset=offset, wall_ms=wall_ms)
 
     def tick(

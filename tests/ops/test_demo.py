@@ -26,6 +26,14 @@ def test_demo_shows_progress_and_report_and_keeps_log_lines_in_a_file(kafka_boot
     assert result.exit_code == 0, result.output
     report = result.stdout
     assert "OK: every valid event delivered" in report
+    # derived abandonment: sessions closed (the last ones by the wall clock) and their
+    # signals delivered, counted by type, one shown
+    derived = re.search(r"^derived    (\d+) abandonment signals .*; 0 late events\)$", report, re.M)
+    assert derived and int(derived.group(1)) > 0, report
+    by_type = dict(re.findall(r"^  (cartAbandonment|browseAbandonment) +(\d+)$", report, re.M))
+    assert sum(int(n) for n in by_type.values()) == int(derived.group(1))
+    assert re.search(r"^  e\.g\. cartAbandonment of session S\d{7}-\w+: \d+ x ", report, re.M)
+    assert f"{derived.group(1)} derived signals delivered" in report
     assert f"log        {log_file}" in report
     dead = int(re.search(r"^dead-lettered (\d+)$", report, re.MULTILINE).group(1))  # type: ignore[union-attr]
     assert dead > 0
