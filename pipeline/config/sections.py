@@ -196,12 +196,6 @@ class DeliverySection(_Section):
     )
     linger_ms: int = Field(50, ge=0, description="Wait this long to fill a batch.")
     max_in_flight_batches: int = Field(4, ge=1, le=256, description="Concurrent calls.")
-    adaptive_concurrency: bool = Field(
-        True,
-        description="Calls in flight adapt between 1 and PIPELINE_MAX_IN_FLIGHT_BATCHES (AIMD: "
-        "+1 after a round of good answers, halved on 429/503/timeouts or a latency rise); "
-        "false: always the maximum.",
-    )
     request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one call.")
     split_after_timeouts: int = Field(
         3,
@@ -237,6 +231,14 @@ class LedgerSection(_Section):
     )
     ledger_max_keys: int = Field(
         1_000_000, ge=1_000, description="In-memory ledger bound, ~24 B a key (oldest evicted)."
+    )
+    ledger_format: int = Field(
+        3,
+        ge=2,
+        le=3,
+        description="Ledger records written: 3 = one per delivered batch and source partition, "
+        "2 = one per signal (the first step of an upgrade from a version that cannot read 3; "
+        "docs/idempotency.md).",
     )
     transactions: bool = Field(
         True, description="Ledger, dead letters and offsets in one Kafka transaction."

@@ -92,9 +92,10 @@ class RecordEndings:
             return
         self.ledger.add_many([pending.key for pending in accepted], accepted_ms)
         settle = self._in_flight.settle
-        if self._txn is None:
-            for pending in accepted:
-                self._write_acked(writer, pending, settle(pending.key), accepted_ms)
+        if self._txn is None:  # each finishes when its batch's ledger record is acked
+            acks = [self._acked(pending, settle(pending.key)) for pending in accepted]
+            rows = [(self._ledger_source(pending), pending.key) for pending in accepted]
+            writer.write_batch(rows, accepted_ms, acks)
             return
         if self._own_origin:  # the ledger source is the record itself (inlined)
             rows = [((p.state.key[0], p.ledger_partition, p.offset), p.key) for p in accepted]
@@ -122,21 +123,15 @@ class RecordEndings:
                     self._skip(waiter)
         self._buffered_bytes -= released
 
-    def _write_acked(
-        self,
-        writer: LedgerWriter,
-        pending: Pending,
-        waiting: list[Waiting] | None,
-        accepted_ms: int,
-    ) -> None:
-        """Plain mode: finished when the broker acknowledges its ledger record."""
+    def _acked(self, pending: Pending, waiting: list[Waiting] | None) -> Callable[[], None]:
+        """Plain mode: what finishes a record once its ledger record is acknowledged."""
 
         def done() -> None:
             self._finish(pending)
             for waiter, _ in waiting or ():
                 self._skip(waiter)
 
-        writer.write(self._ledger_source(pending), pending.key, accepted_ms, done)
+        return done
 
     def _ledger_source(self, pending: Pending) -> SourceRef:
         if self._own_origin:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -46,6 +46,13 @@ LOAD_TIMEOUT_S: Final = 300.0
 FIRST_CHUNK: Final = 4_096
 MAX_CHUNK: Final = 131_072
 _QUERY_TIMEOUT_S: Final = 30.0
+_GROUP_ONLY: Final = frozenset(
+    {"max.poll.interval.ms", "session.timeout.ms", "heartbeat.interval.ms", "group.instance.id"}
+)
+
+
+class LoadCancelled(Exception):
+    """Every partition a load was for was revoked before it ended."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +108,9 @@ class LedgerLoader:
         on_progress: Callable[[], None] = lambda: None,
     ) -> None:
         self._conf = {
-            **kafka_conf,
+            # it assigns partitions and never joins a group: a group's timeouts (a
+            # max.poll.interval.ms below the default session.timeout.ms) do not apply
+            **{k: v for k, v in kafka_conf.items() if k not in _GROUP_ONLY},
             "group.id": f"ledger-loader-{uuid.uuid4().hex[:12]}",  # never commits
             "enable.auto.commit": False,
             "enable.partition.eof": True,
@@ -122,16 +131,24 @@ class LedgerLoader:
         self._on_progress = on_progress  # e.g. the liveness clock: a load is not a hang
         self._lock = threading.Lock()  # one load at a time per loader
         self._ends: dict[int, tuple[int, int]] = {}  # partition: (window start, end)
+        self._cancelled: Callable[[], bool] = _never  # the load under way's
 
     # --- public -------------------------------------------------------------------------
 
     def load_tails(
-        self, requests: Iterable[TailRequest], ledger_partitions: int
+        self,
+        requests: Iterable[TailRequest],
+        ledger_partitions: int,
+        *,
+        cancelled: Callable[[], bool] = lambda: False,
     ) -> dict[tuple[str, int], int | None]:
         """Read what each request needs; returns, per source partition, one past the
         highest source offset read for it (the writer's starting horizon: see
         ``Horizons``), or None when the tail held old-format records and the source
-        end is unknown (the writer then writes no horizon)."""
+        end is unknown (the writer then writes no horizon).
+
+        ``cancelled()`` is asked between fetches: True stops the load with
+        ``LoadCancelled`` (what it read stays in the index: true facts all the same)."""
         by_partition: dict[int, list[_Need]] = {}
         for request in requests:
             need = _Need(request, topic_id(request.topic))
@@ -143,6 +160,7 @@ class LedgerLoader:
             consumer = Consumer(self._conf)
             self.progress.advanced(0)  # a load starting is progress (liveness)
             self.progress.loading += len(by_partition)
+            self._cancelled = cancelled
             try:
                 for partition, needs in sorted(by_partition.items()):
                     old_format = self._load_partition(consumer, partition, needs)
@@ -156,6 +174,7 @@ class LedgerLoader:
                         else:
                             highs[key] = None
             finally:
+                self._cancelled = _never
                 self.progress.loading = 0
                 consumer.close()
         return highs
@@ -168,12 +187,12 @@ class LedgerLoader:
             wanted_keys = keys
 
             def keep(_: int, key: bytes, record: LedgerRecord) -> None:
-                if key_digest(key.decode()) in wanted_keys:
-                    self._add(key, record)
+                items = [(o, k) for o, k in record.keyed(key) if key_digest(k) in wanted_keys]
+                self._add(items, record.accepted_ms)
         else:
 
             def keep(_: int, key: bytes, record: LedgerRecord) -> None:
-                self._add(key, record)
+                self._add(record.keyed(key), record.accepted_ms)
 
         read = 0
         wanted = sorted(set(partitions))
@@ -241,8 +260,9 @@ class LedgerLoader:
         kept = [0, 0]  # kept, old-format kept
 
         def sink(_: int, key: bytes, record: LedgerRecord) -> None:
-            if self._keep(needs, record):
-                kept[0] += self._add(key, record)
+            items = self._kept(needs, key, record)
+            if items:
+                kept[0] += self._add(items, record.accepted_ms)
                 kept[1] += record.topic is None
                 self._note_high(needs, record)
 
@@ -274,8 +294,11 @@ class LedgerLoader:
             if done and open_needs:  # from the earliest stop found in this chunk
                 begin = min(start if n.stop is None else n.stop for n in open_needs)
             for offset, key, record in chunk:
-                if offset >= begin and self._keep(needs, record):
-                    kept += self._add(key, record)
+                if offset < begin:
+                    continue
+                items = self._kept(needs, key, record)
+                if items:
+                    kept += self._add(items, record.accepted_ms)
                     old_format = old_format or record.topic is None
                     self._note_high(needs, record)
             if done:
@@ -284,21 +307,20 @@ class LedgerLoader:
             start = max(low, start - size)
 
     @staticmethod
-    def _keep(needs: list[_Need], record: LedgerRecord) -> bool:
-        """A live tail keeps every record; a range keeps its own (and old-format ones)."""
+    def _kept(needs: list[_Need], key: bytes, record: LedgerRecord) -> Sequence[tuple[int, str]]:
+        """The (source offset, key) items of a record to keep: a live tail keeps every
+        one; a range keeps its own (and old-format ones, whose source is unknown)."""
+        items = record.keyed(key)
         if record.topic is None:
-            return True
+            return items
+        ranges = []
         for need in needs:
             request = need.request
             if request.end is None:
-                return True
-            if (
-                record.topic == need.topic
-                and record.partition == request.partition
-                and (request.committed or 0) <= record.offset < request.end
-            ):
-                return True
-        return False
+                return items
+            if record.topic == need.topic and record.partition == request.partition:
+                ranges.append((request.committed or 0, request.end))
+        return [item for item in items if any(low <= item[0] < end for low, end in ranges)]
 
     @staticmethod
     def _note_high(needs: list[_Need], record: LedgerRecord) -> None:
@@ -306,11 +328,16 @@ class LedgerLoader:
             if record.topic == need.topic and record.partition == need.request.partition:
                 need.high = max(need.high, record.offset + 1)
 
-    def _add(self, key: bytes, record: LedgerRecord) -> int:
-        if self.index.add(key.decode(), record.accepted_ms):
-            self.progress.keys += 1
-            return 1
-        return 0
+    def _add(self, items: Sequence[tuple[int, str]], accepted_ms: int) -> int:
+        """Keys into the index (one lock for a format-3 record's); how many were added."""
+        if len(items) == 1:
+            added = int(self.index.add(items[0][1], accepted_ms))
+        elif items and self.index.add_many([key for _, key in items], accepted_ms):
+            added = len(items)
+        else:
+            added = 0
+        self.progress.keys += added
+        return added
 
     def _bounds(self, consumer: Consumer, partition: int) -> tuple[int, int]:
         """Where the retention window starts (skipped without reading) and the end."""
@@ -351,6 +378,8 @@ class LedgerLoader:
         read = 0
         deadline = time.monotonic() + LOAD_TIMEOUT_S
         while True:
+            if self._cancelled():
+                raise LoadCancelled(f"ledger {self.topic}[{partition}]: load cancelled")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"ledger {self.topic}[{partition}]: no progress, not loaded")
             messages = consumer.consume(10_000, timeout=0.05)
@@ -377,3 +406,7 @@ class LedgerLoader:
                         sink(offset, key, record)
             finally:
                 self.progress.advanced(read - before)
+
+
+def _never() -> bool:
+    return False

@@ -1,4 +1,5 @@
-"""The ledger's write side: one record per signal Connect accepted.
+"""The ledger's write side: what Connect accepted, one record per delivered batch and
+source partition (format 3), or one per signal (format 2, ``PIPELINE_LEDGER_FORMAT=2``).
 
 Reading (what to load on assignment, for a replay, for a redrive) is ``LedgerTail``'s
 job, the only caller of the ledger's loader; this writer asks it for each record's
@@ -12,6 +13,7 @@ from collections.abc import Callable, Sequence
 import structlog
 from confluent_kafka import KafkaError, Message
 
+from pipeline.kafka.ledger_records import V3_MAX_ENTRIES, batch_key, by_source
 from pipeline.kafka.ledger_tail import LedgerTail
 from pipeline.kafka.producer_sink import ProducerSink
 
@@ -20,6 +22,8 @@ log = structlog.get_logger("pipeline.kafka.ledger_writer")
 Acked = Callable[[], None]
 #: (topic, partition, offset) of the source record a signal came from
 SourceRef = tuple[str, int, int]
+#: one accepted signal: where it came from, its idempotency key
+Row = tuple[SourceRef, str]
 
 
 class LedgerWriter:
@@ -32,17 +36,105 @@ class LedgerWriter:
     """
 
     def __init__(
-        self, sink: ProducerSink, tail: LedgerTail, topic: str, *, backfill: bool = False
+        self,
+        sink: ProducerSink,
+        tail: LedgerTail,
+        topic: str,
+        *,
+        backfill: bool = False,
+        record_format: int = 3,
     ) -> None:
         self._sink = sink
         self.tail = tail
         self.topic = topic
         self._backfill = backfill  # a replay or redrive: records out of source order
-        self._open: list[tuple[SourceRef, str, int]] = []  # in the open transaction
+        self._batched = record_format >= 3
+        #: in the open transaction: (rows, accepted_ms, one record a row)
+        self._open: list[tuple[Sequence[Row], int, bool]] = []
 
     def write(self, source: SourceRef, key: str, accepted_ms: int, acked: Acked | None) -> None:
+        """One signal's record (format 2)."""
         if self._sink.transactional:
-            self._open.append((source, key, accepted_ms))
+            self._open.append((((source, key),), accepted_ms, True))
+        self._write_one(source, key, accepted_ms, acked)
+
+    def write_batch(
+        self,
+        rows: Sequence[Row],
+        accepted_ms: int,
+        acked: Sequence[Acked] | None = None,
+    ) -> None:
+        """The records of one delivered batch's accepted signals. Plain mode: ``acked[i]``
+        runs when row ``i``'s record is on the broker; in a transaction the commit
+        finishes them (``acked`` None)."""
+        if self._sink.transactional:
+            self._open.append((rows, accepted_ms, False))
+        self._write_rows(rows, accepted_ms, acked)
+
+    def _write_rows(
+        self, rows: Sequence[Row], accepted_ms: int, acked: Sequence[Acked] | None
+    ) -> None:
+        if not self._batched:
+            for index, (source, key) in enumerate(rows):
+                self._write_one(source, key, accepted_ms, None if acked is None else acked[index])
+            return
+        if acked is None:
+            for (topic, partition), items in by_source(rows):
+                self._write_group(topic, partition, items, accepted_ms, None)
+            return
+        # plain mode: each row's callback goes with its row into its source's record
+        groups: dict[tuple[str, int], list[int]] = {}
+        for index, ((topic, partition, _), _) in enumerate(rows):
+            groups.setdefault((topic, partition), []).append(index)
+        for (topic, partition), indexes in groups.items():
+            for at in range(0, len(indexes), V3_MAX_ENTRIES):
+                chunk = indexes[at : at + V3_MAX_ENTRIES]
+                items = [(rows[i][0][2], rows[i][1]) for i in chunk]
+                self._write_group(topic, partition, items, accepted_ms, [acked[i] for i in chunk])
+
+    def _write_group(
+        self,
+        topic: str,
+        partition: int,
+        items: list[tuple[int, str]],
+        accepted_ms: int,
+        acked: list[Acked] | None,
+    ) -> None:
+        """One format-3 record for ``items`` (source offset, key) of one source partition
+        (several, should they exceed the format's limits)."""
+        value = self.tail.batch_value(accepted_ms, topic, partition, items, backfill=self._backfill)
+        if value is None:  # a key the format cannot hold: one record each
+            for index, (offset, key) in enumerate(items):
+                self._write_one(
+                    (topic, partition, offset), key, accepted_ms,
+                    None if acked is None else acked[index],
+                )  # fmt: skip
+            return
+        callback: Callable[[KafkaError | None, Message], None]
+        if acked is None:
+            callback = self._refused
+        else:
+
+            def callback(error: KafkaError | None, _: Message) -> None:
+                if error is None:
+                    for done in acked:
+                        done()
+                else:  # written again with a fresh horizon (later records may be past it)
+                    log.warning("ledger write failed, retrying", error=str(error))
+                    self._write_group(topic, partition, items, accepted_ms, acked)
+
+        self._sink.produce(
+            self.topic,
+            partition=self.tail.partition(partition),
+            key=batch_key(value),
+            value=value,
+            on_delivery=callback,
+        )
+
+    def _write_one(
+        self, source: SourceRef, key: str, accepted_ms: int, acked: Acked | None
+    ) -> None:
+        if self._sink.transactional:
             callback: Callable[[KafkaError | None, Message], None] = self._refused
         else:
 
@@ -52,7 +144,7 @@ class LedgerWriter:
                         acked()
                 else:
                     log.warning("ledger write failed, retrying", error=str(error))
-                    self.write(source, key, accepted_ms, acked)
+                    self._write_one(source, key, accepted_ms, acked)
 
         topic, partition, offset = source
         self._sink.produce(
@@ -62,25 +154,6 @@ class LedgerWriter:
             value=self.tail.value(accepted_ms, topic, partition, offset, backfill=self._backfill),
             on_delivery=callback,
         )
-
-    def write_batch(self, rows: Sequence[tuple[SourceRef, str]], accepted_ms: int) -> None:
-        """In a transaction: the records of one delivered batch's accepted signals
-        (``write`` with no ``acked``, the per-signal lookups done once)."""
-        if not self._sink.transactional:
-            for source, key in rows:
-                self.write(source, key, accepted_ms, None)
-            return
-        self._open.extend((source, key, accepted_ms) for source, key in rows)
-        produce, tail, topic = self._sink.produce, self.tail, self.topic
-        partition_of, value, backfill = tail.partition, tail.value, self._backfill
-        for (source_topic, partition, offset), key in rows:
-            produce(
-                topic,
-                partition=partition_of(partition),
-                key=key.encode(),
-                value=value(accepted_ms, source_topic, partition, offset, backfill=backfill),
-                on_delivery=self._refused,
-            )
 
     def _refused(self, error: KafkaError | None, _: Message) -> None:
         if error is not None:
@@ -92,5 +165,9 @@ class LedgerWriter:
     def rewrite(self) -> None:
         """After an abort: the aborted transaction's records, in the new one."""
         rewritten, self._open = self._open, []
-        for source, key, accepted_ms in rewritten:
-            self.write(source, key, accepted_ms, None)
+        for rows, accepted_ms, single in rewritten:
+            if single:
+                ((source, key),) = rows
+                self.write(source, key, accepted_ms, None)
+            else:
+                self.write_batch(rows, accepted_ms)

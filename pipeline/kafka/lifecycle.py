@@ -24,7 +24,9 @@ from pipeline.kafka.ledger_writer import LedgerWriter
 from pipeline.kafka.partition_state import Partitions
 from pipeline.kafka.producer_sink import ProducerSink
 from pipeline.kafka.records import Bounds, Pending, RunSummary, TopicPartitionKey
+from pipeline.kafka.runner import consumer_config
 from pipeline.kafka.session_hooks import Emit, SessionHooks
+from pipeline.kafka.stops import ConsumerStopped
 from pipeline.kafka.transactions import TransactionFatal, Transactions
 from pipeline.ops.health import HealthState
 from pipeline.ops.metrics import PipelineMetrics
@@ -58,6 +60,7 @@ class ConsumerLifecycle:
     _bounded: set[TopicPartitionKey]
     _done: set[TopicPartitionKey]
     _ever_assigned: bool
+    _to_hold: list[TopicPartitionKey]
     _last_commit: float
     _last_record: float
     ledger: LedgerIndex
@@ -83,13 +86,19 @@ class ConsumerLifecycle:
         """Before any read: the dead-letter topic, the ledger, the transaction; then join
         the group (or assign a replay's partitions)."""
         settings = self._settings
+        self._to_hold = []  # assigned, their ledger tails loading: paused on the next turn
         ensure_dead_letter_topic(settings.kafka_common(), settings.dlq_topic)
         if settings.ledger_enabled:
-            tail = self._tail = LedgerTail.prepare(settings, self.ledger)
+            reset = str(consumer_config(settings).get("auto.offset.reset", "earliest"))
+            tail = self._tail = LedgerTail.prepare(settings, self.ledger, offset_reset=reset)
             self.health.ledger_load = tail.load_state
             watch_ledger(self.metrics.registry, tail.loader.progress, self.ledger)
             self._ledger_writer = LedgerWriter(
-                self._sink, tail, settings.ledger_topic_name, backfill=self._bounds is not None
+                self._sink,
+                tail,
+                settings.ledger_topic_name,
+                backfill=self._bounds is not None,
+                record_format=settings.ledger_format,
             )
             self._cycle.ledger = self._ledger_writer
         if self._txn is not None:
@@ -132,18 +141,61 @@ class ConsumerLifecycle:
     # --- rebalances ----------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._tail is not None:  # before a record is read: what was delivered from them
-            self._tail.assigned(consumer, partitions)
-        self._partitions.assign((tp.topic, tp.partition) for tp in partitions)
+        if self._tail is None or not partitions:
+            self._activate([(tp.topic, tp.partition) for tp in partitions])
+            return
+        # Their ledger tails load beside the loop: a long load inside this callback would
+        # stop the loop (the other partitions' deliveries and commits, revocations, the
+        # group's next rebalance). Their records are held until then (``_ledger_loads``).
+        keys = self._tail.start_loading(consumer, partitions)
+        self._to_hold.extend(keys)
+        self.health.joined = True
+        log.info(
+            "partitions assigned, loading their ledger tails",
+            partitions=[f"{t}[{p}]" for t, p in keys],
+        )
+
+    def _ledger_loads(self) -> None:
+        """Each loop turn: hold newly assigned partitions while their ledger tails load
+        (pause() takes effect only after the assign callback returned), and start those
+        whose load ended. A record of a partition still loading is dropped as not ours
+        (its state does not exist yet); the partition is then read again from where its
+        reading starts, so nothing is handled before its keys are in the index."""
+        tail = self._tail
+        if tail is None:
+            return
+        if self._to_hold:
+            held, self._to_hold = self._to_hold, []
+            waiting = [key for key in held if tail.waits(key)]
+            if waiting:
+                self._consumer.pause([TopicPartition(*key) for key in waiting])
+        if not tail.ended:
+            return
+        ready = tail.loaded(self._consumer)
+        if not ready:
+            return
+        for (topic, partition), start in ready:
+            (position,) = self._consumer.position([TopicPartition(topic, partition)])
+            if position.offset >= 0 and position.offset != start:
+                try:  # records were read (and dropped) while it loaded: read them again
+                    self._consumer.seek(TopicPartition(topic, partition, start))
+                except KafkaException as error:
+                    raise ConsumerStopped(f"seek of {topic}[{partition}]: {error}") from None
+        keys = [key for key, _ in ready]
+        self._activate(keys)
+        if not self._flow.paused:
+            self._consumer.resume([TopicPartition(*key) for key in keys])
+
+    def _activate(self, keys: list[TopicPartitionKey]) -> None:
+        """Partitions ready to be read: a new generation each, their sessions."""
+        self._partitions.assign(keys)
         if self._sessions is not None:  # their sessions; what they derived, still unsent
-            self._derived(self._sessions.assign((tp.topic, tp.partition) for tp in partitions))
+            self._derived(self._sessions.assign(keys))
         self._ever_assigned = True
         self.health.joined = True
         self._last_record = time.monotonic()
-        self._flow.newly_assigned(partitions)
-        log.info(
-            "partitions assigned", partitions=[f"{t.topic}[{t.partition}]" for t in partitions]
-        )
+        self._flow.newly_assigned([TopicPartition(*key) for key in keys])
+        log.info("partitions assigned", partitions=[f"{t}[{p}]" for t, p in keys])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
@@ -166,7 +218,7 @@ class ConsumerLifecycle:
         self._cycle.forget(keys)
         self._flow.forget(keys)
         if self._tail is not None:
-            self._tail.revoked(keys)
+            self._tail.cancel(keys)
         if self._sessions is not None:
             self._sessions.revoke(keys)
 
@@ -245,6 +297,8 @@ class ConsumerLifecycle:
             if not self._sink.fatal:
                 self._commit(asynchronous=False)
         finally:
+            if self._tail is not None:
+                self._tail.close()  # a load under way stops at its next fetch
             self._consumer.close()  # leave the group whatever happened: hand partitions over
         self._deliveries.close()
         self._client.close()
