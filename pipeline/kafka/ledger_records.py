@@ -46,7 +46,6 @@ import hashlib
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
-from itertools import groupby
 from typing import Final, NamedTuple
 
 from pipeline.kafka.ledger_index import key_digest
@@ -173,17 +172,18 @@ def encode_batch(
         return None
     entries = sorted(entries)
     first = entries[0][0]
+    keys = [key for _, key in entries]
     try:
-        keys = [key.encode("ascii") for _, key in entries]
+        blob = "".join(keys).encode("ascii")  # ASCII: a key's length in bytes is len(key)
+        lengths = bytes(map(len, keys))
         deltas = struct.pack(f">{count}I", *[offset - first for offset, _ in entries])
-        lengths = bytes([len(key) for key in keys])
     except (UnicodeEncodeError, struct.error, ValueError):
         return None
     gap = NO_HORIZON if horizon is None else horizon - first
     if gap < 1 or gap > _MAX_GAP:
         gap = NO_HORIZON
     head = _V3_HEAD.pack(VERSION_3, accepted_ms, topic, partition, first, gap, count)
-    return b"".join((head, deltas, lengths, *keys))
+    return b"".join((head, deltas, lengths, blob))
 
 
 def batch_key(value: bytes) -> bytes:
@@ -231,9 +231,16 @@ def by_source(
 ) -> Iterator[tuple[tuple[str, int], list[tuple[int, str]]]]:
     """A delivered batch's rows ((topic, partition, offset), key) grouped by source
     partition, in chunks of at most ``V3_MAX_ENTRIES``: what each format-3 record holds."""
-    ordered = sorted(rows, key=lambda row: row[0][:2])
-    for source, group in groupby(ordered, key=lambda row: row[0][:2]):
-        items = [(ref[2], key) for ref, key in group]
+    groups: dict[tuple[str, int], list[tuple[int, str]]] = {}
+    for (topic, partition, offset), key in rows:
+        items = groups.get((topic, partition))
+        if items is None:
+            items = groups[(topic, partition)] = []
+        items.append((offset, key))
+    for source, items in groups.items():
+        if len(items) <= V3_MAX_ENTRIES:
+            yield source, items
+            continue
         for at in range(0, len(items), V3_MAX_ENTRIES):
             yield source, items[at : at + V3_MAX_ENTRIES]
 
