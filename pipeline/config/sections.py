@@ -196,6 +196,12 @@ class DeliverySection(_Section):
     )
     linger_ms: int = Field(50, ge=0, description="Wait this long to fill a batch.")
     max_in_flight_batches: int = Field(4, ge=1, le=256, description="Concurrent calls.")
+    adaptive_concurrency: bool = Field(
+        True,
+        description="Calls in flight adapt between 1 and PIPELINE_MAX_IN_FLIGHT_BATCHES (AIMD: "
+        "+1 after a round of good answers, halved on 429/503/timeouts or a latency rise); "
+        "false: always the maximum.",
+    )
     request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one call.")
     split_after_timeouts: int = Field(
         3,

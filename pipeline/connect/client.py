@@ -48,6 +48,7 @@ from pipeline.ops import tracing
 
 #: the request and response names stay importable from here
 __all__ = [
+    "BACKPRESSURE_STATUSES",
     "CLIENT_ERROR",
     "CLIENT_ERROR_STATUSES",
     "NETWORK_ERROR",
@@ -57,6 +58,7 @@ __all__ = [
     "SAME_BATCH_AGAIN",
     "SLOW_STATUSES",
     "TIMEOUT",
+    "AnswerObserver",
     "Batch",
     "CallObserver",
     "Classified",
@@ -71,6 +73,7 @@ __all__ = [
     "batch_key",
     "classify_response",
     "encode_signal",
+    "is_backpressure",
     "rules_markdown",
     "sf_list",
     "sf_string",
@@ -117,6 +120,9 @@ class DeliveryReport:
 CallObserver = Callable[[str, float, int], None]
 #: What the client sends a request with: (url, body, headers) -> the response.
 Transport = Callable[[str, bytes, dict[str, str]], httpx.Response]
+#: Called on every attempt: (back-pressure or not, seconds the call took); adaptive
+#: concurrency (``pipeline.connect.concurrency``) learns from it.
+AnswerObserver = Callable[[bool, float], object]
 #: A batch's ref -> its record's Kafka headers (for the producer's traceparent).
 RecordHeaders = Callable[[Any], tracing.Headers | None]
 
@@ -124,6 +130,20 @@ RecordHeaders = Callable[[Any], tracing.Headers | None]
 TIMEOUT: Final = "timeout"
 NETWORK_ERROR: Final = "network_error"
 CLIENT_ERROR: Final = "error"  # an exception inside the attempt (a bug, a library's)
+
+#: Answers that mean "too much, slow down" (with timeouts and 504s, ``slow``).
+BACKPRESSURE_STATUSES: Final = frozenset({429, 503})
+BACKPRESSURE_CODES: Final = ("THROTTLED", "RATE_LIMITED")
+
+
+def is_backpressure(status: int | None, outcome: Classified) -> bool:
+    """Whether an answer asks for fewer calls: 429, 503, a GraphQL THROTTLED or
+    RATE_LIMITED error, a timeout or a 504."""
+    if outcome.slow or status in BACKPRESSURE_STATUSES:
+        return True
+    if outcome.rule in (Rule.TRANSIENT_ERROR, Rule.TRANSIENT_SOME_ACCEPTED):
+        return any(code in outcome.message for code in BACKPRESSURE_CODES)
+    return False
 
 
 def _accepted_count(outcome: Classified, size: int) -> int | None:
@@ -191,6 +211,8 @@ class ConnectClient:
         self._rng_lock = threading.Lock()
         self._split_after_timeouts = split_after_timeouts
         self._record_headers = record_headers or (lambda ref: None)
+        #: told of every answer (set by the consumer when concurrency adapts)
+        self.on_answer: AnswerObserver | None = None
 
     def close(self) -> None:
         self._client.close()
@@ -232,8 +254,9 @@ class ConnectClient:
     def _attempt(self, batch: Batch) -> tuple[Classified, str]:
         """Send once; the verdict and the on_call outcome label. Never raises."""
         started = time.perf_counter()
+        status: int | None = None
         try:
-            outcome, kind = self._exchange(batch)
+            outcome, kind, status = self._exchange(batch)
         except Exception as error:  # the delivery thread must survive anything
             log.warning(
                 "delivery attempt failed; the batch is retried",
@@ -243,14 +266,17 @@ class ConnectClient:
             )
             message = f"{CLIENT_ERROR}: {type(error).__name__}"
             outcome, kind = Classified(Verdict.RETRY, message=message, raised=True), CLIENT_ERROR
+        seconds = time.perf_counter() - started
         try:
-            self._on_call(kind, time.perf_counter() - started, len(batch))
+            self._on_call(kind, seconds, len(batch))
+            if self.on_answer is not None:
+                self.on_answer(is_backpressure(status, outcome), seconds)
         except Exception as error:  # metrics failing must not change what was delivered
             log.warning("call observer failed", exc_info=error)
         return outcome, kind
 
-    def _exchange(self, batch: Batch) -> tuple[Classified, str]:
-        """Send once and classify: the verdict and the on_call outcome label."""
+    def _exchange(self, batch: Batch) -> tuple[Classified, str, int | None]:
+        """Send once and classify: the verdict, the on_call outcome label, the status."""
         headers = {
             "Idempotency-Key": sf_string(batch_key(batch.keys)),
             "Signal-Idempotency-Keys": sf_list(batch.keys),
@@ -259,14 +285,14 @@ class ConnectClient:
             response = self._transport(self._url, batch_body(batch.fragments), headers)
         except httpx.TimeoutException as error:
             message = f"timeout: {type(error).__name__}"
-            return Classified(Verdict.RETRY, message=message, slow=True), TIMEOUT
+            return Classified(Verdict.RETRY, message=message, slow=True), TIMEOUT, None
         except httpx.HTTPError as error:
             message = f"network error: {type(error).__name__}"
-            return Classified(Verdict.RETRY, message=message), NETWORK_ERROR
+            return Classified(Verdict.RETRY, message=message), NETWORK_ERROR, None
         outcome = classify_response(
             response.status_code, response.headers, response.content, len(batch)
         )
-        return outcome, str(outcome.verdict)
+        return outcome, str(outcome.verdict), response.status_code
 
     def _failing(self, report: DeliveryReport, failing: bool) -> None:
         if failing != report.failing:

@@ -24,6 +24,7 @@ from confluent_kafka import KafkaError, Message
 from pipeline.codec.avro import SchemaRegistryUnavailable
 from pipeline.config import Settings
 from pipeline.connect.client import encode_signal
+from pipeline.connect.concurrency import AdaptiveConcurrency
 from pipeline.kafka.batcher import Batcher
 from pipeline.kafka.commit_cycle import CommitCycle
 from pipeline.kafka.dead_letter_writer import DeadLetterWriter
@@ -112,7 +113,13 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
         self._batcher = Batcher(
             settings.batch_max_signals, settings.batch_max_bytes, settings.linger_ms / 1000
         )
-        self._deliveries = Deliveries(self._client.deliver, settings.max_in_flight_batches)
+        adaptive = None
+        if settings.adaptive_concurrency:
+            adaptive = AdaptiveConcurrency(settings.max_in_flight_batches)
+            self._client.on_answer = adaptive.observe
+        self._deliveries = Deliveries(
+            self._client.deliver, settings.max_in_flight_batches, adaptive
+        )
         dlq_max_bytes = int(producer_config(settings).get("message.max.bytes", 1_000_000))
         self._dead_letters = DeadLetterWriter(
             self._sink,
@@ -150,6 +157,7 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
         self._last_record = time.monotonic()
         self.metrics.watch(
             in_flight=lambda: self._deliveries.in_flight,
+            concurrency=lambda: self._deliveries.limit,
             buffered_bytes=lambda: self._buffered_bytes,
             assigned=lambda: len(self._reading()),
             paused=self._flow.paused_count,

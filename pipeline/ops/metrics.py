@@ -133,6 +133,11 @@ class PipelineMetrics:
         self.in_flight_batches = Gauge(
             f"{PREFIX}_in_flight_batches", "createSignals calls in flight.", registry=r
         )
+        self.call_concurrency = Gauge(
+            f"{PREFIX}_call_concurrency",
+            "createSignals calls allowed in flight now (adaptive: 1 to the maximum).",
+            registry=r,
+        )
         self.buffered_bytes = Gauge(
             f"{PREFIX}_buffered_bytes",
             "Event bytes read but not yet finished (batched, in flight, dead-lettering).",
@@ -209,6 +214,7 @@ class PipelineMetrics:
         api_failing: Callable[[], float],
         ledger_evicted: Callable[[], float] | None = None,
         committed: Callable[[], CommittedOffsets] | None = None,
+        concurrency: Callable[[], float] | None = None,
     ) -> None:
         """Gauges of the loop's state, read only when scraped (``committed``: when
         librdkafka's statistics arrive, in the poll thread that commits)."""
@@ -217,6 +223,8 @@ class PipelineMetrics:
         self.assigned_partitions.set_function(assigned)
         self.paused_partitions.set_function(paused)
         self.api_failing.set_function(api_failing)
+        if concurrency is not None:
+            self.call_concurrency.set_function(concurrency)
         if ledger_evicted is not None:
             self._ledger_evicted = ledger_evicted
         if committed is not None:
