@@ -54,6 +54,12 @@ class Batcher:
         if len(self._keys) >= self._max_signals:
             self.close()
 
+    def due_in(self) -> float | None:
+        """Seconds until the open batch is due to close (None: no batch open)."""
+        if not self._keys:
+            return None
+        return self._opened + self._linger_s - self._clock()
+
     def close_if_due(self) -> None:
         if self._keys and self._clock() - self._opened >= self._linger_s:
             self.close()

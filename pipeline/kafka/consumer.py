@@ -61,6 +61,8 @@ __all__ = [
 log = structlog.get_logger("pipeline.kafka.consumer")
 
 CONSUME_BATCH: Final = 500
+#: the longest the loop waits for a record (its other work runs at least this often)
+POLL_S: Final = 0.1
 
 
 class SignalConsumer(RecordEndings, ConsumerLifecycle):
@@ -223,8 +225,7 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
 
     def _step(self) -> None:
         self._ledger_loads()  # before the poll: partitions held while their ledger tails load
-        timeout = self._settings.linger_ms / 1000 if self._batcher.open else 0.1
-        messages = self._consumer.consume(CONSUME_BATCH, timeout=min(timeout, 0.1))
+        messages = self._poll()
         self._flow.after_poll()
         self.health.beat()
         if messages:
@@ -245,6 +246,24 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
         due = time.monotonic() - self._last_commit >= self._settings.commit_interval_ms / 1000
         if due or self._sink.abort_requested:
             self._commit(asynchronous=True)
+
+    def _poll(self) -> list[Message]:
+        """What librdkafka holds, at once; else wait for the next record, at most until
+        the open batch is due (or ``POLL_S``).
+
+        ``consume(n, timeout)`` returns only with n records or at the timeout: at a
+        low rate one call would hold every record it read for the whole timeout."""
+        messages = self._consumer.consume(CONSUME_BATCH, timeout=0)
+        if messages:
+            return messages
+        due = self._batcher.due_in()
+        timeout = POLL_S if due is None else min(POLL_S, due)
+        if timeout <= 0:
+            return messages
+        messages = self._consumer.consume(1, timeout=timeout)
+        if messages:  # and whatever came with it
+            messages.extend(self._consumer.consume(CONSUME_BATCH - 1, timeout=0))
+        return messages
 
     def _handle(self, message: Message) -> None:
         error = message.error()

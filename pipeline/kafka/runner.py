@@ -34,6 +34,10 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         # consumer lag and broker state for /metrics and /readyz (kafka_config may override)
         "statistics.interval.ms": 5000,
+        # A broker that holds a fetch until this wait ends (the embedded one does) would
+        # hold every record that long (librdkafka: 500 ms); Apache Kafka answers as soon
+        # as data arrives, so it only bounds an idle fetch (kafka_config may override).
+        "fetch.wait.max.ms": 50,
         **settings.kafka_common(),
         "group.id": settings.group_id,
         "enable.auto.commit": False,

@@ -47,3 +47,18 @@ def test_the_envelope_constant_covers_the_request_around_the_signals():
     fragments = [json.dumps({"n": n}).encode() for n in range(3)]
     body = batch_body(fragments)
     assert len(body) <= ENVELOPE_BYTES + sum(len(f) + 1 for f in fragments)
+
+
+def test_due_in_is_the_time_left_of_the_open_batch():
+    clock = Clock()
+    batcher = Batcher(max_signals=100, max_bytes=10_000, linger_s=0.05, clock=clock)
+    assert batcher.due_in() is None
+    clock.now = 1.0
+    batcher.add("a", b"{}", 1)
+    clock.now = 1.02
+    batcher.add("b", b"{}", 2)  # a later signal does not move the deadline
+    assert abs((batcher.due_in() or 0) - 0.03) < 1e-9
+    clock.now = 1.07
+    assert (batcher.due_in() or 0) < 0
+    batcher.close_if_due()
+    assert batcher.due_in() is None
