@@ -1,24 +1,31 @@
 """The session stage's own figures: memory per open session, restore time, cost per event.
 
-    python -m benchmarks.sessions_state [--sessions 100000]
+    python -m benchmarks.sessions_state [--sessions 100000] [--store memory|rocksdb]
 
 Pure (no broker): sessions of a typical shape (a page view, two product views, an
 add-to-cart) are fed to one partition's store; memory is measured with tracemalloc,
 restore is ``SessionStore.restore`` from the changelog records the store wrote (the
 decode and rebuild, without the Kafka read), and the cost per event is ``observe``
-alone, next to the decode-free catalog path (validate + map) the same events take.
+with a commit (``take_changes``: the changelog records, and for RocksDB the write
+back) every 2,000 events, next to the decode-free catalog path (validate + map) the
+same events take. ``--store rocksdb``: the states in RocksDB (the rocksdb extra);
+memory is then what Python holds (the expiry heap, the states changed since the last
+commit), beside RocksDB's own bounded buffers, and the database's size on disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import tempfile
 import time
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
 from pipeline.sessions.derive import KINDS, DeriveOptions
 from pipeline.sessions.store import SessionOptions, SessionStore
+from pipeline.sessions.tables import MemoryBackend, StateBackend
 from pipeline.signals.check import CheckOptions, process_record
 from pipeline.signals.mapping import MappedSignal, MappingOptions
 
@@ -71,7 +78,20 @@ def main() -> None:
     parser.add_argument(
         "--broker", action="store_true", help="also time the read from an embedded broker"
     )
+    parser.add_argument("--store", choices=("memory", "rocksdb"), default="memory")
     args = parser.parse_args()
+    backend: StateBackend = MemoryBackend()
+    directory: Path | None = None
+    if args.store == "rocksdb":
+        from pipeline.sessions.rocks import RocksBackend
+
+        rocks = RocksBackend(Path(tempfile.mkdtemp(prefix="sessions-bench-")))
+        backend, directory = rocks, rocks.directory
+    partitions = iter(range(1_000_000))
+
+    def new_store() -> SessionStore:
+        return SessionStore("clicks", options, backend.tables(("clicks", next(partitions))))
+
     options = SessionOptions(
         DeriveOptions(KINDS["both"], MappingOptions()), max_open=args.sessions + 1
     )
@@ -83,11 +103,14 @@ def main() -> None:
     map_s = time.perf_counter() - start
     assert all(isinstance(s, MappedSignal) for s in signals)
 
-    store = SessionStore("clicks", options)
-    start = time.perf_counter()
+    store = new_store()
+    start = time.process_time()
     for offset, signal in enumerate(signals):
         store.observe(signal, offset=offset)  # type: ignore[arg-type]
-    observe_s = time.perf_counter() - start
+        if offset % COMMIT_EVERY == 0:
+            store.take_changes()
+    store.take_changes()
+    observe_s = time.process_time() - start
     assert store.open_count == args.sessions
 
     del store
@@ -97,17 +120,28 @@ def main() -> None:
     del signals
     gc.collect()
     tracemalloc.start()  # (slows everything down: not timed)
-    store = SessionStore("clicks", options)
+    store = new_store()
     for offset, record in enumerate(records):
         store.observe(process_record(record, check), offset=offset)  # type: ignore[arg-type]
+        if offset % COMMIT_EVERY == 0:
+            store.take_changes()  # (the records go to Kafka: not kept here)
+    store.take_changes()
     gc.collect()
     held, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-
-    log = store.take_changes()
+    disk = directory and sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+    del store
+    gc.collect()
+    store = new_store()  # again, keeping the changelog this time, for the restore
+    log = []
+    for offset, signal in enumerate(process_record(r, check) for r in records):
+        store.observe(signal, offset=offset)  # type: ignore[arg-type]
+        if offset % COMMIT_EVERY == 0:
+            log += store.take_changes()
+    log += store.take_changes()
     log_bytes = sum(len(k) + len(v or b"") for k, v in log)
     start = time.perf_counter()
-    restored = SessionStore.restore("clicks", options, log)
+    restored = SessionStore.restore("clicks", options, log, backend.tables(("clicks", -1)))
     restore_s = time.perf_counter() - start
     assert restored.open_count == args.sessions
 
@@ -115,11 +149,13 @@ def main() -> None:
         read_s = broker_restore(log)
         print(f"restore from a broker    {read_s:.2f} s to read the changelog partition")
     per_session = held / args.sessions
-    print(f"open sessions            {args.sessions:,} (4 events each)")
+    print(f"open sessions            {args.sessions:,} (4 events each), {args.store}")
     print(f"memory per open session  {per_session:,.0f} B  -> {2**30 / per_session:,.0f} per GiB")
+    if disk:
+        print(f"on disk (RocksDB)        {disk / args.sessions:,.0f} B per session")
     print(f"changelog                {log_bytes / args.sessions:,.0f} B per session")
     print(f"restore                  {restore_s:.2f} s for {args.sessions:,} sessions (decode)")
-    print(f"observe                  {observe_s / len(records) * 1e6:.1f} µs per event")
+    print(f"observe (+ commits)      {observe_s / len(records) * 1e6:.1f} µs CPU per event")
     print(f"validate + map (JSON)    {map_s / len(records) * 1e6:.1f} µs per event")
     del store, restored, log  # a heap of 200,000 sessions slows every allocation after
     gc.collect()
@@ -128,6 +164,9 @@ def main() -> None:
         f"demo clickstream         decode+validate+map {process_us:.1f} µs, observe "
         f"{observe_us:.1f} µs per record (+{observe_us / process_us:.0%} of the CPU path)"
     )
+
+
+COMMIT_EVERY = 2_000
 
 
 def broker_restore(log: list[tuple[bytes, bytes | None]]) -> float:

@@ -7,7 +7,7 @@ generated from these). Validators across fields and behaviour live on ``Settings
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import NoDecode
@@ -275,6 +275,17 @@ class SessionSection(_Section):
         100_000,
         ge=100,
         description="Open sessions per partition; past it the longest idle closes early.",
+    )
+    session_store: Literal["memory", "rocksdb"] = Field(
+        "memory",
+        description="Where open sessions live between commits: memory, or rocksdb (on disk, "
+        "for more than memory holds; `pip install .[rocksdb]`). The changelog topic is the "
+        "source of truth either way: the on-disk state is rebuilt from it on assign.",
+    )
+    session_store_path: Path = Field(
+        Path("session-state"),
+        description="Directory of the rocksdb session store (one database per assigned "
+        "partition, under a directory per process, removed on revoke and at exit).",
     )
 
 

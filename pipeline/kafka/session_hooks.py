@@ -46,6 +46,7 @@ from pipeline.kafka.session_changelog import (
 from pipeline.ops.session_metrics import register
 from pipeline.sessions.stage import Partition, SessionStage
 from pipeline.sessions.store import Derived, SessionOptions, session_options
+from pipeline.sessions.tables import MemoryBackend, StateBackend
 from pipeline.signals.mapping import MappedSignal, MappingOptions
 from pipeline.signals.outcomes import Rejection
 
@@ -82,7 +83,7 @@ class SessionHooks:
     ) -> None:
         self._conf = settings.kafka_common()
         self._settings = settings
-        self.stage = SessionStage(options)
+        self.stage = SessionStage(options, state_backend(settings) if changelog else None)
         self._changelog = changelog
         self.topic = changelog_topic(settings)
         self._partitions = 1
@@ -168,6 +169,15 @@ class SessionHooks:
             self.stage.settled(partition, derived)
 
         return Emit(derived.outcome, message, derived.kind, settled)
+
+
+def state_backend(settings: Settings) -> StateBackend:
+    """Where sessions live: memory, or RocksDB on disk (PIPELINE_SESSION_STORE)."""
+    if settings.session_store == "rocksdb":
+        from pipeline.sessions.rocks import RocksBackend
+
+        return RocksBackend(settings.session_store_path)
+    return MemoryBackend()
 
 
 def _now_ms() -> int:

@@ -25,15 +25,17 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from pipeline.sessions.store import Counters, Derived, SessionOptions, SessionStore
+from pipeline.sessions.tables import MemoryBackend, Partition, StateBackend
 from pipeline.signals.mapping import MappedSignal
 
-Partition = tuple[str, int]
 ChangelogRecord = tuple[bytes, bytes | None]
+__all__ = ["ChangelogRecord", "Partition", "SessionStage"]
 
 
 class SessionStage:
-    def __init__(self, options: SessionOptions) -> None:
+    def __init__(self, options: SessionOptions, backend: StateBackend | None = None) -> None:
         self.options = options
+        self._backend = backend or MemoryBackend()  # where the states live
         self._stores: dict[Partition, SessionStore] = {}
         self._retired = Counters()  # counts of revoked partitions' stores
         self.unkeyed = 0
@@ -43,7 +45,8 @@ class SessionStage:
 
     def assign(self, partition: Partition, records: Iterable[ChangelogRecord]) -> list[Derived]:
         """Restore the partition's sessions; returns the signals to send again."""
-        store = SessionStore.restore(partition[0], self.options, records)
+        tables = self._backend.tables(partition)
+        store = SessionStore.restore(partition[0], self.options, records, tables)
         self._stores[partition] = store
         return store.pending()
 
@@ -51,6 +54,7 @@ class SessionStage:
         store = self._stores.pop(partition, None)
         if store is not None:
             _add(self._retired, store.counters)
+            self._backend.drop(partition)
 
     def store(self, partition: Partition) -> SessionStore | None:
         return self._stores.get(partition)

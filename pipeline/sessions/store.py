@@ -14,6 +14,10 @@ up to ``grace`` late still count. After that:
 The number of open sessions is capped: at the cap, the session idle longest is
 closed early (``evicted``) and its signals derived as of the watermark.
 
+The states live in two tables (``pipeline.sessions.tables``: dicts, or RocksDB on
+disk); the expiry heaps and the counts stay in memory. Options and what a store
+reports are in ``options.py``, the rebuild from the changelog in ``restore.py``.
+
 The store never does I/O. The caller feeds it mapped signals with their offsets,
 asks it to ``advance`` with the wall clock, writes ``take_changes()`` to the
 changelog in the transaction that commits the offsets, then says ``committed()``
@@ -23,25 +27,21 @@ or ``aborted()``. Derived signals stay ``pending`` in the closed marker until
 
 from __future__ import annotations
 
-import gc
 import heapq
 import itertools
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-from pipeline.config import DeriveAbandonment, Settings
 from pipeline.sessions.changelog import (
     ClockState,
     Closed,
     clock_record_key,
-    decode,
     encode,
-    parse_key,
     session_record_key,
 )
 from pipeline.sessions.clock import PartitionClock
-from pipeline.sessions.derive import BROWSE, KINDS, DeriveOptions, derived_records, to_signal
+from pipeline.sessions.derive import BROWSE, derived_records, to_signal
+from pipeline.sessions.options import Counters, Derived, SessionOptions, session_options
+from pipeline.sessions.restore import restore
 from pipeline.sessions.session import (
     CART_OPENING_TYPES,
     OPENING_TYPES,
@@ -51,72 +51,26 @@ from pipeline.sessions.session import (
     event_time,
     new_session,
 )
-from pipeline.signals.mapping import MappedSignal, MappingOptions
-from pipeline.signals.outcomes import Rejection
+from pipeline.sessions.tables import MemoryTable, StateTable, Tables
+from pipeline.signals.mapping import MappedSignal
+
+__all__ = ["Counters", "Derived", "SessionOptions", "SessionStore", "session_options"]
 
 Heap = list[tuple[int, int, SessionKey]]
-
-
-@dataclass(frozen=True, slots=True)
-class SessionOptions:
-    derive: DeriveOptions
-    gap_ms: int = 1_800_000
-    grace_ms: int = 60_000
-    #: Open sessions per partition; the longest idle is closed early past it.
-    max_open: int = 100_000
-    #: Wall time without an event after which the watermark follows the wall clock
-    #: (None: the grace, at least one second).
-    idle_ms: int | None = None
-
-    @property
-    def quiet_ms(self) -> int:
-        return self.idle_ms if self.idle_ms is not None else max(1_000, self.grace_ms)
-
-
-def session_options(settings: Settings, mapping: MappingOptions) -> SessionOptions | None:
-    """The session stage's options from the settings (None: derivation is off)."""
-    if settings.derive_abandonment is DeriveAbandonment.OFF:
-        return None
-    return SessionOptions(
-        DeriveOptions(KINDS[settings.derive_abandonment.value], mapping),
-        gap_ms=round(settings.session_gap_s * 1000),
-        grace_ms=round(settings.session_grace_s * 1000),
-        max_open=settings.session_max_open,
-    )
-
-
-@dataclass(slots=True)
-class Derived:
-    """One derived signal: the JSON-form event and what validation/mapping made of it."""
-
-    key: SessionKey
-    kind: str
-    record: dict[str, object]
-    outcome: MappedSignal | Rejection
-    evicted: bool = False
-
-
-@dataclass(slots=True)
-class Counters:
-    opened: int = 0
-    closed: int = 0
-    evicted: int = 0  # closed early at the cap
-    late: int = 0  # beyond the grace: ignored
-    reused: int = 0  # a session id seen again after its session expired: ignored
-    derived: Counter[str] = field(default_factory=Counter)
 
 
 class SessionStore:
     """The sessions of one source partition (``topic`` names it in changelog keys)."""
 
-    def __init__(self, topic: str, options: SessionOptions) -> None:
+    def __init__(self, topic: str, options: SessionOptions, tables: Tables | None = None) -> None:
         self.topic = topic
         self.options = options
         self.counters = Counters()
         self.clock = PartitionClock(options.quiet_ms, max_ahead_ms=options.gap_ms)
         self.applied_offset = -1
-        self._open: dict[SessionKey, Session] = {}
-        self._closed: dict[SessionKey, Closed] = {}
+        # where the states live (pipeline.sessions.tables): dicts, or RocksDB
+        self._open: StateTable[Session] = tables.open if tables else MemoryTable()
+        self._closed: StateTable[Closed] = tables.closed if tables else MemoryTable()
         self._open_heap: Heap = []  # (close deadline, seq, key); stale entries skipped
         self._closed_heap: Heap = []  # (forget deadline, seq, key)
         self._seq = itertools.count()
@@ -212,7 +166,7 @@ class SessionStore:
     def close_all(self) -> list[Derived]:
         """Close every open session at its expiry (the end of an offline file)."""
         derived: list[Derived] = []
-        for session in sorted(self._open.values(), key=lambda s: (s.last, s.key)):
+        for session in sorted((s for _, s in self._open.items()), key=lambda s: (s.last, s.key)):
             derived += self._close(session, session.last + self.options.gap_ms)
         return derived
 
@@ -333,10 +287,13 @@ class SessionStore:
     def take_changes(self) -> list[tuple[bytes, bytes | None]]:
         """Changelog records of what changed since the last call (for the transaction)."""
         records: list[tuple[bytes, bytes | None]] = []
+        encoded: dict[SessionKey, bytes | None] = {}
         for key in sorted(self._dirty):
             state: Session | Closed | None = self._open.get(key) or self._closed.get(key)
-            value = None if state is None else encode(state)
+            value = encoded[key] = None if state is None else encode(state)
             records.append((session_record_key(self.topic, key), value))
+        self._open.flush(encoded)  # an on-disk table writes back what changed
+        self._closed.flush(encoded)
         if self._clock_dirty:
             clock = ClockState(self.clock.watermark, self.applied_offset)
             records.append((clock_record_key(self.topic), encode(clock)))
@@ -361,49 +318,27 @@ class SessionStore:
         topic: str,
         options: SessionOptions,
         records: Iterable[tuple[bytes, bytes | None]],
+        tables: Tables | None = None,
     ) -> SessionStore:
         """The store as the changelog records (read in order) leave it."""
-        # Building 100,000 sessions triggers the cyclic collector again and again over
-        # a growing heap (three times the decoding itself); nothing built here is
-        # garbage, so it is paused for the restore.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            return cls._restore(topic, options, records)
-        finally:
-            if collecting:
-                gc.enable()
+        return restore(cls(topic, options, tables), records)
 
-    @classmethod
-    def _restore(
-        cls,
-        topic: str,
-        options: SessionOptions,
-        records: Iterable[tuple[bytes, bytes | None]],
-    ) -> SessionStore:
-        latest: dict[bytes, bytes] = {}
-        for raw_key, value in records:
-            if value is None:
-                latest.pop(raw_key, None)
-            else:
-                latest[raw_key] = value
-        store = cls(topic, options)
-        window = store._window
-        for raw_key, value in latest.items():
-            owner, key = parse_key(raw_key)
-            if owner != topic:
-                continue
-            state = decode(key, value)
-            if isinstance(state, ClockState):
-                store.clock.watermark = state.watermark
-                store.applied_offset = state.applied_offset
-            elif isinstance(state, Closed):
-                assert key is not None
-                store._closed[key] = state
-                store._closed_heap.append((state.expiry + window, next(store._seq), key))
-            else:
-                store._open[state.key] = state
-                store._open_heap.append((state.last + window, next(store._seq), state.key))
-        heapq.heapify(store._open_heap)
-        heapq.heapify(store._closed_heap)
-        return store
+    def load(
+        self, key: SessionKey | None, state: Session | Closed | ClockState, raw: bytes
+    ) -> None:
+        """One state read from the changelog (restore)."""
+        if isinstance(state, ClockState):
+            self.clock.watermark = state.watermark
+            self.applied_offset = state.applied_offset
+        elif isinstance(state, Closed):
+            assert key is not None
+            self._closed.load(key, state, raw)
+            self._closed_heap.append((state.expiry + self._window, next(self._seq), key))
+        else:
+            self._open.load(state.key, state, raw)
+            self._open_heap.append((state.last + self._window, next(self._seq), state.key))
+
+    def loaded(self) -> None:
+        """Every state is loaded: the heaps in order."""
+        heapq.heapify(self._open_heap)
+        heapq.heapify(self._closed_heap)

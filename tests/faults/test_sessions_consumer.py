@@ -220,15 +220,25 @@ def _run(settings: Settings, tmp_path: Path, name: str) -> Any:
     return consumer_process(settings, tmp_path / f"{name}.log")
 
 
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_sigkill_mid_session_and_mid_expiry_sends_each_signal_once(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, store: str
 ) -> None:
     gap = 4.0
     first = [(0, add("s1", 0, "A")), (0, view("s2", 0, "B"))]
     topic, dlq = new_topics(kafka_bootstrap, partitions=1)
     produce_to(kafka_bootstrap, topic, first)
+    state = tmp_path / "session-state"  # rocksdb: each run rebuilds it from the changelog
     with recorder() as connect:
-        settings = derive_settings(kafka_bootstrap, topic, dlq, connect.url, gap)
+        settings = derive_settings(
+            kafka_bootstrap,
+            topic,
+            dlq,
+            connect.url,
+            gap,
+            session_store=store,
+            session_store_path=state,
+        )
         # 1. killed during the sessions: their events delivered, the state committed
         process = _run(settings, tmp_path, "first")
         try:
@@ -266,6 +276,8 @@ def test_sigkill_mid_session_and_mid_expiry_sends_each_signal_once(
     want = expected(first, gap, 1)
     assert connect.derived() == want
     assert all(connect.accepted[k] == 1 for k in want)
+    if store == "rocksdb":  # the killed runs' databases are swept, the clean one removed
+        assert state.exists() and list(state.iterdir()) == []
 
 
 def test_a_replay_derives_the_same_signals_for_the_same_range(kafka_bootstrap: str) -> None:

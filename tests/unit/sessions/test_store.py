@@ -26,6 +26,8 @@ from tests.unit.sessions.script import (
 )
 
 WINDOW = GAP_S + GRACE_S
+# the store's contract, with its states in memory and in RocksDB
+pytestmark = pytest.mark.usefixtures("each_store")
 
 
 def kinds(derived: list[Derived]) -> list[tuple[str, str]]:
@@ -294,3 +296,10 @@ def test_the_wall_clock_alone_writes_no_changelog_record() -> None:
     store.committed()
     assert store.advance(ms(0) + 5_000) == []  # the watermark moved; nothing closed
     assert store.take_changes() == []  # an idle partition commits nothing
+
+
+def test_the_states_live_where_the_store_says(each_store: str) -> None:
+    store = SessionStore("clicks", options())
+    feed(store, [add("s1", 0, "A")])
+    table = type(store._open).__name__
+    assert table == {"memory": "MemoryTable", "rocksdb": "RocksTable"}[each_store]
