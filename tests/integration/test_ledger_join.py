@@ -47,6 +47,7 @@ from tests.integration.ledger_harness import (  # noqa: F401  (fixtures)
     live_writes,
     module_simulator_fixture,
     produce_sealed,
+    replay_command,
     simulator_fixture,
     write_ledger,
 )
@@ -240,3 +241,25 @@ def test_a_stopped_replay_ends_with_its_window_and_a_rerun_sends_nothing_twice(
     assert simulator.stats()["duplicates"] == 0
     sent = {row["key"] for row in simulator.signals()}
     assert sent == {keys[o] for o in range(START, END) if o not in accepted}
+
+
+def test_connect_pipeline_replay_of_more_accepted_keys_than_the_ledger_bound_skips_them_all(
+    kafka_bootstrap, simulator
+):
+    topic, keys, settings = _prepare(kafka_bootstrap, simulator, 1_800, seed=147)
+    now = int(time.time() * 1000)
+    tid = topic_id(topic)
+    first = 300
+    accepted = {o for o in range(first, 1_800) if o % 5}  # 1,200: over the bound below
+    history = [(keys[o], encode(now, tid, 0, o, o + 1)) for o in sorted(accepted)]
+    write_ledger(kafka_bootstrap, settings.ledger_topic_name, history)
+    bounded = settings.model_copy(update={"ledger_max_keys": 1_000})  # windows of 250
+
+    report = replay_command(bounded, "--topic", topic, "--from-offset", str(first), "--no-progress")
+
+    assert report["read"] == 1_800 - first
+    assert report["skipped_already_delivered"] == len(accepted)  # none evicted, none resent
+    assert report["sent"] == 1_800 - first - len(accepted)
+    assert simulator.stats()["duplicates"] == 0
+    sent = {row["key"] for row in simulator.signals()}
+    assert sent == {keys[o] for o in range(first, 1_800) if o not in accepted}
