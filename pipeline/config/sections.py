@@ -194,7 +194,7 @@ class DeliverySection(_Section):
     batch_max_bytes: int = Field(
         512 * 1024, ge=1_024, description="Request body bytes per call (at most)."
     )
-    linger_ms: int = Field(50, ge=0, description="Wait this long to fill a batch.")
+    linger_ms: int = Field(25, ge=0, description="Wait this long to fill a batch.")
     max_in_flight_batches: int = Field(4, ge=1, le=256, description="Concurrent calls.")
     adaptive_concurrency: bool = Field(
         True,
