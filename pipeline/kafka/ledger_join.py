@@ -112,23 +112,30 @@ class LedgerJoin:
         self._ends: dict[int, tuple[int, int]] = {}  # ledger partition: (low, end)
         self.format1 = array("Q")  # format-1 digests: no source, held throughout
         self._last_read = -1  # the highest ledger offset the last read handed on
-        self._consumer = Consumer(
-            {
-                **kafka_conf,
-                "group.id": f"ledger-join-{uuid.uuid4().hex[:12]}",  # never commits
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_uncommitted",  # see pipeline.kafka.ledger
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 10,
-                "queued.max.messages.kbytes": 4096,
-                "fetch.max.bytes": 1_048_576,
-                "max.partition.fetch.bytes": 1_048_576,
-            }
-        )
+        self._reader: Consumer | None = None  # made on the first read
+        self._conf = {
+            **kafka_conf,
+            "group.id": f"ledger-join-{uuid.uuid4().hex[:12]}",  # never commits
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_uncommitted",  # see pipeline.kafka.ledger
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 10,
+            "queued.max.messages.kbytes": 4096,
+            "fetch.max.bytes": 1_048_576,
+            "max.partition.fetch.bytes": 1_048_576,
+        }
+
+    @property
+    def _consumer(self) -> Consumer:
+        if self._reader is None:
+            self._reader = Consumer(self._conf)
+        return self._reader
 
     def close(self) -> None:
-        self._consumer.close()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     # --- the plan ----------------------------------------------------------------------
 
