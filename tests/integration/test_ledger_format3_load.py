@@ -115,14 +115,17 @@ def test_a_range_keeps_only_its_own_entries_of_a_batch_record(
     assert "k-20010" in loader.index and "k-22009" in loader.index
 
 
+@pytest.mark.parametrize("transactions", [True, False], ids=["transactional", "plain"])
 def test_the_consumer_writes_one_record_per_batch_and_a_restart_skips_them(
-    kafka_bootstrap: str, simulator: Any
+    kafka_bootstrap: str, simulator: Any, transactions: bool
 ) -> None:
     events = list(clickstream(400, seed=1403, invalid_ratio=0))
     keys = set(expected_signals(events))
     topic, dlq = new_topics(kafka_bootstrap, partitions=2)
     produce(kafka_bootstrap, topic, events)
-    settings = settings_for(kafka_bootstrap, topic, dlq, simulator.graphql_url)
+    settings = settings_for(
+        kafka_bootstrap, topic, dlq, simulator.graphql_url, transactions=transactions
+    )
     summary = run_until_idle(settings)
     assert summary.delivered_total == len(keys)
     records = read_topic(kafka_bootstrap, settings.ledger_topic_name, expected=1, timeout_s=10)
