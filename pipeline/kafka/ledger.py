@@ -1,14 +1,17 @@
 """The delivery ledger: which signals Connect accepted, so that none is sent twice.
 
-The ledger is a Kafka topic (compacted, and trimmed by time) keyed by the signal's
-idempotency key; a key lands in the ledger partition numbered like the source
-partition it was read from, so a re-read of source partition ``p`` needs ledger
-partition ``p`` only. A record is written only after Connect accepted the signal,
-inside the consumer's transaction when transactions are on.
+The ledger is a Kafka topic (compacted, and trimmed by time); a record lands in the
+ledger partition numbered like the source partition its signals were read from, so a
+re-read of source partition ``p`` needs ledger partition ``p`` only. A record is
+written only after Connect accepted its signals, inside the consumer's transaction
+when transactions are on: one per delivered batch and source partition (format 3,
+the idempotency keys in its value), or one per signal keyed by its idempotency key
+(format 2, ``PIPELINE_LEDGER_FORMAT=2``, for a rolling upgrade's first step).
 
 Since format 2 a record also names its source (topic, partition, offset) and a
 horizon, so that a consumer reads only the ledger tail its partitions can re-read
-(``ledger_records``, ``ledger_loader``); the in-memory index (``ledger_index``) holds
+(``ledger_records``, ``ledger_loader``), beside its poll loop (``ledger_tail``);
+the in-memory index (``ledger_index``) holds
 the keys read and accepted since, bounded by a maximum count (oldest evicted first,
 counted and logged). This module is the ledger's public face: its parts are re-exported.
 
@@ -35,16 +38,20 @@ from pipeline.kafka.ledger_index import LedgerIndex, key_digest
 from pipeline.kafka.ledger_loader import LedgerLoader, LoadProgress, TailRequest
 from pipeline.kafka.ledger_records import (
     Horizons,
+    LedgerEntry,
     LedgerRecord,
     decode,
     encode,
+    encode_batch,
     encode_v1,
+    entries,
     topic_id,
 )
 from pipeline.kafka.topics import ensure_topic
 
 __all__ = [
     "Horizons",
+    "LedgerEntry",
     "LedgerIndex",
     "LedgerLoader",
     "LedgerRecord",
@@ -53,7 +60,9 @@ __all__ = [
     "decode",
     "duplicate_bound",
     "encode",
+    "encode_batch",
     "ensure_ledger_topic",
+    "entries",
     "key_digest",
     "ledger_partition",
     "ledger_value",
