@@ -22,7 +22,7 @@ import click
 import structlog
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.config import Settings
+from pipeline.config import DeriveAbandonment, Settings
 from pipeline.kafka.consumer import Bounds, RecordOrigin, RunSummary, SignalConsumer
 from pipeline.kafka.ledger import ensure_ledger_topic, source_partition_count
 from pipeline.kafka.ledger_join import JoinStats, LedgerJoin
@@ -178,8 +178,17 @@ def run_bounded(
             consumer = SignalConsumer(settings, processor, bounds=bounds, origin=origin)
             consumer.ledger.add_digests(preloaded, int(time.time() * 1000))
             return _run_once(consumer, bar)
-        size = window if window is not None else max(1, settings.ledger_max_keys // 4)
+        size = window if window is not None else window_size(settings, total)
         return run_joined(settings, bounds, processor, size, origin=origin, bar=bar).summary
+
+
+def window_size(settings: Settings, total: int) -> int:
+    """Source offsets a replay window spans: a quarter of the ledger bound, or the whole
+    range when sessions are derived (sessions cross window ends: one window, so that a
+    replay derives what the live run derived; its keys then follow the range)."""
+    if settings.derive_abandonment is not DeriveAbandonment.OFF:
+        return max(1, total)
+    return max(1, settings.ledger_max_keys // 4)
 
 
 @dataclass(slots=True)

@@ -43,3 +43,13 @@ def test_a_window_reads_only_the_blocks_that_name_it_merged_into_stretches(
     assert join._runs(both) == {0: [(BLOCK, 2 * BLOCK)]}
     assert join._runs(Window({("b", 0): 0}, {("b", 0): 100})) == {0: [(BLOCK, 3 * BLOCK)]}
     assert join._runs(Window({("a", 0): 300}, {("a", 0): 340})) == {}
+
+
+def test_a_replay_window_spans_the_whole_range_when_sessions_are_derived() -> None:
+    from pipeline.config import DeriveAbandonment, Settings
+    from pipeline.kafka.replay import window_size
+
+    base = Settings(topics=["t"], ledger_max_keys=4_000)
+    assert window_size(base, 1_000_000) == 1_000
+    deriving = base.model_copy(update={"derive_abandonment": DeriveAbandonment.CART})
+    assert window_size(deriving, 1_000_000) == 1_000_000  # a session may cross any window end
