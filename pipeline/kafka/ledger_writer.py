@@ -101,7 +101,7 @@ class LedgerWriter:
         acked: list[Acked] | None,
     ) -> None:
         """One format-3 record for ``items`` (source offset, key) of one source partition
-        (several, should they exceed the format's limits)."""
+        (one format-2 record each when the format cannot hold them)."""
         value = self.tail.batch_value(accepted_ms, topic, partition, items, backfill=self._backfill)
         if value is None:  # a key the format cannot hold: one record each
             for index, (offset, key) in enumerate(items):
