@@ -126,7 +126,7 @@ def test_the_consumer_writes_one_record_per_batch_and_a_restart_skips_them(
     settings = settings_for(
         kafka_bootstrap, topic, dlq, simulator.graphql_url, transactions=transactions
     )
-    summary = run_until_idle(settings)
+    summary = run_until_idle(settings, idle_s=1.0)
     assert summary.delivered_total == len(keys)
     records = read_topic(kafka_bootstrap, settings.ledger_topic_name, expected=1, timeout_s=10)
     decoded = [decode(r.value()) for r in records]
@@ -140,5 +140,5 @@ def test_the_consumer_writes_one_record_per_batch_and_a_restart_skips_them(
             "ledger_topic": settings.ledger_topic_name,
         }
     )
-    assert run_until_idle(again).skipped == len(keys)
+    assert run_until_idle(again, idle_s=1.0).skipped == len(keys)
     assert simulator.stats()["accepted"] == len(keys) and simulator.stats()["duplicates"] == 0
