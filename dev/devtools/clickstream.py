@@ -72,7 +72,9 @@ class _Clock:
     def step(self, rng: random.Random) -> datetime:
         low, high = _STEP_MS
         step = rng.randrange(low, high) * self.pace / _INTERLEAVED
-        self.now += timedelta(milliseconds=step)
+        # whole milliseconds: eventTime is Avro timestamp-millis, so an event must
+        # survive an encode/decode round trip unchanged
+        self.now += timedelta(milliseconds=int(step))
         return self.now
 
 
