@@ -171,9 +171,10 @@ def test_run_logs_json_exposes_metrics_and_never_prints_a_secret(kafka_bootstrap
             assert probe(port, "/healthz")[0] == 200  # an outage is no reason to restart
             retried = scrape(port)
             # The 20 are upstream duplicates at new offsets: after a restart the ledger holds
-            # only the tail the committed offset can re-read (docs/idempotency.md), so they
-            # are sent (and refused with 401) rather than skipped; the ledger tests cover skips.
-            assert value(retried, M + "events_skipped_total") == 0
+            # the tail the committed offset can re-read (docs/idempotency.md) - with one
+            # record per batch that may include them - so some or all may be skipped; the
+            # 30 new events never are (the ledger tests cover exact skips).
+            assert (value(retried, M + "events_skipped_total") or 0) <= len(again)
             assert (value(retried, M + "api_retries_total") or 0) >= 1
             assert value(retried, M + "api_failing") == 1
             assert value(retried, M + "events_dead_lettered_total", reason="api_rejected") == 0
