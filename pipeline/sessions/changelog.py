@@ -22,8 +22,6 @@ from pipeline.sessions.session import (
     Session,
     SessionKey,
     Viewed,
-    item_fields,
-    view_item_fields,
 )
 
 VERSION: Final = 1
@@ -82,15 +80,12 @@ def encode(state: State) -> bytes:
             "last": s.last,
             "id": s.identity,
             "id_at": s.identity_at,
-            "adds": {k: [a.at, a.currency, item_fields(a.item)] for k, a in s.adds.items()},
+            "adds": {k: [a.at, a.currency, a.item] for k, a in s.adds.items()},
             "orders": {
                 k: [o.at, None if o.products is None else sorted(o.products)]
                 for k, o in s.orders.items()
             },
-            "views": {
-                p: [v.count, v.first, v.at, v.currency, view_item_fields(v.item)]
-                for p, v in s.views.items()
-            },
+            "views": {p: [v.count, v.first, v.at, v.currency, v.item] for p, v in s.views.items()},
             "url": s.cart_url,
             "err": s.error,
         }

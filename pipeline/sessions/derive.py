@@ -179,11 +179,14 @@ def derived_records(
     return records
 
 
-def to_signal(record: dict[str, Any], mapping: MappingOptions) -> MappedSignal | Rejection:
+def to_signal(
+    record: dict[str, Any], mapping: MappingOptions, at_ms: int | None = None
+) -> MappedSignal | Rejection:
     """Through the catalog's rules, like a producer's event: the fused path when it is
-    sure, else the strict one (which decides and explains a rejection)."""
+    sure, else the strict one (which decides and explains a rejection). ``at_ms``: the
+    record's eventTime as epoch ms, when the caller has it (not parsed back)."""
     kind = record["signalType"]
-    fused = map_avro_record(kind, _avro_form(kind, record), mapping)
+    fused = map_avro_record(kind, _avro_form(kind, record, at_ms), mapping)
     if fused is not None:
         return fused
     return to_signal_strict(record, mapping)
@@ -208,7 +211,7 @@ def _shape(kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _avro_form(kind: str, record: dict[str, Any]) -> dict[str, Any]:
+def _avro_form(kind: str, record: dict[str, Any], at_ms: int | None = None) -> dict[str, Any]:
     """The JSON-form derived record as the Avro decoder would return it: every field
     present (None when absent), identity with every attribute, eventTime a UTC datetime.
     Anything of another type makes the fused path unsure, never wrong."""
@@ -227,5 +230,7 @@ def _avro_form(kind: str, record: dict[str, Any]) -> dict[str, Any]:
         name: identity.get(name) for name in catalog.IDENTIFIABLE_ATTRIBUTES
     }
     form["appKey"] = record["appKey"]
-    form["eventTime"] = _EPOCH + timedelta(milliseconds=timestamp_ms(record["eventTime"]))
+    if at_ms is None:
+        at_ms = timestamp_ms(record["eventTime"])
+    form["eventTime"] = _EPOCH + timedelta(milliseconds=at_ms)
     return form

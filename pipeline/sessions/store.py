@@ -205,11 +205,11 @@ class SessionStore:
         # the future, never before the session's last event).
         stamp = max(session.last, min(expiry, self.clock.watermark)) if evicted else expiry
         derived = []
+        mapping = self.options.derive.mapping
         for record in derived_records(session, stamp, self.options.derive):
             kind = str(record["signalType"])
-            derived.append(
-                Derived(key, kind, record, to_signal(record, self.options.derive.mapping), evicted)
-            )
+            outcome = to_signal(record, mapping, stamp)  # (eventTime is format_ms(stamp))
+            derived.append(Derived(key, kind, record, outcome, evicted))
             self.counters.derived[kind] += 1
         expiry = session.last + self.options.gap_ms
         self._closed[key] = Closed(expiry, {d.kind: d.record for d in derived})
