@@ -110,25 +110,7 @@ class LedgerIndex:
         read and one lock for the batch, not one per key."""
         if accepted_ms < self.cutoff_ms():
             return False
-        minute = accepted_ms // 60_000
-        buckets, mask = self._buckets, self._mask
-        with self._lock:
-            chunks = self._chunks
-            if not chunks or minute > chunks[-1][0]:
-                chunks.append((minute, array("Q")))
-            chunk = chunks[-1][1]
-            added = 0
-            for key in keys:
-                digest = hash(key) & _DIGEST_MASK  # key_digest, inlined: once per signal
-                bucket = buckets[digest & mask]
-                if bucket is None:
-                    bucket = buckets[digest & mask] = array("Q")
-                bucket.append(digest)
-                chunk.append(digest)
-                added += 1
-            self._count += added
-            if self._count > self.max_keys:
-                self._evict(self._count - self.max_keys + self.max_keys // 100)
+        self.add_digests([hash(key) & _DIGEST_MASK for key in keys], accepted_ms)
         return True
 
     def add_digests(self, digests: Iterable[int], accepted_ms: int) -> int:

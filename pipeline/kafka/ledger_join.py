@@ -41,8 +41,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from pipeline.kafka.ledger_reads import read_range
 from pipeline.kafka.ledger_records import LedgerEntry, entries, topic_id
 
 log = structlog.get_logger("pipeline.kafka.ledger_join")
@@ -336,30 +337,13 @@ class LedgerJoin:
         low, end = self._ends[ledger]
         if upper is None and end <= low:
             return 0  # an empty window: nothing to fetch
-        consumer = self._consumer
-        consumer.assign([TopicPartition(self.topic, ledger, start)])
         read = 0
-        deadline = time.monotonic() + READ_TIMEOUT_S
-        try:
-            while True:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"ledger {self.topic}[{ledger}]: no progress")
-                messages = consumer.consume(10_000, timeout=0.05)
-                if messages:
-                    deadline = time.monotonic() + READ_TIMEOUT_S
-                for message in messages:
-                    error = message.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            return read
-                        raise RuntimeError(f"ledger {self.topic}: {error}")
-                    offset = message.offset() or 0
-                    if offset < start:
-                        continue  # a fetch from before the assignment moved
-                    if upper is not None and offset >= upper:
-                        return read
-                    read += 1
-                    self._last_read = max(self._last_read, offset)
-                    sink(offset, entries(message.key(), message.value()))
-        finally:
-            consumer.unassign()
+        for batch in read_range(
+            self._consumer, self.topic, ledger, start, upper, timeout_s=READ_TIMEOUT_S
+        ):
+            for message in batch:
+                offset = message.offset() or 0
+                self._last_read = max(self._last_read, offset)
+                sink(offset, entries(message.key(), message.value()))
+            read += len(batch)
+        return read

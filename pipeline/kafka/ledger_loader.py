@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline.kafka.ledger_index import LedgerIndex, key_digest
+from pipeline.kafka.ledger_reads import read_range
 from pipeline.kafka.ledger_records import LedgerRecord, decode, topic_id
 
 log = structlog.get_logger("pipeline.kafka.ledger")
@@ -374,38 +375,25 @@ class LedgerLoader:
         low, end = self._ends.get(partition, (0, 0))
         if upper is None and start >= end and end <= low:
             return 0  # an empty window: nothing to fetch (the end is what EOF reports)
-        consumer.assign([TopicPartition(self.topic, partition, start)])
-        read = 0
-        deadline = time.monotonic() + LOAD_TIMEOUT_S
-        while True:
+
+        def check() -> None:
             if self._cancelled():
                 raise LoadCancelled(f"ledger {self.topic}[{partition}]: load cancelled")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"ledger {self.topic}[{partition}]: no progress, not loaded")
-            messages = consumer.consume(10_000, timeout=0.05)
-            if messages:
-                deadline = time.monotonic() + LOAD_TIMEOUT_S
-                self._on_progress()
-            before = read
-            try:
-                for message in messages:
-                    error = message.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            return read
-                        raise RuntimeError(f"ledger {self.topic}: {error}")
-                    offset = message.offset() or 0
-                    if offset < start:
-                        continue  # a fetch from before the assignment moved
-                    if upper is not None and offset >= upper:
-                        return read
-                    read += 1
-                    key = message.key()
-                    record = decode(message.value())
-                    if key is not None and record is not None:
-                        sink(offset, key, record)
-            finally:
-                self.progress.advanced(read - before)
+
+        read = 0
+        batches = read_range(
+            consumer, self.topic, partition, start, upper, timeout_s=LOAD_TIMEOUT_S, check=check
+        )
+        for batch in batches:
+            self._on_progress()
+            for message in batch:
+                key = message.key()
+                record = decode(message.value())
+                if key is not None and record is not None:
+                    sink(message.offset() or 0, key, record)
+            read += len(batch)
+            self.progress.advanced(len(batch))
+        return read
 
 
 def _never() -> bool:

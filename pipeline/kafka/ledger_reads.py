@@ -1,0 +1,60 @@
+"""Reading one ledger partition forward over an offset range: the loop the tail loader
+and the replay join share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+
+def _keep_going() -> None:
+    return None
+
+
+def read_range(
+    consumer: Consumer,
+    topic: str,
+    partition: int,
+    start: int,
+    upper: int | None,
+    *,
+    timeout_s: float,
+    check: Callable[[], None] = _keep_going,
+) -> Iterator[list[Message]]:
+    """Batches of the messages of ``topic[partition]`` from ``start`` to ``upper``
+    (exclusive; None: to the partition's end, which the consumer reports as EOF, so it
+    needs ``enable.partition.eof``). A batch is yielded for every fetch that returned
+    something (possibly nothing in range), and one last at the end. Raises RuntimeError
+    when nothing arrives for ``timeout_s``; ``check`` runs before each fetch and may
+    raise to cancel."""
+    consumer.assign([TopicPartition(topic, partition, start)])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            check()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ledger {topic}[{partition}]: no progress")
+            messages = consumer.consume(10_000, timeout=0.05)
+            if not messages:
+                continue
+            deadline = time.monotonic() + timeout_s
+            batch: list[Message] = []
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        yield batch
+                        return
+                    raise RuntimeError(f"ledger {topic}: {error}")
+                offset = message.offset() or 0
+                if offset < start:
+                    continue  # a fetch from before the assignment moved
+                if upper is not None and offset >= upper:
+                    yield batch
+                    return
+                batch.append(message)
+            yield batch
+    finally:
+        consumer.unassign()
