@@ -49,6 +49,7 @@ from devtools.producer import produce_events
 
 from benchmarks.stack import REPO, Stack
 from pipeline.kafka.ledger import LedgerIndex, encode, ensure_ledger_topic, topic_id
+from pipeline.kafka.ledger_records import batch_key, encode_batch
 
 WEEK_MS: Final = 7 * 24 * 3_600_000
 MIB: Final = 1024 * 1024
@@ -250,6 +251,17 @@ def bytes_per_key_in_memory(count: int) -> float:
     return (after - before) / count
 
 
+def bytes_per_key_v3(key_length: int, keys: int) -> float:
+    """Broker bytes per key of a format-3 record (one per delivered batch and source
+    partition) holding ``keys`` keys, before compression."""
+    entries = [(offset, "k" * key_length) for offset in range(keys)]
+    value = encode_batch(0, 0, 0, entries, keys)
+    assert value is not None
+    record_key = len(batch_key(value))
+    body = 1 + 1 + 1 + 1 + record_key + 3 + len(value) + 1  # varints of a record this size
+    return (2 + body) / keys
+
+
 def bytes_per_record_on_broker(key_length: int) -> int:
     """A format-2 record in a v2 record batch (no headers), before compression."""
 
@@ -271,6 +283,8 @@ def run(args: argparse.Namespace, add: Callable[[str, str], None]) -> None:
     sizes = [int(s * scale) for s in args.sizes]
     add("ledger B/key in memory (index, 28-char keys)", f"{bytes_per_key_in_memory(200_000):.1f}")
     add("ledger B/record on the broker (28-char key)", str(bytes_per_record_on_broker(28)))
+    per_key = bytes_per_key_v3(28, 500)
+    add("ledger B/key on the broker, format 3 (500 28-char keys a record)", f"{per_key:.1f}")
     with Stack() as stack:
         seed = int(time.time()) % 100_000  # events the simulator has never seen
         medians = []
