@@ -135,15 +135,14 @@ class SessionHooks:
         transactional producer); returns how many."""
         if not self._changelog:
             return 0
-        changes = self.stage.changes()
-        for (_, partition), key, value in changes:
-            produce(
-                self.topic,
-                partition=changelog_partition(partition, self._partitions),
-                key=key,
-                value=value,
-            )
-        return len(changes)
+        written = 0
+        topic = self.topic
+        for (_, source), records in self.stage.changes_by_partition():
+            partition = changelog_partition(source, self._partitions)
+            for key, value in records:
+                produce(topic, partition=partition, key=key, value=value)
+            written += len(records)
+        return written
 
     def committed(self) -> None:
         self.stage.committed()

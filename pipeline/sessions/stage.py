@@ -111,9 +111,13 @@ class SessionStage:
     def changes(self) -> list[tuple[Partition, bytes, bytes | None]]:
         return [
             (partition, key, value)
-            for partition, store in self._stores.items()
-            for key, value in store.take_changes()
+            for partition, records in self.changes_by_partition()
+            for key, value in records
         ]
+
+    def changes_by_partition(self) -> list[tuple[Partition, list[ChangelogRecord]]]:
+        """What ``changes`` returns, a list per partition (no tuple per record)."""
+        return [(partition, store.take_changes()) for partition, store in self._stores.items()]
 
     def committed(self) -> None:
         for store in self._stores.values():
