@@ -47,9 +47,7 @@ from pipeline.sessions.session import (
     Session,
     SessionKey,
     format_ms,
-    item_fields,
     timestamp_ms,
-    view_item_fields,
 )
 from pipeline.signals import catalog
 from pipeline.signals.fused import map_avro_record
@@ -116,7 +114,7 @@ def cart_content(session: Session) -> dict[str, Any] | None:
     if not lines:
         return None
     currency = lines[-1].currency
-    items = [item_fields(li.item) for li in lines if li.currency == currency]
+    items = [dict(li.item) for li in lines if li.currency == currency]  # item fields only
     if len(items) > 1:
         items = merge_repeated_products(items)
     value = sum((_line_value(i) for i in items), Decimal(0))
@@ -145,7 +143,7 @@ def browse_content(session: Session, max_items: int) -> dict[str, Any] | None:
     if not ranked:
         return None
     currency = ranked[0][1].currency
-    items = [view_item_fields(v.item) for _, v in ranked if v.currency == currency][:max_items]
+    items = [dict(v.item) for _, v in ranked if v.currency == currency][:max_items]
     return {"currency": currency, "abandonedItems": items}
 
 
