@@ -63,6 +63,7 @@ log = structlog.get_logger("pipeline.kafka.consumer")
 CONSUME_BATCH: Final = 500
 #: the longest the loop waits for a record (its other work runs at least this often)
 POLL_S: Final = 0.1
+LOAD_POLL_S: Final = 0.01  # while ledger tails load: their partitions wait on it
 
 
 class SignalConsumer(RecordEndings, ConsumerLifecycle):
@@ -258,6 +259,8 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
             return messages
         due = self._batcher.due_in()
         timeout = POLL_S if due is None else min(POLL_S, due)
+        if self._tail is not None and self._tail.waiting:
+            timeout = min(timeout, LOAD_POLL_S)  # notice a load's end at once (first ack)
         if timeout <= 0:
             return messages
         messages = self._consumer.consume(1, timeout=timeout)
