@@ -34,7 +34,6 @@ read ahead) plus the format-1 keys; never the range's. ``JoinStats`` counts it.
 from __future__ import annotations
 
 import time
-import uuid
 from array import array
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from typing import Any, Final
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from pipeline.kafka.ledger_reads import read_range
+from pipeline.kafka.ledger_reads import read_range, reader_config
 from pipeline.kafka.ledger_records import LedgerEntry, entries, topic_id
 
 log = structlog.get_logger("pipeline.kafka.ledger_join")
@@ -114,18 +113,7 @@ class LedgerJoin:
         self.format1 = array("Q")  # format-1 digests: no source, held throughout
         self._last_read = -1  # the highest ledger offset the last read handed on
         self._reader: Consumer | None = None  # made on the first read
-        self._conf = {
-            **kafka_conf,
-            "group.id": f"ledger-join-{uuid.uuid4().hex[:12]}",  # never commits
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_uncommitted",  # see pipeline.kafka.ledger
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 10,
-            "queued.max.messages.kbytes": 4096,
-            "fetch.max.bytes": 1_048_576,
-            "max.partition.fetch.bytes": 1_048_576,
-        }
+        self._conf = reader_config(kafka_conf, "ledger-join")
 
     @property
     def _consumer(self) -> Consumer:

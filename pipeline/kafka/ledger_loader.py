@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -35,7 +34,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline.kafka.ledger_index import LedgerIndex, key_digest
-from pipeline.kafka.ledger_reads import read_range
+from pipeline.kafka.ledger_reads import read_range, reader_config
 from pipeline.kafka.ledger_records import LedgerRecord, decode, topic_id
 
 log = structlog.get_logger("pipeline.kafka.ledger")
@@ -47,9 +46,6 @@ LOAD_TIMEOUT_S: Final = 300.0
 FIRST_CHUNK: Final = 4_096
 MAX_CHUNK: Final = 131_072
 _QUERY_TIMEOUT_S: Final = 30.0
-_GROUP_ONLY: Final = frozenset(
-    {"max.poll.interval.ms", "session.timeout.ms", "heartbeat.interval.ms", "group.instance.id"}
-)
 
 
 class LoadCancelled(Exception):
@@ -108,24 +104,7 @@ class LedgerLoader:
         progress: LoadProgress | None = None,
         on_progress: Callable[[], None] = lambda: None,
     ) -> None:
-        self._conf = {
-            # it assigns partitions and never joins a group: a group's timeouts (a
-            # max.poll.interval.ms below the default session.timeout.ms) do not apply
-            **{k: v for k, v in kafka_conf.items() if k not in _GROUP_ONLY},
-            "group.id": f"ledger-loader-{uuid.uuid4().hex[:12]}",  # never commits
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_uncommitted",  # see pipeline.kafka.ledger
-            "auto.offset.reset": "earliest",
-            # at the end a fetch answers at once (the default waits 500 ms for data,
-            # which made a start wait about a second per ledger partition)
-            "fetch.wait.max.ms": 10,
-            # a small read-ahead: a chunk read back fetches little past its end, and the
-            # prefetch queue (64 MiB by default) does not outweigh the keys it holds
-            "queued.max.messages.kbytes": 4096,
-            "fetch.max.bytes": 1_048_576,
-            "max.partition.fetch.bytes": 1_048_576,
-        }
+        self._conf = reader_config(kafka_conf, "ledger-loader")
         self.topic = topic
         self.index = index
         self.progress = progress or LoadProgress()

@@ -4,9 +4,37 @@ and the replay join share."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from typing import Any, Final
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+# It assigns partitions and never joins a group: a group's timeouts do not apply (a
+# max.poll.interval.ms below the default session.timeout.ms makes librdkafka refuse it).
+_GROUP_ONLY: Final = frozenset(
+    {"max.poll.interval.ms", "session.timeout.ms", "heartbeat.interval.ms", "group.instance.id"}
+)
+
+
+def reader_config(kafka_conf: dict[str, Any], name: str) -> dict[str, Any]:
+    """The configuration of a consumer that reads ledger partitions by assignment."""
+    return {
+        **{k: v for k, v in kafka_conf.items() if k not in _GROUP_ONLY},
+        "group.id": f"{name}-{uuid.uuid4().hex[:12]}",  # never commits
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "isolation.level": "read_uncommitted",  # see pipeline.kafka.ledger
+        "auto.offset.reset": "earliest",
+        # at the end a fetch answers at once (the default waits 500 ms for data,
+        # which made a start wait about a second per ledger partition)
+        "fetch.wait.max.ms": 10,
+        # a small read-ahead: a chunk read back fetches little past its end, and the
+        # prefetch queue (64 MiB by default) does not outweigh the keys it holds
+        "queued.max.messages.kbytes": 4096,
+        "fetch.max.bytes": 1_048_576,
+        "max.partition.fetch.bytes": 1_048_576,
+    }
 
 
 def _keep_going() -> None:
