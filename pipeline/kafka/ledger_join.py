@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer
 
-from pipeline.kafka.ledger_reads import read_range, reader_config
+from pipeline.kafka.ledger_reads import read_range, reader_config, retention_bounds
 from pipeline.kafka.ledger_records import LedgerEntry, entries, topic_id
 
 log = structlog.get_logger("pipeline.kafka.ledger_join")
@@ -298,16 +298,9 @@ class LedgerJoin:
 
     def _bounds(self, ledger: int) -> tuple[int, int]:
         """Where the retention window starts (skipped without reading) and the end."""
-        consumer = self._consumer
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(self.topic, ledger), timeout=_QUERY_TIMEOUT_S
+        low, high = retention_bounds(
+            self._consumer, self.topic, ledger, self._cutoff_ms(), _QUERY_TIMEOUT_S
         )
-        query = [TopicPartition(self.topic, ledger, self._cutoff_ms())]
-        (found,) = consumer.offsets_for_times(query, timeout=_QUERY_TIMEOUT_S)
-        if found.offset >= 0:
-            low = max(low, found.offset)
-        elif found.offset != OFFSET_BEGINNING:  # nothing within the window
-            low = max(low, high)
         self._ends[ledger] = (low, high)
         return low, high
 

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from pipeline.kafka.ledger_index import LedgerIndex, key_digest
-from pipeline.kafka.ledger_reads import read_range, reader_config
+from pipeline.kafka.ledger_reads import read_range, reader_config, retention_bounds
 from pipeline.kafka.ledger_records import LedgerRecord, decode, topic_id
 
 log = structlog.get_logger("pipeline.kafka.ledger")
@@ -321,14 +321,9 @@ class LedgerLoader:
 
     def _bounds(self, consumer: Consumer, partition: int) -> tuple[int, int]:
         """Where the retention window starts (skipped without reading) and the end."""
-        tp = TopicPartition(self.topic, partition)
-        low, high = consumer.get_watermark_offsets(tp, timeout=_QUERY_TIMEOUT_S)
-        query = [TopicPartition(self.topic, partition, self.index.cutoff_ms())]
-        (found,) = consumer.offsets_for_times(query, timeout=_QUERY_TIMEOUT_S)
-        if found.offset >= 0:
-            low = max(low, found.offset)
-        elif found.offset != OFFSET_BEGINNING:  # nothing within the window
-            low = max(low, high)
+        low, high = retention_bounds(
+            consumer, self.topic, partition, self.index.cutoff_ms(), _QUERY_TIMEOUT_S
+        )
         self._ends[partition] = (low, high)
         return low, high
 

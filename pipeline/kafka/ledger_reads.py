@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 # It assigns partitions and never joins a group: a group's timeouts do not apply (a
 # max.poll.interval.ms below the default session.timeout.ms makes librdkafka refuse it).
@@ -35,6 +35,21 @@ def reader_config(kafka_conf: dict[str, Any], name: str) -> dict[str, Any]:
         "fetch.max.bytes": 1_048_576,
         "max.partition.fetch.bytes": 1_048_576,
     }
+
+
+def retention_bounds(
+    consumer: Consumer, topic: str, partition: int, cutoff_ms: int, timeout_s: float
+) -> tuple[int, int]:
+    """(where the retention window starts, the end) of a ledger partition: records
+    before the start are older than ``cutoff_ms`` and are skipped without reading."""
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+    query = [TopicPartition(topic, partition, cutoff_ms)]
+    (found,) = consumer.offsets_for_times(query, timeout=timeout_s)
+    if found.offset >= 0:
+        low = max(low, found.offset)
+    elif found.offset != OFFSET_BEGINNING:  # nothing within the window
+        low = max(low, high)
+    return low, high
 
 
 def _keep_going() -> None:
