@@ -19,9 +19,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from graphql import ValueNode, VariableDefinitionNode
+    from graphql import NameNode, ValueNode, VariableDefinitionNode
 
 OPERATION_NAME: Final = "CreateSignals"
+
+
+def _name(value: str) -> NameNode:
+    from graphql import NameNode
+
+    return NameNode(value=value)
 
 
 def _mutation(signals_argument: ValueNode, variables: tuple[VariableDefinitionNode, ...]) -> str:
@@ -29,15 +35,11 @@ def _mutation(signals_argument: ValueNode, variables: tuple[VariableDefinitionNo
         ArgumentNode,
         DocumentNode,
         FieldNode,
-        NameNode,
         OperationDefinitionNode,
         OperationType,
         SelectionSetNode,
         print_ast,
     )
-
-    def _name(value: str) -> NameNode:
-        return NameNode(value=value)
 
     create = FieldNode(
         name=_name("createSignals"),
@@ -57,14 +59,10 @@ def _signals_variable() -> VariableDefinitionNode:
     from graphql import (
         ListTypeNode,
         NamedTypeNode,
-        NameNode,
         NonNullTypeNode,
         VariableDefinitionNode,
         VariableNode,
     )
-
-    def _name(value: str) -> NameNode:
-        return NameNode(value=value)
 
     signal_input = NonNullTypeNode(type=NamedTypeNode(name=_name("SignalInput")))
     return VariableDefinitionNode(
