@@ -9,7 +9,14 @@ from typing import Any
 import click
 
 from pipeline.cli.run import load_or_exit
-from pipeline.kafka.replay import Range, bounded_settings, report, resolve_bounds, run_bounded
+from pipeline.kafka.replay import (
+    Range,
+    UnknownRange,
+    bounded_settings,
+    report,
+    resolve_bounds,
+    run_bounded,
+)
 from pipeline.ops.logs import configure_logging
 
 
@@ -66,6 +73,9 @@ def replay(
         raise click.UsageError("give --topic (PIPELINE_TOPICS is a pattern)")
     settings = bounded_settings(live, group or f"{live.group_id}-replay", chosen)
     where = Range(from_offset, _millis(from_time), _millis(to_time))
-    bounds = resolve_bounds(settings, chosen, partitions, where, live_group=live.group_id)
+    try:
+        bounds = resolve_bounds(settings, chosen, partitions, where, live_group=live.group_id)
+    except UnknownRange as error:
+        raise click.UsageError(str(error)) from error
     summary = run_bounded(settings, bounds, progress=progress)
     click.echo(json.dumps(report(summary)))

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-import click
 import structlog
 from confluent_kafka import Consumer, TopicPartition
 
@@ -58,6 +57,10 @@ def _by_time(consumer: Consumer, keys: Sequence[tuple[str, int]], ms: int) -> di
     return {(tp.topic, tp.partition): tp.offset for tp in found}
 
 
+class UnknownRange(ValueError):
+    """A topic or partition to replay that the broker does not have."""
+
+
 def resolve_bounds(
     settings: Settings,
     topics: Sequence[str],
@@ -80,12 +83,12 @@ def resolve_bounds(
         keys: list[tuple[str, int]] = []
         for topic in topics:
             if topic not in metadata:
-                raise click.UsageError(f"topic {topic!r} does not exist")
+                raise UnknownRange(f"topic {topic!r} does not exist")
             known = sorted(metadata[topic].partitions)
             chosen = [p for p in known if not partitions or p in partitions]
             missing = set(partitions) - set(known)
             if missing:
-                raise click.UsageError(f"{topic} has no partition {sorted(missing)}")
+                raise UnknownRange(f"{topic} has no partition {sorted(missing)}")
             keys.extend((topic, p) for p in chosen)
         watermarks = {
             key: consumer.get_watermark_offsets(TopicPartition(*key), timeout=TIMEOUT_S)

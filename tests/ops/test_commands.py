@@ -65,3 +65,27 @@ def test_run_refuses_an_unknown_variable_and_names_it():
     )
     assert done.returncode == 2
     assert "PIPELINE_DLQ_TOPICS: unknown setting; did you mean PIPELINE_DLQ_TOPIC?" in done.stderr
+
+
+def test_replay_names_a_topic_or_partition_the_broker_does_not_have(kafka_bootstrap):
+    """The range is checked before anything is read: a usage error (exit 2) naming it."""
+    from devtools.stack import pipeline_environment
+
+    topic = f"replayed-{uuid.uuid4().hex[:8]}"
+    produced = ["produce", "--bootstrap-servers", kafka_bootstrap, "--topic", topic]
+    assert (
+        CliRunner().invoke(main, [*produced, "--events", "4", "--partitions", "2"]).exit_code == 0
+    )
+    env = pipeline_environment(
+        {"PIPELINE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "PIPELINE_TOPICS": topic}
+    )
+    missing = CliRunner().invoke(
+        main, ["replay", "--topic", f"{topic}-nope", "--from-offset", "0"], env=env
+    )
+    assert missing.exit_code == 2, missing.output
+    assert f"topic '{topic}-nope' does not exist" in missing.output
+    no_partition = CliRunner().invoke(
+        main, ["replay", "--topic", topic, "--partition", "7", "--from-offset", "0"], env=env
+    )
+    assert no_partition.exit_code == 2, no_partition.output
+    assert f"{topic} has no partition [7]" in no_partition.output
