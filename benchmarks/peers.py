@@ -1,6 +1,6 @@
 """The peer comparison from this suite: the shared harness, then ratios from the same run.
 
-    python -m benchmarks peers [--runs 3] [--peers B,C,E1,P,P0,P2,PD,PDq]
+    python -m benchmarks peers [--runs 3] [--peers B,C,E1,P,P0,P2,PD,PDq,PM,PMD]
 
 Runs ``../shared/bench-peers/run.sh`` (when that harness is present) on the same
 machine, one variant after another, and reads the rows it appended to its
@@ -14,6 +14,11 @@ same run only: absolute figures move with the machine.
 The harness stops a run when its sink holds 200,000 signals; with derivation on,
 derived signals count too, so the source events a P-variant consumed are read from
 its log (the ``consumed N`` summary line) and its CPU is given per source event.
+
+``PM`` and ``PMD`` run on a shop's clickstream instead (sessions of page views, product
+views, add-to-carts, some orders; ``benchmarks.peers_shop``): the project with its
+defaults, and with derived abandonment on. Their rows are in a table of their own,
+since their workload is not the harness's.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ class PeerRow:
     #: P variants: source events consumed (from the log) per second of the run, and
     #: CPU per source event (not per signal at the sink: derived signals count there)
     source_events_per_s: float | None
+    signals_per_s: float | None = None  # at the sink, derived ones included (shop rows)
+    workload: str = "addToCart"  # the harness's; "shop": benchmarks.peers_shop
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -71,7 +78,7 @@ def _count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
-def _consumed(log: Path) -> int | None:
+def consumed_events(log: Path) -> int | None:
     """Source events a ``connect-pipeline run`` consumed, from its summary line(s)."""
     try:
         found = _CONSUMED.findall(log.read_bytes())
@@ -86,7 +93,10 @@ def run_peers(variants: Sequence[str], runs: int) -> list[PeerRow]:
     results = work / "results.jsonl"
     env = {**os.environ, "BENCH_PROJECT": str(REPO)}
     collected: list[dict[str, Any]] = []
-    plain = [v for v in variants if v not in ENVIRONMENTS]
+    from benchmarks import peers_shop
+
+    shop = [v for v in variants if v in peers_shop.SHOP_VARIANTS]
+    plain = [v for v in variants if v not in ENVIRONMENTS and v not in shop]
     passes: list[tuple[list[str], str | None]] = [(plain, None)]
     passes += [(["P"], v) for v in variants if v in ENVIRONMENTS]
     for names, alias in passes:
@@ -100,12 +110,18 @@ def run_peers(variants: Sequence[str], runs: int) -> list[PeerRow]:
         subprocess.run(command, cwd=REPO, env={**env, **extra}, check=True)
         for row in _rows(results, before):
             if row["variant"].startswith("P"):  # its log is overwritten by the next pass
-                row["consumed"] = _consumed(work / "logs" / f"{row['variant']}_{row['run']}.log")
+                row["consumed"] = consumed_events(
+                    work / "logs" / f"{row['variant']}_{row['run']}.log"
+                )
             if alias:
                 row["variant"] = alias
             collected.append(row)
+    by_shop = {r.variant: r for r in peers_shop.run_shop(shop, runs)} if shop else {}
     table = []
     for name in variants:
+        if name in by_shop:
+            table.append(by_shop[name])
+            continue
         rows = [r for r in collected if r["variant"] == name and r.get("rc") in (0, None)]
         n = [
             r.get("consumed") or r.get("sink_count") or r.get("consumer_report", {}).get("n")
@@ -135,25 +151,56 @@ def run_peers(variants: Sequence[str], runs: int) -> list[PeerRow]:
 def ratio(row: PeerRow, base: PeerRow | None) -> str:
     if base is None or not row.events_per_s or not base.events_per_s:
         return "-"
+    if row.workload != base.workload:
+        return "-"
     return f"{row.events_per_s / base.events_per_s:.2f}x"
+
+
+def _show(v: float | None, spec: str) -> str:
+    return format(v, spec) if v is not None else "-"
+
+
+def cost(row: PeerRow, base: PeerRow | None) -> str:
+    """``row``'s consumer CPU per source event and wall time over ``base``'s, in %."""
+    if base is None or row is base or not row.cpu_us_per_event or not base.cpu_us_per_event:
+        return "-"
+    cpu = row.cpu_us_per_event / base.cpu_us_per_event - 1
+    if not row.events_per_s or not base.events_per_s:
+        return f"CPU {cpu:+.0%}"
+    return f"CPU {cpu:+.0%}, wall {base.events_per_s / row.events_per_s - 1:+.0%}"
 
 
 def markdown(table: Sequence[PeerRow]) -> list[str]:
     by_name = {r.variant: r for r in table}
     c, e1 = by_name.get("C"), by_name.get("E1")
-    lines = [
-        "| variant | events/s (launch to last) | vs C | vs E1 | consumer CPU µs/event "
-        "| first ack s | peak RSS MB | source events/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in table:
-
-        def show(v: float | None, spec: str) -> str:
-            return format(v, spec) if v is not None else "-"
-
+    lines: list[str] = []
+    harness = [r for r in table if r.workload != "shop"]
+    if harness:
+        lines += [
+            "| variant | events/s (launch to last) | vs C | vs E1 | consumer CPU µs/event "
+            "| first ack s | peak RSS MB | source events/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+    for r in harness:
         lines.append(
-            f"| {r.variant} | {show(r.events_per_s, ',.0f')} | {ratio(r, c)} | {ratio(r, e1)} "
-            f"| {show(r.cpu_us_per_event, '.0f')} | {show(r.first_ack_s, '.1f')} "
-            f"| {show(r.peak_rss_mb, '.0f')} | {show(r.source_events_per_s, ',.0f')} |"
+            f"| {r.variant} | {_show(r.events_per_s, ',.0f')} | {ratio(r, c)} | {ratio(r, e1)} "
+            f"| {_show(r.cpu_us_per_event, '.0f')} | {_show(r.first_ack_s, '.1f')} "
+            f"| {_show(r.peak_rss_mb, '.0f')} | {_show(r.source_events_per_s, ',.0f')} |"
         )
+    shop = [r for r in table if r.workload == "shop"]
+    if shop:
+        pm = by_name.get("PM")
+        lines += [
+            *([""] if lines else []),
+            "| variant (shop mix) | source events/s | signals/s at the sink "
+            "| consumer CPU µs per source event | peak RSS MB | first ack s | over PM |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in shop:
+            lines.append(
+                f"| {r.variant} | {_show(r.source_events_per_s, ',.0f')} "
+                f"| {_show(r.signals_per_s, ',.0f')} | {_show(r.cpu_us_per_event, '.0f')} "
+                f"| {_show(r.peak_rss_mb, '.0f')} | {_show(r.first_ack_s, '.1f')} "
+                f"| {cost(r, pm)} |"
+            )
     return lines
