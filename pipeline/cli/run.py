@@ -41,10 +41,15 @@ def run(stop_after_idle: float | None) -> None:
 
         args = [] if stop_after_idle is None else ["--stop-after-idle", str(stop_after_idle)]
         sys.exit(supervise(settings, args))
+    # The group join first: it waits on the broker (3 s on Tansu) while the rest of the
+    # process is imported and built (pipeline.kafka.group_join).
+    from pipeline.kafka.group_join import JoiningConsumer
+
+    joined = JoiningConsumer(settings)
     from pipeline.kafka import runner
 
     settle_gc()
-    summary = runner.run(settings, stop_after_idle_s=stop_after_idle)
+    summary = runner.run(settings, stop_after_idle_s=stop_after_idle, joined=joined)
     click.echo(
         f"consumed {summary.consumed}, delivered {summary.delivered_total}, "
         f"dead-lettered {summary.dead_lettered_total}, "

@@ -31,6 +31,7 @@ from pipeline.kafka.dead_letter_writer import DeadLetterWriter
 from pipeline.kafka.deliveries import Deliveries
 from pipeline.kafka.endings import RecordEndings
 from pipeline.kafka.flow import FlowControl
+from pipeline.kafka.group_join import JoiningConsumer
 from pipeline.kafka.ledger_index import LedgerIndex
 from pipeline.kafka.ledger_tail import LedgerTail
 from pipeline.kafka.ledger_writer import LedgerWriter
@@ -83,6 +84,7 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
         bounds: Bounds | None = None,
         origin: RecordOrigin | None = None,
         clients: Clients | None = None,
+        joined: JoiningConsumer | None = None,
     ) -> None:
         self._settings = settings
         self._bounds = bounds
@@ -102,6 +104,7 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
             on_call=self.metrics.observe_call,
             on_failing=self._on_failing,
             stop=self._abandon,
+            joined=joined,
         )
         self._consumer, self._producer, self._client = clients
         self._sink = ProducerSink(self._producer, transactional=settings.transactions)

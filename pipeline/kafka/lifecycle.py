@@ -18,13 +18,13 @@ from pipeline.kafka.dead_letter_topic import ensure_dead_letter_topic
 from pipeline.kafka.dead_letter_writer import DeadLetterWriter
 from pipeline.kafka.deliveries import Deliveries
 from pipeline.kafka.flow import FlowControl
+from pipeline.kafka.group_join import JoiningConsumer, consumer_config
 from pipeline.kafka.ledger_index import LedgerIndex
 from pipeline.kafka.ledger_tail import LedgerTail, watch_ledger
 from pipeline.kafka.ledger_writer import LedgerWriter
 from pipeline.kafka.partition_state import Partitions
 from pipeline.kafka.producer_sink import ProducerSink
 from pipeline.kafka.records import Bounds, Pending, RunSummary, TopicPartitionKey
-from pipeline.kafka.runner import consumer_config
 from pipeline.kafka.session_hooks import Emit, SessionHooks
 from pipeline.kafka.stops import ConsumerStopped
 from pipeline.kafka.transactions import TransactionFatal, Transactions
@@ -83,10 +83,14 @@ class ConsumerLifecycle:
     # --- start ---------------------------------------------------------------------------
 
     def _prepare(self) -> None:
-        """Before any read: the dead-letter topic, the ledger, the transaction; then join
-        the group (or assign a replay's partitions)."""
+        """Before any read: join the group first (the join waits on the broker, seconds
+        on some), then, while it waits, the dead-letter topic, the ledger and the
+        transaction; a replay's partitions are assigned last. The rebalance callbacks
+        run only inside ``consume()``: none can come before all of this is done."""
         settings = self._settings
         self._to_hold = []  # assigned, their ledger tails loading: paused on the next turn
+        if self._bounds is None:
+            self._join_group()
         ensure_dead_letter_topic(settings.kafka_common(), settings.dlq_topic)
         if settings.ledger_enabled:
             reset = str(consumer_config(settings).get("auto.offset.reset", "earliest"))
@@ -105,15 +109,22 @@ class ConsumerLifecycle:
             self._txn.start()
         if self._sessions is not None:
             self._sessions.prepare()  # the session changelog topic
-        if self._bounds is None:
-            self._consumer.subscribe(
-                settings.source_topics,
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
-        else:
+        if self._bounds is not None:
             self._assign_bounds(self._bounds)
+
+    def _join_group(self) -> None:
+        consumer = self._consumer
+        if isinstance(consumer, JoiningConsumer):  # subscribed when the process started
+            consumer.attach(
+                on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+            return
+        consumer.subscribe(
+            self._settings.source_topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
 
     def _assign_bounds(self, bounds: Bounds) -> None:
         todo = {tp: start for tp, start in bounds.start.items() if start < bounds.end[tp]}

@@ -14,10 +14,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
+import structlog
 from confluent_kafka import Consumer, Producer
 
 from pipeline.config import Settings
 from pipeline.connect.client import ConnectClient, RetryPolicy
+from pipeline.kafka.group_join import JoiningConsumer
+from pipeline.kafka.group_join import consumer_config as consumer_config  # re-exported
 from pipeline.kafka.ledger import transactional_id
 from pipeline.kafka.records import RunSummary
 from pipeline.kafka.stops import ConsumerStopped
@@ -29,31 +32,7 @@ from pipeline.signals.processor import EventProcessor
 if TYPE_CHECKING:
     from pipeline.kafka.consumer import SignalConsumer
 
-
-def consumer_config(settings: Settings) -> dict[str, Any]:
-    conf: dict[str, Any] = {
-        # consumer lag and broker state for /metrics and /readyz (kafka_config may override)
-        "statistics.interval.ms": 5000,
-        # A broker that holds a fetch until this wait ends (the embedded one does) would
-        # hold every record that long (librdkafka: 500 ms); Apache Kafka answers as soon
-        # as data arrives, so it only bounds an idle fetch (kafka_config may override).
-        "fetch.wait.max.ms": 50,
-        **settings.kafka_common(),
-        "group.id": settings.group_id,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
-        "session.timeout.ms": settings.session_timeout_ms,
-        "heartbeat.interval.ms": max(100, settings.session_timeout_ms // 5),
-        "queued.max.messages.kbytes": settings.fetch_queue_kbytes,
-        "queued.min.messages": settings.fetch_queue_messages,
-        # Producers may write in transactions: never read what they abort.
-        "isolation.level": "read_committed",
-    }
-    if settings.group_instance_id:
-        conf["group.instance.id"] = settings.group_instance_id
-    return conf
+log = structlog.get_logger("pipeline.kafka.runner")
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
@@ -116,13 +95,22 @@ def build_clients(
     on_call: Callable[[str, float, int], None],
     on_failing: Callable[[bool], None],
     stop: threading.Event,
+    joined: JoiningConsumer | None = None,
 ) -> Clients:
-    """The Kafka consumer and producer and the Connect client of one consumer."""
+    """The Kafka consumer and producer and the Connect client of one consumer;
+    ``joined``: the group member ``connect-pipeline run`` subscribed first."""
     kafka_logger = logging.getLogger("librdkafka")
-    eof = {"enable.partition.eof": True} if bounded else {}
-    consumer = Consumer(
-        {**consumer_config(settings), **eof, "stats_cb": on_stats, "logger": kafka_logger}
-    )
+    consumer: Consumer
+    if joined is not None:
+        if bounded:
+            raise ValueError("a bounded read assigns its partitions: it joins no group")
+        joined.on_stats(on_stats)
+        consumer = joined
+    else:
+        eof = {"enable.partition.eof": True} if bounded else {}
+        consumer = Consumer(
+            {**consumer_config(settings), **eof, "stats_cb": on_stats, "logger": kafka_logger}
+        )
     producer = Producer({**producer_config(settings), "logger": kafka_logger})
     connect = ConnectClient(
         settings.connect_url,
@@ -200,6 +188,22 @@ def start_ops_server(settings: Settings, consumer: SignalConsumer) -> HealthServ
     ).start()
 
 
+def warm_up(name: str, work: Callable[[], object]) -> threading.Thread:
+    """``work`` on a daemon thread while the group join waits: what the first record
+    would otherwise pay. A failure is logged and forgotten (the first record does the
+    work again, or falls back), never a reason not to start."""
+
+    def attempt() -> None:
+        try:
+            work()
+        except Exception as error:  # a warm-up only: the pipeline starts regardless
+            log.warning("warm-up failed", warm_up=name, error=repr(error))
+
+    thread = threading.Thread(target=attempt, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
 def preload_accelerated(settings: Settings) -> threading.Thread | None:
     """Import cavro (with numpy, 0.15-0.3 s) on a thread while the group join waits,
     rather than on the consumer's thread at the first record; None if it is not used."""
@@ -207,27 +211,37 @@ def preload_accelerated(settings: Settings) -> threading.Thread | None:
         return None
     from pipeline.codec import accelerated
 
-    thread = threading.Thread(target=accelerated.available, name="cavro-import", daemon=True)
-    thread.start()
-    return thread
+    return warm_up("cavro-import", accelerated.available)
 
 
-def run(settings: Settings, *, stop_after_idle_s: float | None = None) -> RunSummary:
-    from pipeline.kafka.consumer import SignalConsumer
-    from pipeline.ops.logs import configure_logging
-
-    configure_logging(settings)
-    tracing.configure(settings.tracing)  # off by default; on: needs the otel extra
+def run(
+    settings: Settings,
+    *,
+    stop_after_idle_s: float | None = None,
+    joined: JoiningConsumer | None = None,
+) -> RunSummary:
+    """Build the consumer and run it until stopped. ``joined``: a group member already
+    subscribed (``connect-pipeline run`` starts the join first), so that all of this is
+    built while the join waits."""
     server = None
+    consumer = None
     try:
-        consumer = SignalConsumer(settings, build_processor(settings))
+        from pipeline.ops.logs import configure_logging
+
+        configure_logging(settings)
+        preload_accelerated(settings)
+        from pipeline.kafka.consumer import SignalConsumer
+
+        tracing.configure(settings.tracing)  # off by default; on: needs the otel extra
+        consumer = SignalConsumer(settings, build_processor(settings), joined=joined)
         install_signal_handlers(consumer)
         server = start_ops_server(settings, consumer)
-        preload_accelerated(settings)  # before run() subscribes and joins the group
         return consumer.run(stop_after_idle_s=stop_after_idle_s)
     except ConsumerStopped as error:  # logged by the consumer; the reason, not a traceback
         raise SystemExit(f"connect-pipeline: stopped uncommitted: {error}") from None
     finally:
+        if consumer is None and joined is not None:
+            joined.close()  # leave the group now, not after the session timeout
         if server is not None:
             server.stop()
         tracing.shutdown()  # exports the spans still buffered

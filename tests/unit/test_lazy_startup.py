@@ -104,3 +104,24 @@ def test_cavro_is_imported_on_a_thread_when_the_decoder_may_use_it():
     assert not thread.is_alive()
     assert accelerated.available()
     assert "cavro" in sys.modules
+
+
+def test_a_warm_up_that_fails_is_logged_and_forgotten(monkeypatch: pytest.MonkeyPatch):
+    import threading
+
+    from structlog.testing import capture_logs
+
+    from pipeline.kafka.runner import warm_up
+
+    uncaught: list[object] = []
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+
+    def broken() -> None:
+        raise OSError("no route to the warm-up")
+
+    with capture_logs() as logs:
+        thread = warm_up("broken-warm-up", broken)
+        thread.join(10)
+    assert not thread.is_alive() and uncaught == []
+    assert [(e["event"], e["warm_up"]) for e in logs] == [("warm-up failed", "broken-warm-up")]
+    assert "no route to the warm-up" in logs[0]["error"]
