@@ -13,23 +13,23 @@ The shared harness (../shared/bench-peers) cannot run this unchanged: it stops a
 when its sink holds ``BENCH_N`` signals, and its ``produce_p.py`` rewrites P's topic
 with add-to-carts unless that topic holds exactly ``BENCH_N`` records; with
 derivation on, a run delivers more signals than the topic has records. So this is the
-smallest runner around the harness's own pieces, loaded from its directory: its sink
-(``sink.py`` under uvicorn, from the harness's venv), its ``run_one`` (launch, poll the
-sink's count every 20 ms, SIGTERM at the count, the consumer's CPU and peak RSS from
-``wait4``) and its ``p_project.py`` launch (the environment its P gets). The count a
-run waits for is the variant's ``shop_mix.expected_signals``. The broker is the same
-Tansu build, started by ``devtools.stack`` on a free port, and the sink gets a free
-port too, so a harness run elsewhere is not disturbed.
+smallest runner around the harness's own pieces, run by its venv's Python
+(``peers_shop_driver``): its sink (``sink.py`` under uvicorn), its ``run_one`` (launch,
+poll the sink's count every 20 ms, SIGTERM at the count, the consumer's CPU and peak
+RSS from ``wait4``) and its ``p_project.py`` launch (the environment its P gets). The
+count a run waits for is the variant's ``shop_mix.expected_signals``, computed here.
+The broker is the same Tansu build, started by ``devtools.stack`` on a free port, and
+the sink gets a free port too, so a harness run elsewhere is not disturbed.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -55,14 +55,15 @@ SHOP_VARIANTS: Final[dict[str, dict[str, str]]] = {
 #: A wrong expected count would wait for the wall clock to close the stream's last
 #: sessions (~30 min): stop well before.
 RUN_TIMEOUT_S: Final = 600
+DRIVER: Final = Path(__file__).with_name("peers_shop_driver.py")
 
 
 def harness_venv() -> Path:
     return Path(os.environ.get("BENCH_WORK", "/tmp/bench-peers")) / "venv"
 
 
-def load_harness(work: Path) -> Any:
-    """The harness's ``bench`` module, from a copy of its files in ``work``."""
+def harness_copy(work: Path) -> Path:
+    """A copy of the harness's files in ``work`` with its venv; that venv's Python."""
     venv = harness_venv()
     if not (venv / "bin" / "uvicorn").exists():
         raise SystemExit(f"{venv} missing: run `bash {HARNESS} --runs 1 B` once to make it")
@@ -73,18 +74,7 @@ def load_harness(work: Path) -> Any:
         shutil.copy(source, work / source.name)
     if not (work / "venv").exists():
         (work / "venv").symlink_to(venv)
-    spec = importlib.util.spec_from_file_location("bench_peers_harness", work / "bench.py")
-    assert spec is not None and spec.loader is not None
-    module: Any = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.VARIANTS.update(
-        {
-            name: (["p_project.py", "{group}"], True, f"the project, {env}")
-            for name, env in SHOP_VARIANTS.items()
-        }
-    )
-    module.RUN_TIMEOUT = RUN_TIMEOUT_S
-    return module
+    return work / "venv" / "bin" / "python"
 
 
 @contextmanager
@@ -112,7 +102,7 @@ def expected_for(stream: ShopStream, variant: str) -> Expected:
 def run_shop(variants: Sequence[str], runs: int, events: int = 200_000) -> list[PeerRow]:
     """Each variant ``runs`` times, alternated; medians per variant."""
     work = Path(os.environ.get("BENCH_SHOP_WORK", "/tmp/bench-peers-shop"))
-    bench = load_harness(work)
+    python = harness_copy(work)
     started = time.process_time()
     stream = shop_stream(events)
     expected = {name: expected_for(stream, name) for name in variants}
@@ -124,38 +114,43 @@ def run_shop(variants: Sequence[str], runs: int, events: int = 200_000) -> list[
         + f" ({time.process_time() - started:.0f} s CPU)",
         flush=True,
     )
-    rows: list[dict[str, Any]] = []
+    results = work / "results.jsonl"
+    before = len(results.read_text().splitlines()) if results.exists() else 0
     with kafka() as broker:
         create_topics(broker.bootstrap_servers, {TOPIC: PARTITIONS})
         produce_stream(broker.bootstrap_servers, TOPIC, stream)
-        del stream  # its ~200 MB are not the consumer's, but they share the machine
+        del stream
         broker_pid = broker.broker.pid if broker.broker else None
-        if broker_pid:
+        if broker_pid:  # the harness reads it for the broker's CPU
             (work / "broker.pid").write_text(str(broker_pid))
-        bench.SINK_PORT = free_port()
-        sink = bench.Sink()
-        common = {
-            "BENCH_PROJECT": str(REPO),
-            "BENCH_BOOTSTRAP": broker.bootstrap_servers,
-            "BENCH_SINK": f"http://{bench.SINK_HOST}:{bench.SINK_PORT}",
-            "BENCH_TOPIC_P": TOPIC,
+        sink_port = free_port()
+        plan = {
+            "variants": list(variants),
+            "runs": runs,
+            "expected": {name: e.total for name, e in expected.items()},
+            "environments": {name: SHOP_VARIANTS[name] for name in variants},
+            "common_environment": {
+                "BENCH_PROJECT": str(REPO),
+                "BENCH_BOOTSTRAP": broker.bootstrap_servers,
+                "BENCH_SINK": f"http://127.0.0.1:{sink_port}",
+                "BENCH_TOPIC_P": TOPIC,
+            },
+            "sink_port": sink_port,
+            "timeout_s": RUN_TIMEOUT_S,
+            "results": str(results),
         }
+        (work / "plan.json").write_text(json.dumps(plan))
         try:
-            for r in range(1, runs + 1):
-                for name in variants:
-                    bench.N_RECORDS = expected[name].total
-                    with environment({**common, **SHOP_VARIANTS[name]}):
-                        row = bench.run_one(name, r, sink)
-                    row["expected"] = expected[name].total
-                    row["source_events"] = expected[name].source
-                    row["consumed"] = consumed_events(work / "logs" / f"{name}_{r}.log")
-                    rows.append(row)
-                    with (work / "results.jsonl").open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    print(_line(row), flush=True)
+            # a process of its own, small like the harness's: see peers_shop_driver
+            subprocess.run([str(python), str(DRIVER), "plan.json"], cwd=work, check=True)
         finally:
-            sink.stop()
             (work / "broker.pid").unlink(missing_ok=True)
+    rows = [json.loads(line) for line in results.read_text().splitlines()[before:] if line]
+    for row in rows:
+        row["expected"] = expected[row["variant"]].total
+        row["source_events"] = expected[row["variant"]].source
+        row["consumed"] = consumed_events(work / "logs" / f"{row['variant']}_{row['run']}.log")
+        print(_line(row), flush=True)
     return [summary(name, [r for r in rows if r["variant"] == name]) for name in variants]
 
 
