@@ -47,7 +47,16 @@ from pipeline.codec.framing import (
     schema_id_header,
     schema_id_header_problem,
 )
-from pipeline.codec.plans import Decoded, DecodeFailure, Plan, SchemaStore, plan_for, read
+from pipeline.codec.plans import (
+    Decoded,
+    DecodeFailure,
+    Lane,
+    Plan,
+    SchemaStore,
+    compile_lane,
+    plan_for,
+    read,
+)
 from pipeline.codec.registry_answers import (
     NOT_FOUND_CODES,
     RegistryClient,
@@ -58,6 +67,7 @@ from pipeline.codec.registry_answers import (
     schema_label,
     short_cause,
 )
+from pipeline.signals.mapping import MappedSignal, MappingOptions
 
 __all__ = [
     "CONFLUENT_MAGIC",
@@ -129,11 +139,18 @@ class EventDecoder:
         self._unavailable_hold_s = unavailable_hold_s
         self._clock = clock
         self._parsed_readers: dict[str, Any] = {}
+        #: Each lane's compiled lanes by header (``signal_lane``), bounded like plans.
+        self._lanes: list[dict[bytes, Lane | None]] = []
 
     @property
     def cache_sizes(self) -> tuple[int, int]:
         """(plans, failures and ids held unavailable) kept: for tests and metrics."""
         return len(self._plans), len(self._failures) + len(self._unavailable)
+
+    @property
+    def lane_cache_sizes(self) -> list[int]:
+        """Headers each lane has compiled (or found none for): for tests."""
+        return [len(lanes) for lanes in self._lanes]
 
     def _plan_for(self, writer_schema: Any, key: str) -> Plan | DecodeFailure:
         return plan_for(
@@ -264,6 +281,46 @@ class EventDecoder:
                 self._plans.move_to_end(header)
                 return read(value, start, plan)
         return self._decode(value)
+
+    def signal_lane(
+        self, mapping: MappingOptions, types: frozenset[str]
+    ) -> Callable[[bytes | None, Any], MappedSignal | None] | None:
+        """``lane(value, headers)``: the record's signal in one pass (``plans.compile_lane``)
+        or None, and then ``decode`` (the regular path) decides. None: no lanes (cavro
+        off). A lane is compiled the first time its header comes with a plan, so an
+        unknown header always goes the regular way first (the registry, the failure
+        caches); lanes are as bounded as plans."""
+        if not self._accelerate:
+            return None
+        lanes: dict[bytes, Lane | None] = {}
+        self._lanes.append(lanes)
+        plans, store = self._plans, self._store
+        limit, size = self._max_value_bytes, self._plan_cache_size
+
+        def lane(value: bytes | None, headers: Any = None) -> MappedSignal | None:
+            if type(value) is not bytes or not 0 < len(value) <= limit:
+                return None
+            raw = schema_id_header(headers) if headers else None
+            if raw is None:  # as decode(): the framing names the writer schema
+                start = 5 if value[0] == CONFLUENT_MAGIC else 10
+                header = value[:start]
+            elif type(raw) is bytes:  # the header does, and the value is the bare body
+                header, start = raw, 0
+            else:
+                return None
+            read_signal = lanes.get(header)
+            if read_signal is None:
+                plan = plans.get(header)
+                if plan is None or header in lanes:  # not known yet, or no lane
+                    return None
+                if len(lanes) >= size:
+                    del lanes[next(iter(lanes))]  # the oldest: a memo, bounded like plans
+                read_signal = lanes[header] = compile_lane(plan, store, mapping, types)
+                if read_signal is None:
+                    return None
+            return read_signal(value, start)
+
+        return lane
 
     def _decode_by_header(self, value: bytes | None, raw: object) -> Decoded | DecodeFailure:
         """A bare Avro body whose writer schema the header names (id or GUID)."""

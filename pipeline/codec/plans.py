@@ -2,11 +2,17 @@
 
 A plan is parsed once per writer schema; reading with it is the per-record work, cavro
 first where it applies, fastavro (the reference) for the rest.
+
+A plan of a signal type also gives a lane (``compile_lane``): a body straight to its
+signal, read by cavro to a record object and mapped by the type's generated mapper,
+for the records it is sure of. What it is not sure of goes the regular way (decode
+to fastavro's dict, then the fused or strict path), which decides and explains.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,8 +21,13 @@ import fastavro
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
 
-from pipeline.codec.accelerated import FastRead, compile_reader
+from pipeline.codec.accelerated import FastRead, compile_object_reader, compile_reader
 from pipeline.codec.framing import crc64_fingerprint, full_name
+from pipeline.codec.schemas import EDITIONS, record_schema
+from pipeline.signals import catalog
+from pipeline.signals.fused import record_mapper
+from pipeline.signals.mapping import MappedSignal, MappingOptions
+from pipeline.signals.processor import signal_type_of
 
 
 # Not frozen: one per event, and a frozen dataclass's __init__ costs three times as
@@ -65,6 +76,8 @@ class Plan:
     reader: Any | None  # None: writer == reader, no resolution needed
     key: str
     fast: FastRead | None = None  # the accelerated reader, where it applies
+    #: The writer schema as given, where the accelerated reader applies (for a lane).
+    source: Any = None
 
 
 def plan_for(
@@ -88,11 +101,11 @@ def plan_for(
         same = to_parsing_canonical_form(writer_schema) == to_parsing_canonical_form(reader)
         if same:
             fast = compile_reader(writer_schema) if accelerate else None
-            return Plan(name, writer, None, key, fast)
+            return Plan(name, writer, None, key, fast, writer_schema if fast else None)
         if name not in parsed_readers:
             parsed_readers[name] = fastavro.parse_schema(reader)
         fast = compile_reader(writer_schema, reader) if accelerate else None
-        return Plan(name, writer, parsed_readers[name], key, fast)
+        return Plan(name, writer, parsed_readers[name], key, fast, writer_schema if fast else None)
     except Exception as error:
         return DecodeFailure("unknown_schema", f"writer schema {key} unusable: {error}"[:300])
 
@@ -136,3 +149,34 @@ def read_reference(value: bytes, start: int, plan: Plan) -> Decoded | DecodeFail
     if not isinstance(record, dict):
         return DecodeFailure("undecodable", f"not a record ({plan.key})")
     return Decoded(plan.record_name, record, plan.key)
+
+
+#: A body (``value[start:]``) to its signal in one pass, or None: not sure, or not a
+#: body the lane reads (the regular path then decodes it and decides).
+Lane = Callable[[bytes, int], "MappedSignal | None"]
+
+
+def compile_lane(
+    plan: Plan, store: SchemaStore, mapping: MappingOptions, types: frozenset[str]
+) -> Lane | None:
+    """The plan's lane, or None where there is none: cavro off or not applicable, a
+    record that is not a signal type in ``types`` (the regular path drops or rejects
+    it), or a reader schema other than the catalog's own current edition (the mapper
+    reads record objects, which have exactly the reader's fields)."""
+    signal_type = signal_type_of(plan.record_name)
+    if plan.source is None or signal_type is None or signal_type not in types:
+        return None
+    reader = store.readers.get(plan.record_name)
+    own = record_schema(catalog.SIGNALS[signal_type], EDITIONS[-1])
+    if reader is None or to_parsing_canonical_form(reader) != to_parsing_canonical_form(own):
+        return None
+    read = compile_object_reader(plan.source, None if plan.reader is None else reader)
+    if read is None:
+        return None
+    mapper = record_mapper(signal_type, objects=True, millis=True)
+
+    def lane(value: bytes, start: int) -> MappedSignal | None:
+        record = read(value, start)
+        return None if record is None else mapper(record, mapping)
+
+    return lane

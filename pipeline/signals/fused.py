@@ -2,22 +2,28 @@
 
 An Avro record read with the current edition's schema already has the catalog's
 types: every field present, strings as ``str``, numbers as ``float``, counts as
-``int``, eventTime an aware UTC datetime. What is left are the semantic rules
-(lengths, enumerations, currency, the GraphQL Int range, finite numbers, the time
-range), and those are all this path checks, while it builds the signal dict in the
-same pass: no pydantic copy of the record, no ``ValidEvent`` in between.
+``int``. What is left are the semantic rules (lengths, enumerations, currency, the
+GraphQL Int range, finite numbers, the time range), and those are all this path
+checks, while it builds the signal dict in the same pass: no pydantic copy of the
+record, no ``ValidEvent`` in between.
+
+One mapper per signal type, generated from the catalog as straight-line code (every
+field unrolled, as attrs and pydantic-core do), in two shapes: a dict record with
+eventTime an aware UTC datetime (fastavro's output; ``map_avro_record``), and a
+record object read by attribute with eventTime as epoch milliseconds (cavro's,
+``record_mapper``: the codec's fast lane, where the time stays an integer until
+the signal's text).
 
 It only ever says "this signal" or "not sure": anything unexpected (a rule broken,
 a value of another type, an unknown or missing key) returns None and the record
 goes the strict way (``validate_event`` then ``map_event``), which accepts or
 explains the rejection. So the strict path stays the one definition of the rules;
-a property test holds this one to it (same signal, or both reject).
+property tests hold this one to it (same signal, or both reject).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Final
@@ -29,8 +35,10 @@ from pipeline.signals.mapping import (
     MappedSignal,
     MappingOptions,
     default_effect,
+    format_millis,
     format_timestamp,
     idempotency_key,
+    is_plain_key,
     merge_repeated_products,
 )
 from pipeline.signals.validation import (
@@ -50,24 +58,15 @@ class _Decline(Exception):
 #: the signal carries (canonical spelling), or raises _Decline.
 Check = Callable[[Any], Any]
 #: A type's (or an item's) content: the record's fields checked into ``out``.
-Content = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """One signal type's checker: its content function and its defaults."""
-
-    signal_type: str
-    content: Content
-    #: Keys of an Avro record of this type: the envelope plus every content field.
-    size: int
-    #: The effect when the producer sends none, unless it depends on the content.
-    fixed_effect: str | None
-    effect_from_content: bool
-
+Content = Callable[[Any, dict[str, Any]], dict[str, Any]]
+#: A record (dict or object, by the mapper's shape) to its signal, or None: not sure.
+Mapper = Callable[[Any, MappingOptions], "MappedSignal | None"]
 
 _ENVELOPE_SIZE: Final = 5  # eventId, sessionId, identifiableAttributes, appKey, eventTime
 _ATTRIBUTES: Final = catalog.IDENTIFIABLE_ATTRIBUTES
+#: The time range validation allows, as epoch milliseconds (both bounds whole seconds).
+EARLIEST_MS: Final = int(EARLIEST_EVENT_TIME.timestamp()) * 1000
+LATEST_MS: Final = int(LATEST_EVENT_TIME.timestamp()) * 1000
 
 
 # --- the rules that need more than a comparison --------------------------------------------
@@ -123,9 +122,20 @@ def _custom_attributes(value: list[Any]) -> list[Any]:
     return value
 
 
-def _items(item: ItemSpec) -> Check:
+def _custom_attribute_objects(value: list[Any]) -> list[dict[str, str]]:
+    """CustomAttribute records read by attribute, to the dicts the signal carries."""
+    pairs = []
+    for pair in value:
+        name, text = pair.name, pair.value
+        if type(name) is not str or not name or type(text) is not str:
+            raise _Decline
+        pairs.append({"name": name, "value": text})
+    return pairs
+
+
+def _items(item: ItemSpec, objects: bool) -> Check:
     """Item objects: each checked like a record, absent (None) fields left out."""
-    content = _compile(item.fields, item.record_name)
+    content = _compile_content(item.fields, item.record_name, objects)
     size = len(item.fields)
     merge = item.merge_repeated_products
 
@@ -137,10 +147,16 @@ def _items(item: ItemSpec) -> Check:
             items.append(content(element, {}))
         return merge_repeated_products(items) if merge else items
 
-    return check
+    def check_objects(value: list[Any]) -> list[dict[str, Any]]:
+        # a record object of the reader schema has its fields: a missing one is an
+        # AttributeError, which the mapper takes as "not sure"
+        items = [content(element, {}) for element in value]
+        return merge_repeated_products(items) if merge else items
+
+    return check_objects if objects else check
 
 
-# --- one content function per type, compiled from the catalog ------------------------------
+# --- generated code ------------------------------------------------------------------------
 
 _TYPES: Final = {
     Kind.STRING: "str",
@@ -153,7 +169,12 @@ _TYPES: Final = {
 }
 
 
-def _rules(fs: FieldSpec, env: dict[str, Any]) -> list[str]:
+def _get(record: str, name: str, objects: bool) -> str:
+    """Source that reads one field: by attribute (record objects) or by key (dicts)."""
+    return f"{record}.{name}" if objects else f"{record}[{name!r}]"
+
+
+def _rules(fs: FieldSpec, env: dict[str, Any], objects: bool) -> list[str]:
     """Statements that check ``v`` (not None, of the field's type) and leave the value
     the signal carries in ``v``; the few rules that are not one comparison are
     functions in ``env``."""
@@ -185,68 +206,143 @@ def _rules(fs: FieldSpec, env: dict[str, Any]) -> list[str]:
         case Kind.STRING_LIST:
             return [call(_strings)]
         case Kind.CUSTOM_ATTRIBUTES:
-            return [call(_custom_attributes)]
+            return [call(_custom_attribute_objects if objects else _custom_attributes)]
         case Kind.ITEMS:
             assert fs.items is not None
-            return [call(_items(fs.items))]
+            return [call(_items(fs.items, objects))]
     return []
 
 
-def _compile(specs: tuple[FieldSpec, ...], label: str) -> Content:
-    """``content(record, out)``: every field of ``specs``, in catalog order, checked into
-    ``out`` when the producer sent it (not None). Straight-line code generated from the
-    catalog (a loop over the fields cost three times as much: 25 fields, ~6 µs)."""
-    env: dict[str, Any] = {"_Decline": _Decline}
-    lines = ["def content(record, out):"]
+def _content_lines(
+    specs: tuple[FieldSpec, ...], env: dict[str, Any], objects: bool, indent: str
+) -> list[str]:
+    """Every field of ``specs``, in catalog order, checked from ``record`` into ``out``
+    when the producer sent it (not None)."""
+    lines = []
     for fs in specs:
-        name = repr(fs.name)
-        lines.append(f"    v = record[{name}]")  # KeyError: not a record of this schema
-        lines.append("    if v is not None:")
-        lines.append(f"        if type(v) is not {_TYPES[fs.kind]}: raise _Decline")
-        lines += [f"        {rule}" for rule in _rules(fs, env)]
-        lines.append(f"        out[{name}] = v")
+        lines.append(f"{indent}v = {_get('record', fs.name, objects)}")
+        lines.append(f"{indent}if v is not None:")
+        lines.append(f"{indent}    if type(v) is not {_TYPES[fs.kind]}: raise _Decline")
+        lines += [f"{indent}    {rule}" for rule in _rules(fs, env, objects)]
+        lines.append(f"{indent}    out[{fs.name!r}] = v")
         if fs.required:
-            lines.append("    else: raise _Decline")
-    lines.append("    return out")
-    code = compile("\n".join(lines), f"<fused content of {label}>", "exec")
+            lines.append(f"{indent}else: raise _Decline")
+    return lines
+
+
+def _build(lines: list[str], env: dict[str, Any], label: str, name: str) -> Any:
+    code = compile("\n".join(lines), f"<fused {label}>", "exec")
     exec(code, env)  # source generated above from the catalog alone, nothing else
-    content: Content = env["content"]
+    return env[name]
+
+
+def _compile_content(specs: tuple[FieldSpec, ...], label: str, objects: bool) -> Content:
+    """``content(record, out)`` for an item record: straight-line code from the catalog
+    (a loop over the fields cost three times as much: 25 fields, ~6 µs)."""
+    env: dict[str, Any] = {"_Decline": _Decline}
+    lines = ["def content(record, out):", *_content_lines(specs, env, objects, "    ")]
+    lines.append("    return out")
+    content: Content = _build(lines, env, f"content of {label}", "content")
     return content
 
 
-@cache
-def _plan(signal_type: str) -> _Plan:
-    spec = catalog.SIGNALS[signal_type]
-    from_content = signal_type == "onSiteSearch"  # see mapping.default_effect
-    return _Plan(
-        signal_type,
-        _compile(spec.fields, spec.record_name),
-        _ENVELOPE_SIZE + len(spec.fields),
-        None if from_content else spec.suggested_effect,
-        from_content,
-    )
-
-
-# --- the fused path -------------------------------------------------------------------------
-
-
-def _identity(attributes: Any) -> dict[str, str]:
-    if type(attributes) is not dict or len(attributes) != len(_ATTRIBUTES):
-        raise _Decline
-    identity = {}
+def _identity_lines(objects: bool) -> list[str]:
+    """``identity``: the attributes given, empty ones left out (as
+    mapping.identifiable_attributes does); any value not a str is not sure."""
+    lines = []
+    if not objects:  # a record object of the reader schema has exactly these fields
+        lines.append(f"if type(a) is not dict or len(a) != {len(_ATTRIBUTES)}: raise _Decline")
+    lines.append("identity = {}")
     for name in _ATTRIBUTES:
-        value = attributes[name]
-        if value is not None and type(value) is not str:
-            raise _Decline
-        if value:  # mapping.identifiable_attributes leaves out empty ones
-            identity[name] = value
-    return identity
+        lines += [
+            f"v = {_get('a', name, objects)}",
+            "if v is not None:",
+            "    if type(v) is not str: raise _Decline",
+            f"    if v: identity[{name!r}] = v",
+        ]
+    return lines
 
 
-def _optional_str(value: Any) -> str | None:
-    if value is not None and type(value) is not str:
-        raise _Decline
-    return value
+@cache
+def record_mapper(signal_type: str, *, objects: bool = False, millis: bool = False) -> Mapper:
+    """The type's mapper: ``mapper(record, options)`` -> the signal ``validate_event``
+    then ``map_event`` would make, or None (not sure; the strict path decides).
+
+    ``objects``: the record is a record object of the current edition's reader schema
+    (fields as attributes; it has exactly the schema's fields), else a dict whose keys
+    are checked. ``millis``: eventTime is epoch milliseconds (an ``int``), else an
+    aware UTC datetime.
+    """
+    spec = catalog.SIGNALS[signal_type]
+    env: dict[str, Any] = {
+        "_Decline": _Decline,
+        "_MappedSignal": MappedSignal,
+        "_datetime": datetime,
+        "_UTC": UTC,
+        "_EARLIEST": EARLIEST_EVENT_TIME,
+        "_LATEST": LATEST_EVENT_TIME,
+        "_format_timestamp": format_timestamp,
+        "_format_millis": format_millis,
+        "_plain": is_plain_key,
+        "_idempotency_key": idempotency_key,
+        "_default_effect": default_effect,
+    }
+    missing = "(_Decline, AttributeError)" if objects else "(_Decline, KeyError)"
+    body = []
+    if not objects:  # unknown or missing keys: the strict path names them
+        body.append(f"if len(record) != {_ENVELOPE_SIZE + len(spec.fields)}: return None")
+    body += [
+        "try:",
+        f"    session = {_get('record', 'sessionId', objects)}",
+        f"    moment = {_get('record', 'eventTime', objects)}",
+        f"    app_key = {_get('record', 'appKey', objects)}",
+        f"    event_id = {_get('record', 'eventId', objects)}",
+        f"    a = {_get('record', 'identifiableAttributes', objects)}",
+        *(f"    {line}" for line in _identity_lines(objects)),
+        f"    out = {{'signalType': {signal_type!r}}}",
+        *_content_lines(spec.fields, env, objects, "    "),
+        f"except {missing}:",
+        "    return None",
+        "if type(session) is not str or not session: return None",
+    ]
+    if millis:
+        body.append(f"if type(moment) is not int or not {EARLIEST_MS} <= moment < {LATEST_MS}:")
+    else:
+        body.append(
+            "if type(moment) is not _datetime or moment.tzinfo is not _UTC"
+            " or not _EARLIEST <= moment < _LATEST:"
+        )
+    body += [
+        "    return None",
+        "if app_key is not None and type(app_key) is not str: return None",
+        "if not app_key:",
+        "    app_key = options.default_app_key",
+        "    if not app_key: return None",
+        "if not identity and not options.allow_anonymous: return None",
+        "if event_id is not None and type(event_id) is not str: return None",
+        f"if 'category' not in out: out['category'] = {DEFAULT_CATEGORY!r}",
+    ]
+    if signal_type == "onSiteSearch":  # see mapping.default_effect
+        body += [
+            "if 'effect' not in out:",
+            f"    effect = _default_effect({signal_type!r}, out)",
+            "    if effect is not None: out['effect'] = effect",
+        ]
+    elif spec.suggested_effect is not None:
+        body.append(f"if 'effect' not in out: out['effect'] = {spec.suggested_effect!r}")
+    stamp = "_format_millis(moment)" if millis else "_format_timestamp(moment)"
+    body += [
+        f"out['signalTimestamp'] = {stamp}",
+        "signal = {'appKey': app_key, 'identifiableAttributes': identity,"
+        " 'sessionId': session, 'signalContent': out}",
+        "if event_id and _plain(event_id): key = event_id",
+        "else: key = _idempotency_key(event_id, signal)",
+        f"return _MappedSignal({signal_type!r}, key, signal)",
+    ]
+    lines = ["def mapper(record, options):", *(f"    {line}" for line in body)]
+    shape = ("objects" if objects else "dicts") + (", millis" if millis else "")
+    mapper: Mapper = _build(lines, env, f"mapper of {spec.record_name} ({shape})", "mapper")
+    return mapper
 
 
 def map_avro_record(
@@ -254,46 +350,14 @@ def map_avro_record(
 ) -> MappedSignal | None:
     """The signal ``validate_event`` then ``map_event`` would make, or None: not sure.
 
-    ``record`` is what the Avro decoder returned for the type's current-edition reader
-    schema. None also for every record the strict path rejects: it explains why.
+    ``record`` is what fastavro returns for the type's current-edition reader schema
+    (eventTime an aware UTC datetime). None also for every record the strict path
+    rejects: it explains why.
     """
-    plan = _plan(signal_type)
-    if len(record) != plan.size:  # unknown or missing keys: the strict path names them
-        return None
-    try:
-        session = record["sessionId"]
-        if type(session) is not str or not session:
-            return None
-        moment = record["eventTime"]
-        if (
-            type(moment) is not datetime
-            or moment.tzinfo is not UTC
-            or not EARLIEST_EVENT_TIME <= moment < LATEST_EVENT_TIME
-        ):
-            return None
-        app_key = _optional_str(record["appKey"]) or options.default_app_key
-        if not app_key:
-            return None
-        identity = _identity(record["identifiableAttributes"])
-        if not identity and not options.allow_anonymous:
-            return None
-        event_id = _optional_str(record["eventId"])
-        content = plan.content(record, {"signalType": signal_type})
-    except (_Decline, KeyError):
-        return None
-    if "category" not in content:
-        content["category"] = DEFAULT_CATEGORY
-    if "effect" not in content:
-        effect = (
-            default_effect(signal_type, content) if plan.effect_from_content else plan.fixed_effect
-        )
-        if effect is not None:
-            content["effect"] = effect
-    content["signalTimestamp"] = format_timestamp(moment)
-    signal = {
-        "appKey": app_key,
-        "identifiableAttributes": identity,
-        "sessionId": session,
-        "signalContent": content,
-    }
-    return MappedSignal(signal_type, idempotency_key(event_id, signal), signal)
+    mapper = _DICT_MAPPERS.get(signal_type)
+    if mapper is None:
+        mapper = _DICT_MAPPERS[signal_type] = record_mapper(signal_type)
+    return mapper(record, options)
+
+
+_DICT_MAPPERS: dict[str, Mapper] = {}

@@ -26,6 +26,8 @@ from pipeline.signals.validation import GRAPHQL_INT_MAX, ValidEvent
 DEFAULT_CATEGORY: Final = catalog.CATEGORIES[0]
 # Keys travel as RFC 8941 sf-strings in a header: printable ASCII without `"` or `\`.
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9._:~+/=-]{1,128}")
+#: Whether an event id is its own idempotency key (a match) or is hashed (None).
+is_plain_key: Final = _PLAIN_KEY.fullmatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,13 @@ def format_timestamp(moment: datetime) -> str:
 
 
 _MILLISECONDS: Final = tuple(f".{ms:03d}Z" for ms in range(1000))
+
+
+def format_millis(epoch_ms: int) -> str:
+    """``format_timestamp`` of the moment ``epoch_ms`` milliseconds after the epoch
+    (not before it: validation keeps event times from 1970 on)."""
+    second, ms = divmod(epoch_ms, 1000)
+    return _utc_second(second) + _MILLISECONDS[ms]
 
 
 def default_effect(signal_type: str, content: dict[str, Any]) -> str | None:

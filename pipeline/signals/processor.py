@@ -1,14 +1,16 @@
 """decode -> subscription -> validate and map, for one Kafka record (value, headers). No I/O.
 
 This is the CPU path the benchmarks measure: everything a record goes through before
-it joins a batch or the dead-letter topic. Validation and mapping are one pass for the
-Avro record (``fused``); what that pass is not sure of goes through ``validate_event``
-then ``map_event``, which decide and explain.
+it joins a batch or the dead-letter topic. A decoder may offer a lane (the codec's:
+bytes to the signal in one pass, for the records it is sure of); otherwise, and for
+whatever the lane is not sure of, the record is decoded, then validation and mapping
+are one pass for the Avro record (``fused``); what that pass is not sure of goes
+through ``validate_event`` then ``map_event``, which decide and explain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Protocol, TypeAlias
 
@@ -50,6 +52,11 @@ class Decoder(Protocol):
     def decode(self, value: bytes | None, headers: Headers = None) -> Decoded | DecodeFailure: ...
 
 
+#: ``lane(value, headers)``: the record's signal, or None (then the regular path decides).
+#: A decoder may have ``signal_lane(mapping, types_in_tier) -> Lane | None``.
+Lane = Callable[[bytes | None, Headers], MappedSignal | None]
+
+
 Outcome = MappedSignal | Rejection | Dropped
 
 
@@ -81,9 +88,16 @@ class EventProcessor:
         self._tier = tier
         self._in_tier = catalog.types_in_tier(tier)
         self._drop_out_of_tier = out_of_tier is OutOfTier.DROP
+        lanes = getattr(decoder, "signal_lane", None)
+        self._lane: Lane | None = None if lanes is None else lanes(mapping, self._in_tier)
 
     def process(self, value: bytes | None, headers: Headers = None) -> Outcome:
         """One record: its value, and its headers (a writer schema id may be in them)."""
+        lane = self._lane
+        if lane is not None:
+            signal = lane(value, headers)
+            if signal is not None:
+                return signal
         decoded = self._decoder.decode(value, headers)
         record = getattr(decoded, "record", None)
         if record is None:
