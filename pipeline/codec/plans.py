@@ -173,7 +173,7 @@ def compile_lane(
     read = compile_object_reader(plan.source, None if plan.reader is None else reader)
     if read is None:
         return None
-    mapper = record_mapper(signal_type, objects=True, millis=True)
+    mapper = record_mapper(signal_type, objects=True)
 
     def lane(value: bytes, start: int) -> MappedSignal | None:
         record = read(value, start)

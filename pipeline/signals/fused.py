@@ -10,9 +10,9 @@ record, no ``ValidEvent`` in between.
 One mapper per signal type, generated from the catalog as straight-line code (every
 field unrolled, as attrs and pydantic-core do), in two shapes: a dict record with
 eventTime an aware UTC datetime (fastavro's output; ``map_avro_record``), and a
-record object read by attribute with eventTime as epoch milliseconds (cavro's,
-``record_mapper``: the codec's fast lane, where the time stays an integer until
-the signal's text).
+record object of the catalog's schema read by attribute, eventTime as epoch
+milliseconds (cavro's, for the codec's lane: no type checks, since the schema fixes
+the types, and the time stays an integer until the signal's text).
 
 It only ever says "this signal" or "not sure": anything unexpected (a rule broken,
 a value of another type, an unknown or missing key) returns None and the record
@@ -123,13 +123,13 @@ def _custom_attributes(value: list[Any]) -> list[Any]:
 
 
 def _custom_attribute_objects(value: list[Any]) -> list[dict[str, str]]:
-    """CustomAttribute records read by attribute, to the dicts the signal carries."""
+    """CustomAttribute records (two strings) to the dicts the signal carries."""
     pairs = []
     for pair in value:
-        name, text = pair.name, pair.value
-        if type(name) is not str or not name or type(text) is not str:
+        name = pair.name
+        if not name:
             raise _Decline
-        pairs.append({"name": name, "value": text})
+        pairs.append({"name": name, "value": pair.value})
     return pairs
 
 
@@ -177,12 +177,15 @@ def _get(record: str, name: str, objects: bool) -> str:
 def _rules(fs: FieldSpec, env: dict[str, Any], objects: bool) -> list[str]:
     """Statements that check ``v`` (not None, of the field's type) and leave the value
     the signal carries in ``v``; the few rules that are not one comparison are
-    functions in ``env``."""
+    functions in ``env``, called only for values not already canonical."""
 
-    def call(check: Check) -> str:
+    def call(check: Check, canonical: frozenset[str] | None = None) -> str:
         name = f"_check_{len(env)}"
         env[name] = check
-        return f"v = {name}(v)"
+        if canonical is None:
+            return f"v = {name}(v)"
+        env[f"{name}_canonical"] = canonical  # these pass unchanged: no call
+        return f"if v not in {name}_canonical: v = {name}(v)"
 
     match fs.kind:
         case Kind.STRING:
@@ -192,11 +195,11 @@ def _rules(fs: FieldSpec, env: dict[str, Any], objects: bool) -> list[str]:
             if fs.max_length is not None:
                 rules.append(f"if len(v) > {fs.max_length}: raise _Decline")
             if fs.format is Format.CURRENCY:
-                rules.append(call(_currency))
+                rules.append(call(_currency, CURRENCY_CODES))
             elif fs.format is Format.DATE_ADDED:
                 rules.append(call(_date))
             if fs.enum is not None:
-                rules.append(call(_enumeration(fs.enum)))
+                rules.append(call(_enumeration(fs.enum), frozenset(fs.enum)))
             return rules
         case Kind.NUMBER:
             return ["if v - v != 0.0: raise _Decline"]  # inf - inf and nan - nan are nan
@@ -204,7 +207,7 @@ def _rules(fs: FieldSpec, env: dict[str, Any], objects: bool) -> list[str]:
             low = -GRAPHQL_INT_MAX - 1 if fs.minimum is None else fs.minimum
             return [f"if not {low} <= v <= {GRAPHQL_INT_MAX}: raise _Decline"]
         case Kind.STRING_LIST:
-            return [call(_strings)]
+            return [] if objects else [call(_strings)]  # the schema's array of string
         case Kind.CUSTOM_ATTRIBUTES:
             return [call(_custom_attribute_objects if objects else _custom_attributes)]
         case Kind.ITEMS:
@@ -217,12 +220,14 @@ def _content_lines(
     specs: tuple[FieldSpec, ...], env: dict[str, Any], objects: bool, indent: str
 ) -> list[str]:
     """Every field of ``specs``, in catalog order, checked from ``record`` into ``out``
-    when the producer sent it (not None)."""
+    when the producer sent it (not None). Record objects of the catalog's schema need no
+    type checks: the schema fixes each field's type."""
     lines = []
     for fs in specs:
         lines.append(f"{indent}v = {_get('record', fs.name, objects)}")
         lines.append(f"{indent}if v is not None:")
-        lines.append(f"{indent}    if type(v) is not {_TYPES[fs.kind]}: raise _Decline")
+        if not objects:
+            lines.append(f"{indent}    if type(v) is not {_TYPES[fs.kind]}: raise _Decline")
         lines += [f"{indent}    {rule}" for rule in _rules(fs, env, objects)]
         lines.append(f"{indent}    out[{fs.name!r}] = v")
         if fs.required:
@@ -254,24 +259,23 @@ def _identity_lines(objects: bool) -> list[str]:
         lines.append(f"if type(a) is not dict or len(a) != {len(_ATTRIBUTES)}: raise _Decline")
     lines.append("identity = {}")
     for name in _ATTRIBUTES:
-        lines += [
-            f"v = {_get('a', name, objects)}",
-            "if v is not None:",
-            "    if type(v) is not str: raise _Decline",
-            f"    if v: identity[{name!r}] = v",
-        ]
+        lines.append(f"v = {_get('a', name, objects)}")
+        if not objects:  # a record object's are None or str
+            lines += ["if v is not None and type(v) is not str: raise _Decline"]
+        lines.append(f"if v: identity[{name!r}] = v")
     return lines
 
 
 @cache
-def record_mapper(signal_type: str, *, objects: bool = False, millis: bool = False) -> Mapper:
+def record_mapper(signal_type: str, *, objects: bool = False) -> Mapper:
     """The type's mapper: ``mapper(record, options)`` -> the signal ``validate_event``
     then ``map_event`` would make, or None (not sure; the strict path decides).
 
-    ``objects``: the record is a record object of the current edition's reader schema
-    (fields as attributes; it has exactly the schema's fields), else a dict whose keys
-    are checked. ``millis``: eventTime is epoch milliseconds (an ``int``), else an
-    aware UTC datetime.
+    ``objects``: the record is a record object of the catalog's own current-edition
+    schema (the codec's lane makes sure of that): fields as attributes, exactly the
+    schema's, each of the schema's type, and eventTime as epoch milliseconds (an int,
+    kept one until the signal's text). Otherwise a dict as fastavro reads it (eventTime
+    an aware UTC datetime), whose keys and value types are checked.
     """
     spec = catalog.SIGNALS[signal_type]
     env: dict[str, Any] = {
@@ -303,23 +307,26 @@ def record_mapper(signal_type: str, *, objects: bool = False, millis: bool = Fal
         *_content_lines(spec.fields, env, objects, "    "),
         f"except {missing}:",
         "    return None",
-        "if type(session) is not str or not session: return None",
     ]
-    if millis:
-        body.append(f"if type(moment) is not int or not {EARLIEST_MS} <= moment < {LATEST_MS}:")
+    if objects:  # the schema's types: a string, a long, two optional strings
+        body += [
+            "if not session: return None",
+            f"if not {EARLIEST_MS} <= moment < {LATEST_MS}: return None",
+        ]
     else:
-        body.append(
+        body += [
+            "if type(session) is not str or not session: return None",
             "if type(moment) is not _datetime or moment.tzinfo is not _UTC"
-            " or not _EARLIEST <= moment < _LATEST:"
-        )
+            " or not _EARLIEST <= moment < _LATEST:",
+            "    return None",
+            "if app_key is not None and type(app_key) is not str: return None",
+            "if event_id is not None and type(event_id) is not str: return None",
+        ]
     body += [
-        "    return None",
-        "if app_key is not None and type(app_key) is not str: return None",
         "if not app_key:",
         "    app_key = options.default_app_key",
         "    if not app_key: return None",
         "if not identity and not options.allow_anonymous: return None",
-        "if event_id is not None and type(event_id) is not str: return None",
         f"if 'category' not in out: out['category'] = {DEFAULT_CATEGORY!r}",
     ]
     if signal_type == "onSiteSearch":  # see mapping.default_effect
@@ -330,7 +337,7 @@ def record_mapper(signal_type: str, *, objects: bool = False, millis: bool = Fal
         ]
     elif spec.suggested_effect is not None:
         body.append(f"if 'effect' not in out: out['effect'] = {spec.suggested_effect!r}")
-    stamp = "_format_millis(moment)" if millis else "_format_timestamp(moment)"
+    stamp = "_format_millis(moment)" if objects else "_format_timestamp(moment)"
     body += [
         f"out['signalTimestamp'] = {stamp}",
         "signal = {'appKey': app_key, 'identifiableAttributes': identity,"
@@ -340,7 +347,7 @@ def record_mapper(signal_type: str, *, objects: bool = False, millis: bool = Fal
         f"return _MappedSignal({signal_type!r}, key, signal)",
     ]
     lines = ["def mapper(record, options):", *(f"    {line}" for line in body)]
-    shape = ("objects" if objects else "dicts") + (", millis" if millis else "")
+    shape = "record objects" if objects else "dicts"
     mapper: Mapper = _build(lines, env, f"mapper of {spec.record_name} ({shape})", "mapper")
     return mapper
 
