@@ -54,6 +54,27 @@ class Batcher:
         if len(self._keys) >= self._max_signals:
             self.close()
 
+    def add_many(self, keys: list[str], fragments: list[bytes], refs: list[Any]) -> None:
+        """``add`` for each, in order (a consumed batch's signals): whole runs at a time
+        while they fit, one by one from where the bytes limit would close a batch."""
+        at, count = 0, len(keys)
+        while at < count:
+            if not self._keys:
+                self._opened = self._clock()
+            end = min(count, at + self._max_signals - len(self._keys))
+            size = sum(map(len, fragments[at:end])) + end - at
+            if self._bytes + size > self._max_bytes:
+                for index in range(at, count):
+                    self.add(keys[index], fragments[index], refs[index])
+                return
+            self._keys += keys[at:end]
+            self._fragments += fragments[at:end]
+            self._refs += refs[at:end]
+            self._bytes += size
+            at = end
+            if len(self._keys) >= self._max_signals:
+                self.close()
+
     def due_in(self) -> float | None:
         """Seconds until the open batch is due to close (None: no batch open)."""
         if not self._keys:

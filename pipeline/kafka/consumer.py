@@ -36,7 +36,7 @@ from pipeline.kafka.ledger_index import LedgerIndex
 from pipeline.kafka.ledger_tail import LedgerTail
 from pipeline.kafka.ledger_writer import LedgerWriter
 from pipeline.kafka.lifecycle import ConsumerLifecycle
-from pipeline.kafka.partition_state import InFlight, Partitions
+from pipeline.kafka.partition_state import InFlight, Partitions, PartitionState
 from pipeline.kafka.producer_sink import ProducerSink
 from pipeline.kafka.records import Bounds, Pending, RecordOrigin, RunSummary, TopicPartitionKey
 from pipeline.kafka.runner import Clients, build_clients, consumer_config, producer_config
@@ -234,10 +234,8 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
         self.health.beat()
         if messages:
             self.metrics.consumed.inc(len(messages))
-        for message in messages:
-            self._handle(message)
-        if messages and any(m.error() is None for m in reversed(messages)):
-            self._last_record = time.monotonic()  # one clock read per batch, not per record
+            if self._handle(messages):
+                self._last_record = time.monotonic()  # one clock read per batch, not per record
         if self._sessions is not None:  # quiet partitions' sessions expire by the wall clock
             held = self._reading() if self._flow.paused else self._flow.held
             self._derived(self._sessions.tick(held))
@@ -271,64 +269,135 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
             messages.extend(self._consumer.consume(CONSUME_BATCH - 1, timeout=0))
         return messages
 
-    def _handle(self, message: Message) -> None:
-        error = message.error()
-        if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("kafka error", error=str(error))
-            elif self._bounds is not None:
-                self._reached_end((message.topic() or "", message.partition() or 0))
-            return
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        assert topic is not None and partition is not None and offset is not None
-        key = (topic, partition)
-        state = self._partitions.get(key)
+    def _handle(self, messages: list[Message]) -> bool:
+        """The records of one ``consume()``, in two passes: each record decoded, mapped and
+        tracked; then the mapped ones checked against the ledger, claimed and batched.
+        True when any was a record (not an error or an end-of-partition event).
+
+        The record path runs for every event: the per-record work stays in these loops
+        (locals, the partition looked up once per run of its records) rather than in a
+        method call per record and step."""
+        get_state = self._partitions.get
         flow = self._flow
-        if state is None or key in flow.held:
-            return  # not ours (any more), or fetched before a hold: read again after it
+        held = flow.held
         bounds = self._bounds
-        if bounds is not None and (key in self._done or offset >= bounds.end[key]):
-            self._reached_end(key)
-            return
-        value = message.value()
-        wanted = self._own_origin or self._origin.wanted(message)  # the own: every record
-        if wanted:
-            try:  # None for a record without headers (one C call, nothing else)
-                headers = message.headers()
-            except (UnicodeDecodeError, ValueError):  # a name that is not UTF-8: the value decides
-                headers = None
-            try:
-                outcome = self._processor.process(value, headers)
-            except SchemaRegistryUnavailable as unavailable:
-                flow.hold(key, offset, unavailable)
-                return
-            if flow.attempts:  # a partition is backing off: this one's backoff starts over
-                flow.served(key)
-        if bounds is not None and offset + 1 >= bounds.end[key]:
-            self._reached_end(key)  # the last one: handled below, nothing after it
-        state.offsets.track(offset)
-        size = len(value or b"") + len(message.key() or b"")
-        self._buffered_bytes += size
-        self.summary.consumed += 1
-        if not wanted:
-            self.summary.filtered += 1
-            self._finish(Pending(message, size, "", state, offset))
-        elif isinstance(outcome, MappedSignal):
-            own = self._own_origin  # the record's own partition, or (redrive) its source's
-            ledger_partition = partition if own else self._origin.partition(message)
-            pending = Pending(
-                message, size, outcome.signal_type, state, offset, outcome.idempotency_key,
-                ledger_partition,
-            )  # fmt: skip
-            # before the ledger check: an event delivered already still counts
-            derived = self._sessions.observe(message, outcome) if self._sessions else None
-            self._admit(outcome, pending)
-            if derived:
-                self._derived(derived)
-        elif isinstance(outcome, Rejection):
-            self._dead_letter(Pending(message, size, outcome.signal_type, state, offset), outcome)
+        own = self._own_origin
+        process = self._processor.process
+        sessions = self._sessions
+        mapped: list[tuple[MappedSignal, Pending]] = []
+        derived: list[Emit] = []
+        records = consumed = buffered = 0  # records: any but errors; consumed: ours, handled
+        topic: str | None = None
+        partition = -1
+        key: TopicPartitionKey = ("", -1)
+        state: PartitionState | None = None
+        for message in messages:
+            if message.error() is not None:
+                self._kafka_error(message)
+                continue
+            records += 1
+            offset = message.offset()
+            assert offset is not None
+            if message.partition() != partition or message.topic() != topic:
+                topic, partition = message.topic() or "", message.partition() or 0
+                key = (topic, partition)
+                state = get_state(key)
+                if key in held:
+                    state = None  # fetched before a hold: read again after it
+            if state is None:
+                continue  # not ours (any more), or held
+            if bounds is not None and (key in self._done or offset >= bounds.end[key]):
+                self._reached_end(key)
+                continue
+            value = message.value()
+            wanted = own or self._origin.wanted(message)  # the own: every record
+            if wanted:
+                try:  # None for a record without headers (one C call, nothing else)
+                    headers = message.headers()
+                except (UnicodeDecodeError, ValueError):  # a name not UTF-8: the value decides
+                    headers = None
+                try:
+                    outcome = process(value, headers)
+                except SchemaRegistryUnavailable as unavailable:
+                    flow.hold(key, offset, unavailable)
+                    state = None  # the rest of this partition's records: read again
+                    continue
+                if flow.attempts:  # a partition is backing off: this one's backoff starts over
+                    flow.served(key)
+            if bounds is not None and offset + 1 >= bounds.end[key]:
+                self._reached_end(key)  # the last one: handled below, nothing after it
+            state.offsets.track(offset)
+            size = len(value or b"") + len(message.key() or b"")
+            buffered += size
+            consumed += 1
+            if not wanted:
+                self.summary.filtered += 1
+                self._finish(Pending(message, size, "", state, offset))
+            elif isinstance(outcome, MappedSignal):
+                ledger_partition = partition if own else self._origin.partition(message)
+                pending = Pending(
+                    message, size, outcome.signal_type, state, offset, outcome.idempotency_key,
+                    ledger_partition,
+                )  # fmt: skip
+                mapped.append((outcome, pending))
+                if sessions is not None:  # before the ledger check: a delivered event counts
+                    derived.extend(sessions.observe(message, outcome) or ())
+            elif isinstance(outcome, Rejection):
+                rejected = Pending(message, size, outcome.signal_type, state, offset)
+                self._dead_letter(rejected, outcome)
+            else:
+                self._drop(Pending(message, size, outcome.signal_type, state, offset), outcome)
+        self._buffered_bytes += buffered
+        self.summary.consumed += consumed
+        if mapped:
+            self._admit_all(mapped)
+        if derived:
+            self._derived(derived)
+        return records > 0
+
+    def _kafka_error(self, message: Message) -> None:
+        error = message.error()
+        assert error is not None
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("kafka error", error=str(error))
+        elif self._bounds is not None:
+            self._reached_end((message.topic() or "", message.partition() or 0))
+
+    def _admit_all(self, mapped: list[tuple[MappedSignal, Pending]]) -> None:
+        """``_admit`` for the mapped records of one consume(), in order, in one loop."""
+        ledger = self._ledger_enabled  # off: no skips, and no key waits for another
+        if ledger:
+            known = self.ledger.known([pending.key for _, pending in mapped])
         else:
-            self._drop(Pending(message, size, outcome.signal_type, state, offset), outcome)
+            known = [False] * len(mapped)
+        in_flight = self._in_flight
+        claim = in_flight.claim
+        max_fragment = self._batcher.max_fragment_bytes
+        keys: list[str] = []
+        fragments: list[bytes] = []
+        refs: list[Pending] = []
+        added = 0
+        for (signal, pending), seen in zip(mapped, known, strict=True):
+            if seen:
+                self._skip(pending)
+                continue
+            fragment = encode_signal(signal.signal)
+            key = pending.key
+            if ledger and not claim(key):
+                in_flight.wait(key, (pending, fragment))
+                continue
+            size = len(fragment)
+            if size > max_fragment:
+                self._add_to_batch(pending, fragment)  # dead-lettered there
+                continue
+            # the fragment counts against PIPELINE_MAX_BUFFERED_BYTES (``_add_to_batch``)
+            pending.size += size
+            added += size
+            keys.append(key)
+            fragments.append(fragment)
+            refs.append(pending)
+        self._buffered_bytes += added
+        self._batcher.add_many(keys, fragments, refs)
 
     def _admit(self, signal: MappedSignal, pending: Pending) -> None:
         """Skip it (the ledger), wait for the same key on its way, or batch it."""

@@ -13,12 +13,15 @@ from pipeline.connect.client import DeliveryReport
 from pipeline.kafka.dead_letter_writer import DeadLetterWriter
 from pipeline.kafka.ledger_index import LedgerIndex
 from pipeline.kafka.ledger_writer import LedgerWriter, SourceRef
-from pipeline.kafka.partition_state import InFlight, Waiting
+from pipeline.kafka.partition_state import InFlight, PartitionState, Waiting
 from pipeline.kafka.records import Pending, RecordOrigin, RunSummary
 from pipeline.kafka.transactions import Transactions
 from pipeline.ops.metrics import PipelineMetrics
 from pipeline.signals.outcomes import Reason, Rejection
 from pipeline.signals.processor import Dropped
+
+#: one source partition's accepted signals: their source offsets and keys, in order
+Group = tuple[list[int], list[str]]
 
 
 class RecordEndings:
@@ -97,20 +100,37 @@ class RecordEndings:
             rows = [(self._ledger_source(pending), pending.key) for pending in accepted]
             writer.write_batch(rows, accepted_ms, acks)
             return
-        if self._own_origin:  # the ledger source is the record itself (inlined)
-            rows = [((p.state.key[0], p.ledger_partition, p.offset), p.key) for p in accepted]
-        else:
-            rows = [(self._ledger_source(p), p.key) for p in accepted]
+        if self._own_origin:  # the ledger source is the record itself: the same pass
+            # that finishes the records groups their keys by source partition
+            groups: dict[PartitionState, Group] = {}
+            self._finish_accepted(accepted, settle, groups)
+            writer.write_sources(
+                [(s.key[0], s.key[1], offsets, keys) for s, (offsets, keys) in groups.items()],
+                accepted_ms,
+            )
+            return
+        rows = [(self._ledger_source(p), p.key) for p in accepted]
         writer.write_batch(rows, accepted_ms)
         self._finish_accepted(accepted, settle)
 
     def _finish_accepted(
-        self, accepted: list[Pending], settle: Callable[[str], list[Waiting] | None] | None
+        self,
+        accepted: list[Pending],
+        settle: Callable[[str], list[Waiting] | None] | None,
+        groups: dict[PartitionState, Group] | None = None,
     ) -> None:
         """``_finish`` for a delivered batch's records in one pass (and ``_skip`` for the
-        records that waited on their keys, when ``settle`` gives them)."""
+        records that waited on their keys, when ``settle`` gives them); with ``groups``,
+        each record's source offset and key under its partition generation (its source
+        partition: a derived signal's is the generation's)."""
         released = 0
         for pending in accepted:
+            if groups is not None:
+                group = groups.get(pending.state)
+                if group is None:
+                    group = groups[pending.state] = ([], [])
+                group[0].append(pending.offset)
+                group[1].append(pending.key)
             on_finish = pending.on_finish
             if on_finish is not None:
                 on_finish()  # a derived signal: settled, no offset of its own

@@ -94,6 +94,18 @@ class LedgerIndex:
         bucket = self._buckets[digest & self._mask]
         return bucket is not None and digest in bucket
 
+    def known(self, keys: list[str]) -> list[bool]:
+        """``key in self`` for each of ``keys`` (one consumed batch's), in one call."""
+        buckets, mask = self._buckets, self._mask
+        if not self._count:
+            return [False] * len(keys)
+        found = []
+        for key in keys:
+            digest = hash(key) & _DIGEST_MASK
+            bucket = buckets[digest & mask]
+            found.append(bucket is not None and digest in bucket)
+        return found
+
     def cutoff_ms(self) -> int:
         return int(self._clock() * 1000) - self.retention_ms
 
@@ -125,14 +137,14 @@ class LedgerIndex:
             if not chunks or minute > chunks[-1][0]:
                 chunks.append((minute, array("Q")))
             chunk = chunks[-1][1]
-            added = 0
-            for digest in digests:
+            before = len(chunk)
+            chunk.extend(digests)  # in C; the buckets from the chunk's new tail
+            for digest in chunk[before:]:
                 bucket = buckets[digest & mask]
                 if bucket is None:
                     bucket = buckets[digest & mask] = array("Q")
                 bucket.append(digest)
-                chunk.append(digest)
-                added += 1
+            added = len(chunk) - before
             self._count += added
             if self._count > self.max_keys:
                 self._evict(self._count - self.max_keys + self.max_keys // 100)

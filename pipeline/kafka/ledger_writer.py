@@ -24,6 +24,8 @@ Acked = Callable[[], None]
 SourceRef = tuple[str, int, int]
 #: one accepted signal: where it came from, its idempotency key
 Row = tuple[SourceRef, str]
+#: one source partition's accepted signals: topic, partition, source offsets, keys
+Source = tuple[str, int, list[int], list[str]]
 
 
 class LedgerWriter:
@@ -49,14 +51,30 @@ class LedgerWriter:
         self.topic = topic
         self._backfill = backfill  # a replay or redrive: records out of source order
         self._batched = record_format >= 3
-        #: in the open transaction: (rows, accepted_ms, one record a row)
-        self._open: list[tuple[Sequence[Row], int, bool]] = []
+        #: in the open transaction: each write, to make again after an abort
+        self._open: list[Callable[[], None]] = []
 
     def write(self, source: SourceRef, key: str, accepted_ms: int, acked: Acked | None) -> None:
         """One signal's record (format 2)."""
         if self._sink.transactional:
-            self._open.append((((source, key),), accepted_ms, True))
+            self._open.append(lambda: self.write(source, key, accepted_ms, None))
         self._write_one(source, key, accepted_ms, acked)
+
+    def write_sources(self, sources: Sequence[Source], accepted_ms: int) -> None:
+        """``write_batch`` for a delivered batch's accepted signals already grouped by
+        source partition (topic, partition, offsets, keys), in a transaction: the
+        commit finishes them."""
+        if self._sink.transactional:
+            self._open.append(lambda: self.write_sources(sources, accepted_ms))
+        for topic, partition, offsets, keys in sources:
+            if not self._batched:
+                for offset, key in zip(offsets, keys, strict=True):
+                    self._write_one((topic, partition, offset), key, accepted_ms, None)
+                continue
+            items = list(zip(offsets, keys, strict=True))
+            for at in range(0, len(items), V3_MAX_ENTRIES):
+                chunk = items if len(items) <= V3_MAX_ENTRIES else items[at : at + V3_MAX_ENTRIES]
+                self._write_group(topic, partition, chunk, accepted_ms, None)
 
     def write_batch(
         self,
@@ -68,7 +86,7 @@ class LedgerWriter:
         runs when row ``i``'s record is on the broker; in a transaction the commit
         finishes them (``acked`` None)."""
         if self._sink.transactional:
-            self._open.append((rows, accepted_ms, False))
+            self._open.append(lambda: self.write_batch(rows, accepted_ms))
         self._write_rows(rows, accepted_ms, acked)
 
     def _write_rows(
@@ -165,9 +183,5 @@ class LedgerWriter:
     def rewrite(self) -> None:
         """After an abort: the aborted transaction's records, in the new one."""
         rewritten, self._open = self._open, []
-        for rows, accepted_ms, single in rewritten:
-            if single:
-                ((source, key),) = rows
-                self.write(source, key, accepted_ms, None)
-            else:
-                self.write_batch(rows, accepted_ms)
+        for write in rewritten:
+            write()

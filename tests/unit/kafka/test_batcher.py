@@ -62,3 +62,34 @@ def test_due_in_is_the_time_left_of_the_open_batch():
     assert (batcher.due_in() or 0) < 0
     batcher.close_if_due()
     assert batcher.due_in() is None
+
+
+def test_add_many_closes_batches_as_add_does() -> None:
+    clock = Clock()
+    one, many = (Batcher(max_signals=3, max_bytes=10_000, linger_s=1.0, clock=clock) for _ in "ab")
+    keys = [f"k{n}" for n in range(8)]
+    for n, key in enumerate(keys):
+        one.add(key, b"{}", n)
+    many.add_many(keys[:1], [b"{}"], [0])  # a batch already open
+    many.add_many(keys[1:], [b"{}"] * 7, list(range(1, 8)))
+    assert [b.refs for b in many.ready] == [b.refs for b in one.ready] == [[0, 1, 2], [3, 4, 5]]
+    assert many.due_in() == one.due_in() == 1.0
+    many.close()
+    assert many.ready[-1].keys == ["k6", "k7"]
+
+
+def test_add_many_goes_one_by_one_where_the_bytes_limit_closes_a_batch() -> None:
+    clock = Clock()
+    one, many = (
+        Batcher(max_signals=100, max_bytes=ENVELOPE_BYTES + 25, linger_s=1.0, clock=clock)
+        for _ in "ab"
+    )
+    fragments = [b"x" * 10, b"x" * 10, b"x" * 10, b"x" * 3]
+    for n, fragment in enumerate(fragments):
+        one.add(f"k{n}", fragment, n)
+    many.add_many([f"k{n}" for n in range(4)], fragments, [0, 1, 2, 3])
+    assert [b.refs for b in many.ready] == [b.refs for b in one.ready] == [[0, 1]]
+    one.close()
+    many.close()
+    assert many.ready[-1].refs == one.ready[-1].refs == [2, 3]
+    assert many.ready[-1].body_bytes == one.ready[-1].body_bytes

@@ -96,3 +96,25 @@ def test_a_backfill_batch_record_has_no_horizon() -> None:
         r is not None and r.horizon is None
         for r in map(decode, (c["value"] for c in producer.calls))
     )
+
+
+def test_grouped_sources_write_what_rows_write_and_again_after_an_abort() -> None:
+    by_rows, rows_producer, _ = _writer(transactional=True)
+    by_sources, sources_producer, _ = _writer(transactional=True)
+    by_rows.write_batch(ROWS, 1_000)
+    by_sources.write_sources(
+        [("clicks", 1, [120, 110], ["a", "c"]), ("clicks", 5, [7], ["b"])], 1_000
+    )
+    assert [c["value"] for c in sources_producer.calls] == [c["value"] for c in rows_producer.calls]
+    by_sources.rewrite()  # the transaction aborted: the same entries again
+    again = [_entries(c) for c in sources_producer.calls[2:]]
+    assert again == [_entries(c) for c in sources_producer.calls[:2]]
+    by_sources.committed()
+    by_sources.rewrite()
+    assert len(sources_producer.calls) == 4
+
+
+def test_grouped_sources_in_format_2_write_one_record_a_signal() -> None:
+    writer, producer, _ = _writer(transactional=True, record_format=2)
+    writer.write_sources([("clicks", 1, [120, 110], ["a", "c"])], 1_000)
+    assert [c["key"] for c in producer.calls] == [b"a", b"c"]
