@@ -173,7 +173,7 @@ def _bounded(read: Callable[[Any], Any]) -> Callable[[bytes, int], Any]:
     secret = _SECRET
 
     def bounded(value: bytes, start: int) -> Any:
-        reader = memory_reader(memoryview(value + suffix)[start:])
+        reader = memory_reader(value[start:] + suffix)  # two copies: less than a memoryview
         try:
             record = read(reader)
             if read_sentinel(reader) == secret:
