@@ -39,8 +39,17 @@ def run(stop_after_idle: float | None) -> None:
         gc.enable()
         from pipeline.kafka.workers import supervise
 
+        def worker() -> None:  # forked: the environment is the worker's now
+            consume(load_or_exit(), stop_after_idle)
+
         args = [] if stop_after_idle is None else ["--stop-after-idle", str(stop_after_idle)]
-        sys.exit(supervise(settings, args))
+        sys.exit(supervise(settings, args, run_worker=worker))
+    consume(settings, stop_after_idle)
+
+
+def consume(settings: Settings, stop_after_idle: float | None) -> None:
+    """One consumer process: ``run`` itself, or one of its workers."""
+    gc.disable()
     # The group join first: it waits on the broker (3 s on Tansu) while the rest of the
     # process is imported and built (pipeline.kafka.group_join).
     from pipeline.kafka.group_join import JoiningConsumer

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import time
@@ -101,3 +103,50 @@ def test_workers_that_finish_by_themselves_are_not_restarted() -> None:
     supervisor = Supervisor(SETTINGS, _python("pass"), environ={})
     assert supervisor.run() == 0
     assert all(w.restarts == 0 and w.done for w in supervisor.workers)
+
+
+def test_forked_workers_run_with_their_own_environment_and_restart_by_exec(
+    tmp_path: Path,
+) -> None:
+    """First starts fork this process (the target sees the worker's environment, exits
+    as an interpreter would); a restart runs the command line afresh."""
+
+    def target() -> None:
+        env = os.environ
+        mark = tmp_path / f"forked{env['PIPELINE_TRANSACTIONAL_ID'][-2:]}"
+        mark.write_text(f"{os.getpid()} {env['PIPELINE_WORKERS']}")
+        sys.exit(3)  # dies: its restart is the command line
+
+    restarted = (
+        "import os, pathlib\n"
+        f"pathlib.Path({str(tmp_path)!r}, 'exec' + os.environ['PIPELINE_TRANSACTIONAL_ID'][-2:])"
+        ".touch()"
+    )
+    supervisor = Supervisor(SETTINGS, _python(restarted), environ={}, policy=quick, fork=target)
+    assert supervisor.run() == 0
+    assert [w.restarts for w in supervisor.workers] == [1, 1]
+    marks = sorted(p.name for p in tmp_path.iterdir())
+    assert marks == ["exec-0", "exec-1", "forked-0", "forked-1"]
+    for index in "01":
+        pid, workers = (tmp_path / f"forked-{index}").read_text().split()
+        assert int(pid) != os.getpid() and workers == "1"
+
+
+def test_sigterm_drains_forked_workers_and_exits_0(tmp_path: Path) -> None:
+    def target() -> None:
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))  # as runner.run installs
+        (tmp_path / f"ready{os.getpid()}").touch()
+        signal.pause()
+
+    supervisor = Supervisor(SETTINGS, _python("raise SystemExit(9)"), environ={}, fork=target)
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(supervisor.run()))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while len(list(tmp_path.glob("ready*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    supervisor.stop()
+    thread.join(30)
+    assert result == [0]
+    assert all(w.process is not None and w.process.returncode == 0 for w in supervisor.workers)
+    assert all(w.restarts == 0 for w in supervisor.workers)
