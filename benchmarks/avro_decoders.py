@@ -5,8 +5,10 @@
 The same single-object encoded values through ``EventDecoder`` with
 ``accelerate=False`` (fastavro) and ``accelerate=True`` (cavro where it applies), for
 the current edition (read as is) and the earlier one (resolved to the current),
-plus the bare library calls. CPU time of this process (less disturbed than wall time
-by other work on a shared machine), best of ``--repeat`` rounds, interleaved.
+plus the bare library calls; then the codec's lane (cavro to record objects, the
+type's generated mapper) against decoding to a dict and mapping it (fused), both to
+the same signal. CPU time of this process (less disturbed than wall time by other
+work on a shared machine), best of ``--repeat`` rounds, interleaved.
 """
 
 from __future__ import annotations
@@ -22,9 +24,14 @@ import fastavro
 from devtools.clickstream import clickstream
 
 from pipeline.codec import accelerated
-from pipeline.codec.avro import EventDecoder, SchemaStore, encode_single_object
+from pipeline.codec.avro import Decoded, EventDecoder, SchemaStore, encode_single_object
 from pipeline.codec.schemas import read_schemas
 from pipeline.config import DEFAULT_AVRO_DIR
+from pipeline.signals import catalog
+from pipeline.signals.fused import map_avro_record
+from pipeline.signals.mapping import MappingOptions
+
+OPTIONS = MappingOptions(default_app_key="bench-app")
 
 
 def _values(edition: int, count: int) -> tuple[dict[str, Any], list[bytes]]:
@@ -59,6 +66,16 @@ def _at(reader: Callable[[bytes, int], object], value: bytes) -> object:
     return reader(value, 10)
 
 
+def _laned(lane: Callable[[bytes | None, Any], object], value: bytes) -> object:
+    return lane(value, None)
+
+
+def _decoded_and_mapped(decoder: EventDecoder, value: bytes) -> object:
+    decoded = decoder.decode(value)
+    assert isinstance(decoded, Decoded)
+    return map_avro_record("addToCart", decoded.record, OPTIONS)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=1000)
@@ -85,6 +102,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(
             f"\nAddToCartEvent v{edition} ({label}), {len(values)} records, best of {args.repeat}:"
         )
+        lane = fast.signal_lane(OPTIONS, frozenset(catalog.SIGNAL_TYPES))
+        assert lane is not None
+        assert all(lane(v, None) == _decoded_and_mapped(fast, v) for v in values)
+        calls["lane: bytes to signal"] = partial(_laned, lane)
+        calls["decode (cavro) + fused map"] = partial(_decoded_and_mapped, fast)
+        calls["decode (fastavro) + fused map"] = partial(_decoded_and_mapped, reference)
+        reader = accelerated.compile_object_reader(schema) if edition == 2 else None
+        if reader is not None:
+            calls["cavro to record objects + end"] = partial(_at, reader)
         figures = _best_us(calls, values, args.repeat)
         for name, us in figures.items():
             print(f"  {name:32s} {us:7.2f} CPU µs/record")

@@ -7,9 +7,10 @@ the embedded broker and the simulator; its methods and the processor's stages ar
 wrapped with a wall-clock accumulator (two ``perf_counter`` calls each). Times are
 wall time on the consumer thread, so they include waiting for the GIL while the
 delivery threads run, and preemption on a busy machine: read them as shares. Nested
-rows are included in their callers (``process`` holds ``decode``, ``validate``,
-``map``). Logging is configured as ``connect-pipeline run`` does (JSON, INFO: one line
-per dead letter), written to a file in the benchmark's work directory.
+rows are included in their callers (``process`` holds ``lane``, then, for what the
+lane is not sure of, ``decode``, ``validate``, ``map``). Logging is configured as
+``connect-pipeline run`` does (JSON, INFO: one line per dead letter), written to a
+file in the benchmark's work directory.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ def run_breakdown(stack: Stack, events: int) -> tuple[float, int, dict[str, floa
             setattr(consumer, name, _timed(getattr(consumer, name), name, totals))
     processor: Any = consumer._processor
     processor.process = _timed(processor.process, "process", totals)
+    if processor._lane is not None:  # the codec's lane: bytes to signal in one pass
+        processor._lane = _timed(processor._lane, "process > lane", totals)
     processor._decoder.decode = _timed(processor._decoder.decode, "process > decode", totals)
     # the processor calls these by module-level name: wrap them there, put back after
     originals = {name: getattr(processor_module, name) for name in ("validate_event", "map_event")}

@@ -11,8 +11,10 @@ bytes, in the same process, with the same gc settings:
 (a) decode only: bare ``fastavro.schemaless_reader`` with the same writer and reader
     schemas, framing already stripped (the floor any Avro consumer pays);
 (b) full path: ``pipeline.signals.processor.EventProcessor.process``, what the consumer runs
-    per record: ``EventDecoder.decode`` -> subscription check -> ``validate_event``
-    -> ``map_event``, to a ``MappedSignal`` (every event of the mix is valid).
+    per record, to a ``MappedSignal`` (every event of the mix is valid): the codec's
+    lane (cavro to a record object, the type's generated mapper), and for what it is
+    not sure of ``EventDecoder.decode`` -> subscription check -> fused or strict path;
+(c) the same without the lane: every record decoded to a dict, then the fused path.
 
 The ratio (b)/(a) in events/s says how much of the floor the pipeline keeps (target
 >= 0.6). Figures only: this is not a test and never fails on a slow machine.
@@ -116,6 +118,13 @@ def decode_only(prepared: list[Prepared]) -> int:
     return n
 
 
+class _WithoutLane:
+    """The decoder with its ``decode`` only: the processor then has no lane."""
+
+    def __init__(self, decoder: Any) -> None:
+        self.decode = decoder.decode
+
+
 def full_path(decoder: Any, options: MappingOptions) -> Callable[[list[Prepared]], int]:
     process = EventProcessor(decoder, options).process
 
@@ -187,11 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     prepared, decoder, mix = prepare(args.events, args.seed)
     options = MappingOptions(default_app_key="bench-app")
     full = full_path(decoder, options)
+    no_lane = full_path(_WithoutLane(decoder), options)
     valid = full(prepared)  # warm-up: caches (adapters, schemas) filled outside the timing
+    assert no_lane(prepared) == valid
     decode_only(prepared)
 
     a, b = interleaved(decode_only, full, prepared, args.runs)
-    a_med, b_med = statistics.median(a), statistics.median(b)
+    c = timed(no_lane, prepared, args.runs)
+    a_med, b_med, c_med = statistics.median(a), statistics.median(b), statistics.median(c)
 
     print(f"machine: {machine()}")
     print(f"events: {len(prepared)} ({valid} valid), median of {args.runs} runs")
@@ -201,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---:|---:|---:|---:|")
     for label, rates, med in (
         ("(a) decode only: fastavro.schemaless_reader", a, a_med),
-        ("(b) full: EventProcessor.process (decode, validate, map)", b, b_med),
+        ("(b) full: EventProcessor.process (lane, else decode, validate, map)", b, b_med),
+        ("(c) full without the lane (decode to a dict, fused)", c, c_med),
     ):
         print(f"| {label} | {med:,.0f} | {min(rates):,.0f} | {max(rates):,.0f} | {1e6 / med:.1f} |")
     print(f"| ratio (b)/(a) | {b_med / a_med:.2f} (target >= 0.6) | | | |")
