@@ -87,6 +87,7 @@ class SessionHooks:
         self._changelog = changelog
         self.topic = changelog_topic(settings)
         self._partitions = 1
+        self._wall: int | None = None  # the wall clock (epoch ms) at the last tick
         if registry is not None:
             register(registry, self.stage)
 
@@ -117,16 +118,20 @@ class SessionHooks:
 
     def observe(self, message: Message, signal: MappedSignal) -> list[Emit]:
         partition = (message.topic() or "", message.partition() or 0)
-        wall = _now_ms() if self._changelog else None
+        # The wall clock as the last loop turn's tick read it (one read per poll, not
+        # per record): it only caps events far ahead and restarts the idle wait, whose
+        # scale is seconds.
+        wall = (self._wall or _now_ms()) if self._changelog else None
         derived = self.stage.observe(partition, signal, message.offset() or 0, wall, message.key())
-        return [self._emit(partition, d) for d in derived]
+        return [self._emit(partition, d) for d in derived] if derived else []
 
     def tick(self, held: Collection[Partition]) -> list[Emit]:
         """``held``: partitions paused (backpressure, a Connect outage, a registry
         hold): not quiet, whatever the wall clock says."""
         if not self._changelog:
             return []  # a replay: event time only
-        return [self._emit(p, d) for p, d in self.stage.tick(_now_ms(), held)]
+        self._wall = _now_ms()
+        return [self._emit(p, d) for p, d in self.stage.tick(self._wall, held)]
 
     # --- the transaction -------------------------------------------------------------------
 
@@ -155,19 +160,36 @@ class SessionHooks:
     def _emit(self, partition: Partition, derived: Derived) -> Emit:
         store = self.stage.store(partition)
         after = store.applied_offset if store is not None else -1
-        message = Message(
+        message = DerivedMessage(
             topic=partition[0],
             partition=partition[1],
             offset=after,
             key=derived.key[1].encode(),
-            value=orjson.dumps(derived.record),
             headers=[(DERIVED_HEADER, derived.kind.encode())],
         )
+        message.derived = derived
 
         def settled() -> None:
             self.stage.settled(partition, derived)
 
         return Emit(derived.outcome, message, derived.kind, settled)
+
+
+class DerivedMessage(Message):
+    """The Kafka message standing for a derived signal. Its value, the JSON-form event
+    (what a dead letter of it carries), is made when first read: most are never."""
+
+    __slots__ = ("_value", "derived")
+
+    derived: Derived
+    _value: bytes | None
+
+    def value(self, *args: Any, **kwargs: Any) -> bytes | None:
+        try:
+            return self._value
+        except AttributeError:
+            self._value = orjson.dumps(self.derived.record)
+            return self._value
 
 
 def state_backend(settings: Settings) -> StateBackend:

@@ -12,7 +12,7 @@ look at a session, and versioned (``v``) so a later layout can still read these.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -31,13 +31,31 @@ VERSION: Final = 1
 class Closed:
     """A closed session, kept until no event of it can arrive in time any more.
 
-    ``pending``: its derived records (kind -> JSON-form event) until each is settled
+    ``pending``: its derived signals (kind -> the signal) until each is settled
     (delivered, skipped by the ledger or dead-lettered): a restart re-emits them, and
-    the ledger lets through only those Connect has not accepted.
+    the ledger lets through only those Connect has not accepted. In the changelog
+    each is its JSON-form event; in memory, the derived signal itself (its outcome
+    already mapped, its JSON form made only if it is written), or the JSON-form event
+    as read back from the changelog.
     """
 
     expiry: int
-    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending: dict[str, Pending] = field(default_factory=dict)
+
+
+class HasRecord(Protocol):
+    """A derived signal that can give its JSON-form event."""
+
+    @property
+    def record(self) -> dict[str, Any]: ...
+
+
+#: A pending signal: the derived signal, or its JSON-form event read from the changelog.
+Pending = HasRecord | dict[str, Any]
+
+
+def pending_record(pending: Pending) -> dict[str, Any]:
+    return pending if isinstance(pending, dict) else pending.record
 
 
 @dataclass(slots=True)
@@ -71,7 +89,8 @@ def encode(state: State) -> bytes:
     if isinstance(state, ClockState):
         return orjson.dumps({"v": VERSION, "w": state.watermark, "o": state.applied_offset})
     if isinstance(state, Closed):
-        return orjson.dumps({"v": VERSION, "closed": state.expiry, "pending": state.pending})
+        pending = {kind: pending_record(p) for kind, p in state.pending.items()}
+        return orjson.dumps({"v": VERSION, "closed": state.expiry, "pending": pending})
     s = state
     return orjson.dumps(
         {

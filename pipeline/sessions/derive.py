@@ -75,6 +75,15 @@ class DeriveOptions:
     mapping: MappingOptions = field(default_factory=MappingOptions)
     max_browse_items: int = MAX_BROWSE_ITEMS
 
+    @property
+    def ordered_kinds(self) -> tuple[str, ...]:
+        return _ordered(self.kinds)
+
+
+@cache
+def _ordered(kinds: frozenset[str]) -> tuple[str, ...]:
+    return tuple(sorted(kinds))
+
 
 def idempotency_key(key: SessionKey, kind: str) -> str:
     """A function of the session and the kind only (plain ASCII: it travels in headers)."""
@@ -147,34 +156,83 @@ def browse_content(session: Session, max_items: int) -> dict[str, Any] | None:
     return {"currency": currency, "abandonedItems": items}
 
 
-def derived_records(
-    session: Session, expiry_ms: int, options: DeriveOptions
-) -> list[dict[str, Any]]:
-    """The JSON-form events of the session's abandonment signals (none, or one per kind)."""
-    records = []
-    for kind in sorted(options.kinds):
+def derived_contents(session: Session, options: DeriveOptions) -> list[tuple[str, dict[str, Any]]]:
+    """(kind, content fields) of the session's abandonment signals (none, or one per kind)."""
+    contents = []
+    for kind in options.ordered_kinds:
         if kind == CART:
             content = cart_content(session)
         else:
             content = browse_content(session, options.max_browse_items)
         if content is None:
             continue
-        record: dict[str, Any] = {
-            "signalType": kind,
-            "eventId": idempotency_key(session.key, kind),
-            "sessionId": session.session_id,
-            "appKey": session.app_key,
-            "identifiableAttributes": session.identity or None,
-            "eventTime": format_ms(expiry_ms),
-            **content,
-        }
         if session.error is not None:
             _, reason, text = session.error
-            record["abandonmentReason"] = reason
+            content["abandonmentReason"] = reason
             if text:
-                record["abandonmentReasonDescription"] = text
-        records.append(record)
-    return records
+                content["abandonmentReasonDescription"] = text
+        contents.append((kind, content))
+    return contents
+
+
+def json_record(
+    key: SessionKey, identity: dict[str, Any], kind: str, content: dict[str, Any], at_ms: int
+) -> dict[str, Any]:
+    """The JSON form of a derived event (what ``connect-pipeline check`` reads, what a
+    dead letter of it carries, what the strict path validates)."""
+    return {
+        "signalType": kind,
+        "eventId": idempotency_key(key, kind),
+        "sessionId": key[1],
+        "appKey": key[0],
+        "identifiableAttributes": identity or None,
+        "eventTime": format_ms(at_ms),
+        **content,
+    }
+
+
+def derived_records(
+    session: Session, expiry_ms: int, options: DeriveOptions
+) -> list[dict[str, Any]]:
+    """The JSON-form events of the session's abandonment signals (none, or one per kind)."""
+    return [
+        json_record(session.key, session.identity, kind, content, expiry_ms)
+        for kind, content in derived_contents(session, options)
+    ]
+
+
+def content_signal(
+    key: SessionKey,
+    identity: dict[str, Any],
+    kind: str,
+    content: dict[str, Any],
+    at_ms: int,
+    mapping: MappingOptions,
+) -> MappedSignal | Rejection:
+    """A derived signal through the catalog's rules, from its content: the decoder's
+    form is built directly (no JSON-form event first, which only the strict path, a
+    dead letter or a pending changelog record needs)."""
+    fields, item_names = _shape(kind)
+    form: dict[str, Any] = dict.fromkeys(fields)
+    form.update(content)
+    items = content.get("abandonedItems")
+    if isinstance(items, list):
+        form["abandonedItems"] = [
+            {name: item.get(name) for name in item_names} if isinstance(item, dict) else item
+            for item in items
+        ]
+    event_id = idempotency_key(key, kind)
+    form["eventId"] = event_id
+    form["sessionId"] = key[1]
+    form["identifiableAttributes"] = {
+        name: identity.get(name) for name in catalog.IDENTIFIABLE_ATTRIBUTES
+    }
+    form["appKey"] = key[0]
+    form["eventTime"] = _EPOCH + timedelta(milliseconds=at_ms)
+    fused = map_avro_record(kind, form, mapping)
+    if fused is not None:
+        return fused
+    return to_signal_strict(json_record(key, identity, kind, content, at_ms), mapping)
 
 
 def to_signal(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.config import DeriveAbandonment, Settings
-from pipeline.sessions.derive import KINDS, DeriveOptions
+from pipeline.sessions.derive import KINDS, DeriveOptions, json_record
 from pipeline.sessions.session import SessionKey
 from pipeline.signals.mapping import MappedSignal, MappingOptions
 from pipeline.signals.outcomes import Rejection
@@ -40,15 +41,57 @@ def session_options(settings: Settings, mapping: MappingOptions) -> SessionOptio
     )
 
 
-@dataclass(slots=True)
 class Derived:
-    """One derived signal: the JSON-form event and what validation/mapping made of it."""
+    """One derived signal: what validation/mapping made of it, and its JSON-form event.
 
-    key: SessionKey
-    kind: str
-    record: dict[str, object]
-    outcome: MappedSignal | Rejection
-    evicted: bool = False
+    The JSON form (``record``) is what the strict path validates, what a dead letter of
+    it carries and what a pending changelog record keeps; most signals never need it,
+    so it is built on first use from what the session closed with (``source``).
+    """
+
+    __slots__ = ("_record", "_source", "evicted", "key", "kind", "outcome")
+
+    def __init__(
+        self,
+        key: SessionKey,
+        kind: str,
+        record: dict[str, Any] | None,
+        outcome: MappedSignal | Rejection,
+        evicted: bool = False,
+        *,
+        source: tuple[dict[str, Any], dict[str, Any], int] | None = None,
+    ) -> None:
+        self.key = key
+        self.kind = kind
+        self.outcome = outcome
+        self.evicted = evicted
+        self._record = record
+        self._source = source  # (identity, content, event time in ms)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        if self._record is None:
+            assert self._source is not None
+            identity, content, at_ms = self._source
+            self._record = json_record(self.key, identity, self.kind, content, at_ms)
+            self._source = None
+        return self._record
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Derived):
+            return NotImplemented
+        return (self.key, self.kind, self.record, self.outcome, self.evicted) == (
+            other.key,
+            other.kind,
+            other.record,
+            other.outcome,
+            other.evicted,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Derived({self.key!r}, {self.kind!r}, evicted={self.evicted})"
 
 
 @dataclass(slots=True)

@@ -80,11 +80,12 @@ class SessionStage:
         session_id: str = body["sessionId"]
         if record_key != session_id.encode():
             self.unkeyed += 1
-        if len(self._stores) > 1:
-            key = (str(body["appKey"]), session_id)
-            if not store.is_open(key):
-                for other in self._stores.values():
-                    if other is not store and other.is_open(key):
+        stores = self._stores
+        if len(stores) > 1:
+            key = (body["appKey"], session_id)
+            if key not in store.open_states:
+                for other in stores.values():
+                    if key in other.open_states and other is not store:
                         self.split += 1
                         break
         return store.observe(signal, offset=offset, wall_ms=wall_ms)

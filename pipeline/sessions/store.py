@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from pipeline.sessions.changelog import (
     ClockState,
@@ -39,7 +39,7 @@ from pipeline.sessions.changelog import (
     session_record_key,
 )
 from pipeline.sessions.clock import PartitionClock
-from pipeline.sessions.derive import BROWSE, derived_records, to_signal
+from pipeline.sessions.derive import BROWSE, content_signal, derived_contents, to_signal
 from pipeline.sessions.options import Counters, Derived, SessionOptions, session_options
 from pipeline.sessions.restore import restore
 from pipeline.sessions.session import (
@@ -93,6 +93,11 @@ class SessionStore:
 
     def is_open(self, key: SessionKey) -> bool:
         return key in self._open
+
+    @property
+    def open_states(self) -> Container[SessionKey]:
+        """The open sessions' keys (``in`` only)."""
+        return self._open
 
     # --- events and time ------------------------------------------------------------
 
@@ -206,13 +211,14 @@ class SessionStore:
         stamp = max(session.last, min(expiry, self.clock.watermark)) if evicted else expiry
         derived = []
         mapping = self.options.derive.mapping
-        for record in derived_records(session, stamp, self.options.derive):
-            kind = str(record["signalType"])
-            outcome = to_signal(record, mapping, stamp)  # (eventTime is format_ms(stamp))
-            derived.append(Derived(key, kind, record, outcome, evicted))
+        identity = session.identity
+        for kind, content in derived_contents(session, self.options.derive):
+            outcome = content_signal(key, identity, kind, content, stamp, mapping)
+            source = (identity, content, stamp)  # its JSON form, made only if needed
+            derived.append(Derived(key, kind, None, outcome, evicted, source=source))
             self.counters.derived[kind] += 1
         expiry = session.last + self.options.gap_ms
-        self._closed[key] = Closed(expiry, {d.kind: d.record for d in derived})
+        self._closed[key] = Closed(expiry, {d.kind: d for d in derived})
         self._push(self._closed_heap, expiry + self._window, key)
         self._compact()
         self._dirty.add(key)
@@ -276,11 +282,14 @@ class SessionStore:
     def pending(self) -> list[Derived]:
         """Derived signals not yet settled (after a restore or an aborted transaction)."""
         mapping = self.options.derive.mapping
-        return [
-            Derived(key, kind, record, to_signal(record, mapping))
-            for key, closed in sorted(self._closed.items())
-            for kind, record in sorted(closed.pending.items())
-        ]
+        derived: list[Derived] = []
+        for key, closed in sorted(self._closed.items()):
+            for kind, pending in sorted(closed.pending.items()):
+                if isinstance(pending, dict):  # read back from the changelog
+                    pending = Derived(key, kind, pending, to_signal(pending, mapping))
+                assert isinstance(pending, Derived)
+                derived.append(pending)
+        return derived
 
     # --- the changelog ------------------------------------------------------------------
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import orjson
 
-from pipeline.sessions.changelog import decode, encode
+from pipeline.sessions.changelog import Closed, decode, encode
+from pipeline.sessions.derive import derived_records, to_signal
 from pipeline.sessions.session import ITEM_FIELDS, apply, event_time, new_session
-from tests.unit.sessions.script import add, mapped, view
+from pipeline.sessions.store import SessionStore
+from tests.unit.sessions.script import GAP_S, GRACE_S, add, feed, mapped, options, view
 
 URLS = ["https://shop.example.com/p/sku-1"]
 
@@ -58,3 +60,25 @@ def test_a_changelog_value_written_by_the_previous_layout_restores_and_encodes_t
     )
     state = decode(("app", "s-1"), old)
     assert encode(state) == old
+
+
+def test_a_closed_marker_keeps_the_derived_signal_and_writes_its_json_form_as_before() -> None:
+    # in memory the marker holds the derived signal (mapped once, at the close); its
+    # changelog value is the JSON-form event, as before, and restores to the same signal
+    store = SessionStore("clicks", options())
+    records = [add("s-1", 1, "SKU-1", 2, 9.5, productUrls=URLS), view("s-1", 2, "SKU-2")]
+    (derived,) = feed(store, [*records, view("s-2", GAP_S + GRACE_S + 2, "SKU-3")])
+    session = new_session(derived.key, 0)
+    for record in records:
+        signal = mapped(record)
+        apply(session, signal, event_time(signal))
+    expiry = session.last + GAP_S * 1000
+    assert [derived.record] == derived_records(session, expiry, options().derive)
+    marker = Closed(5, {derived.kind: derived})
+    value = encode(marker)
+    assert value == encode(Closed(5, {derived.kind: derived.record}))
+    restored = decode(("app", "s-1"), value)
+    assert isinstance(restored, Closed)
+    assert to_signal(restored.pending[derived.kind], options().derive.mapping) == derived.outcome
+    assert store.pending() == [derived]  # the same object: no second trip through the rules
+    assert store.pending()[0] is derived
