@@ -58,8 +58,10 @@ def test_with_derivation_a_few_percent_of_events_close_an_abandoned_session(
     assert cart_only.derived == Counter(cartAbandonment=expected.derived["cartAbandonment"])
 
 
-def test_a_variant_is_counted_with_its_own_settings(stream: ShopStream) -> None:
-    os.environ.pop("PIPELINE_DERIVE_ABANDONMENT", None)
+def test_a_variant_is_counted_with_its_own_settings(
+    stream: ShopStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PIPELINE_DERIVE_ABANDONMENT", raising=False)
     assert expected_for(stream, "PM").total == 6_000
     assert expected_for(stream, "PMD").total > 6_000
     assert "PIPELINE_DERIVE_ABANDONMENT" not in os.environ  # restored after
