@@ -88,13 +88,14 @@ def consumed_events(log: Path) -> int | None:
 
 
 def run_peers(variants: Sequence[str], runs: int) -> list[PeerRow]:
-    """Each variant ``runs`` times through the harness; medians per variant."""
+    """Each variant ``runs`` times through the harness (the shop-mix ones through
+    ``peers_shop``); medians per variant."""
+    from benchmarks import peers_shop  # here: it imports this module
+
     work = Path(os.environ.get("BENCH_WORK", "/tmp/bench-peers"))
     results = work / "results.jsonl"
     env = {**os.environ, "BENCH_PROJECT": str(REPO)}
     collected: list[dict[str, Any]] = []
-    from benchmarks import peers_shop
-
     shop = [v for v in variants if v in peers_shop.SHOP_VARIANTS]
     plain = [v for v in variants if v not in ENVIRONMENTS and v not in shop]
     passes: list[tuple[list[str], str | None]] = [(plain, None)]

@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from benchmarks import peers, peers_shop
 from benchmarks.peers import PeerRow, cost, markdown, ratio
 from benchmarks.peers_shop import environment, expected_for
 from benchmarks.shop_mix import PARTITIONS, ShopStream, expected_signals, shop_stream
@@ -95,3 +96,22 @@ def test_the_shop_table_gives_the_cost_over_pm_and_no_ratio_to_other_workloads()
     assert shop[0].startswith("| variant (shop mix) | source events/s | signals/s")
     assert shop[2] == "| PM | 10,000 | 10,300 | 50 | 100 | 4.0 | - |"
     assert shop[3] == "| PMD | 8,000 | 8,240 | 60 | 100 | 4.0 | CPU +20%, wall +25% |"
+
+
+def test_the_shop_variants_run_through_their_runner_not_the_harness(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[tuple[list[str], int]] = []
+
+    def run_shop(variants: list[str], runs: int) -> list[PeerRow]:
+        asked.append((list(variants), runs))
+        return [_row(v, 1_000, 50) for v in variants]
+
+    def no_harness(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the harness ran")
+
+    monkeypatch.setattr(peers_shop, "run_shop", run_shop)
+    monkeypatch.setattr(peers.subprocess, "run", no_harness)
+    table = peers.run_peers(["PMD", "PM"], 3)
+    assert asked == [(["PMD", "PM"], 3)]
+    assert [r.variant for r in table] == ["PMD", "PM"]
