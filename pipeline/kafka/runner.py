@@ -1,5 +1,7 @@
 """Assembly: settings in, a running consumer out. The one place that builds the Kafka
-clients and the HTTP client (``build_clients``) and wires the process together.
+clients and the HTTP client (``build_clients``) and wires the process together; the
+group consumer of ``connect-pipeline run`` is made earlier, subscribed at once
+(``group_join``), and handed in.
 """
 
 from __future__ import annotations
