@@ -103,8 +103,12 @@ def encode(state: State) -> bytes:
             "orders": {
                 k: [o.at, None if o.products is None else sorted(o.products)]
                 for k, o in s.orders.items()
-            },
-            "views": {p: [v.count, v.first, v.at, v.currency, v.item] for p, v in s.views.items()},
+            }
+            if s.orders
+            else {},
+            "views": {p: [v.count, v.first, v.at, v.currency, v.item] for p, v in s.views.items()}
+            if s.views
+            else {},
             "url": s.cart_url,
             "err": s.error,
         }

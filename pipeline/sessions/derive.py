@@ -123,10 +123,14 @@ def cart_content(session: Session) -> dict[str, Any] | None:
     if not lines:
         return None
     currency = lines[-1].currency
-    items = [dict(li.item) for li in lines if li.currency == currency]  # item fields only
-    if len(items) > 1:
-        items = merge_repeated_products(items)
-    value = sum((_line_value(i) for i in items), Decimal(0))
+    if len(lines) == 1:  # most carts
+        items = [dict(lines[0].item)]
+        value = _line_value(items[0])
+    else:
+        items = [dict(li.item) for li in lines if li.currency == currency]  # item fields only
+        if len(items) > 1:
+            items = merge_repeated_products(items)
+        value = sum((_line_value(i) for i in items), Decimal(0))
     content: dict[str, Any] = {
         "currency": currency,
         "abandonedCartValue": float(value),
@@ -217,22 +221,28 @@ def content_signal(
     form.update(content)
     items = content.get("abandonedItems")
     if isinstance(items, list):
-        form["abandonedItems"] = [
-            {name: item.get(name) for name in item_names} if isinstance(item, dict) else item
-            for item in items
-        ]
-    event_id = idempotency_key(key, kind)
-    form["eventId"] = event_id
+        form["abandonedItems"] = [_every(item_names, item) for item in items]
+    form["eventId"] = idempotency_key(key, kind)
     form["sessionId"] = key[1]
-    form["identifiableAttributes"] = {
-        name: identity.get(name) for name in catalog.IDENTIFIABLE_ATTRIBUTES
-    }
+    form["identifiableAttributes"] = _every(catalog.IDENTIFIABLE_ATTRIBUTES, identity)
     form["appKey"] = key[0]
     form["eventTime"] = _EPOCH + timedelta(milliseconds=at_ms)
     fused = map_avro_record(kind, form, mapping)
     if fused is not None:
         return fused
     return to_signal_strict(json_record(key, identity, kind, content, at_ms), mapping)
+
+
+def _every(names: tuple[str, ...], values: Any) -> Any:
+    """``values`` with every one of ``names`` (None when absent) and no other key, as
+    the decoder gives a record (anything but a dict is left for the rules to refuse)."""
+    if not isinstance(values, dict):
+        return values
+    every = dict.fromkeys(names)
+    every.update(values)  # (C-level: a comprehension of .get calls cost 3 times more)
+    if len(every) != len(names):  # keys of its own: left out
+        every = {name: values.get(name) for name in names}
+    return every
 
 
 def to_signal(

@@ -22,8 +22,9 @@ guessed at: ``unkeyed`` (events whose Kafka key is not their sessionId) and ``sp
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Container, Iterable
 
+from pipeline.sessions.session import SessionKey
 from pipeline.sessions.store import Counters, Derived, SessionOptions, SessionStore
 from pipeline.sessions.tables import MemoryBackend, Partition, StateBackend
 from pipeline.signals.mapping import MappedSignal
@@ -37,6 +38,8 @@ class SessionStage:
         self.options = options
         self._backend = backend or MemoryBackend()  # where the states live
         self._stores: dict[Partition, SessionStore] = {}
+        #: each store's open sessions, for the split check (one ``in`` per store)
+        self._open_tables: list[Container[SessionKey]] = []
         self._retired = Counters()  # counts of revoked partitions' stores
         self.unkeyed = 0
         self.split = 0
@@ -48,10 +51,12 @@ class SessionStage:
         tables = self._backend.tables(partition)
         store = SessionStore.restore(partition[0], self.options, records, tables)
         self._stores[partition] = store
+        self._open_tables = [s.open_states for s in self._stores.values()]
         return store.pending()
 
     def revoke(self, partition: Partition) -> None:
         store = self._stores.pop(partition, None)
+        self._open_tables = [s.open_states for s in self._stores.values()]
         if store is not None:
             _add(self._retired, store.counters)
             self._backend.drop(partition)
@@ -80,12 +85,12 @@ class SessionStage:
         session_id: str = body["sessionId"]
         if record_key != session_id.encode():
             self.unkeyed += 1
-        stores = self._stores
-        if len(stores) > 1:
+        tables = self._open_tables
+        if len(tables) > 1:
             key = (body["appKey"], session_id)
-            if key not in store.open_states:
-                for other in stores.values():
-                    if key in other.open_states and other is not store:
+            if key not in store.open_states:  # then ``in`` any table is another's
+                for table in tables:
+                    if key in table:
                         self.split += 1
                         break
         return store.observe(signal, offset=offset, wall_ms=wall_ms)

@@ -27,18 +27,18 @@ or ``aborted()``. Derived signals stay ``pending`` in the closed marker until
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections.abc import Container, Iterable
 
 from pipeline.sessions.changelog import (
     ClockState,
     Closed,
+    Pending,
     clock_record_key,
     encode,
     session_record_key,
 )
 from pipeline.sessions.clock import PartitionClock
+from pipeline.sessions.deadlines import Deadlines
 from pipeline.sessions.derive import BROWSE, content_signal, derived_contents, to_signal
 from pipeline.sessions.options import Counters, Derived, SessionOptions, session_options
 from pipeline.sessions.restore import restore
@@ -48,15 +48,13 @@ from pipeline.sessions.session import (
     Session,
     SessionKey,
     apply,
-    event_time,
     new_session,
+    timestamp_ms,
 )
 from pipeline.sessions.tables import MemoryTable, StateTable, Tables
 from pipeline.signals.mapping import MappedSignal
 
 __all__ = ["Counters", "Derived", "SessionOptions", "SessionStore", "session_options"]
-
-Heap = list[tuple[int, int, SessionKey]]
 
 
 class SessionStore:
@@ -71,9 +69,10 @@ class SessionStore:
         # where the states live (pipeline.sessions.tables): dicts, or RocksDB
         self._open: StateTable[Session] = tables.open if tables else MemoryTable()
         self._closed: StateTable[Closed] = tables.closed if tables else MemoryTable()
-        self._open_heap: Heap = []  # (close deadline, seq, key); stale entries skipped
-        self._closed_heap: Heap = []  # (forget deadline, seq, key)
-        self._seq = itertools.count()
+        self._open_due = Deadlines()  # when each opened session closes (stale ones skipped)
+        self._closed_due = Deadlines()  # when each closed session's marker is forgotten
+        self._loading_open: list[tuple[int, SessionKey]] = []  # (restore)
+        self._loading_closed: list[tuple[int, SessionKey]] = []
         self._dirty: set[SessionKey] = set()
         self._in_txn: set[SessionKey] = set()
         self._clock_dirty = False
@@ -115,14 +114,13 @@ class SessionStore:
                 return []
             self.applied_offset = offset
             self._clock_dirty = True
-        at = event_time(signal)
+        body = signal.signal
+        at = timestamp_ms(body["signalContent"]["signalTimestamp"])
         watermark = self.clock.on_event(at, wall_ms)
-        due = self._open_heap and self._open_heap[0][0] <= watermark
-        if due or (self._closed_heap and self._closed_heap[0][0] <= watermark):
+        if self._open_due.next <= watermark or self._closed_due.next <= watermark:
             derived = self._expire(watermark)
         else:
             derived = []
-        body = signal.signal
         key = (body["appKey"], body["sessionId"])
         closed = self._closed.get(key)
         if closed is not None:
@@ -143,7 +141,7 @@ class SessionStore:
             session = new_session(key, at)
             self._open[key] = session
             self.counters.opened += 1
-            self._push(self._open_heap, at + self._window, key)
+            self._open_due.push(at + self._window, key)
         elif at >= session.last + self.options.gap_ms:
             # The session had expired before this event (its grace still running):
             # it ends here, and this event of its id opens nothing.
@@ -177,27 +175,24 @@ class SessionStore:
 
     # --- closing ----------------------------------------------------------------------
 
-    def _push(self, heap: Heap, deadline: int, key: SessionKey) -> None:
-        heapq.heappush(heap, (deadline, next(self._seq), key))
-
     def _expire(self, watermark: int) -> list[Derived]:
         derived: list[Derived] = []
-        heap = self._open_heap
+        due = self._open_due
         # One entry per open session, pushed when it opens: an entry whose session has
         # seen later events since is pushed again at its new deadline when it comes up
-        # (one heap operation per session, not one per event).
-        while heap and heap[0][0] <= watermark:
-            deadline, _, key = heapq.heappop(heap)
+        # (one push per session, not one per event).
+        while due.next <= watermark:
+            deadline, _, key = due.pop()
             session = self._open.get(key)
             if session is None:
                 continue
             if session.last + self._window > deadline:
-                self._push(heap, session.last + self._window, key)
+                due.push(session.last + self._window, key)
             else:
                 derived += self._close(session, session.last + self.options.gap_ms)
-        heap = self._closed_heap
-        while heap and heap[0][0] <= watermark:
-            deadline, _, key = heapq.heappop(heap)
+        due = self._closed_due
+        while due.next <= watermark:
+            deadline, _, key = due.pop()
             closed = self._closed.get(key)
             if closed is not None and closed.expiry + self._window == deadline:
                 self._forget(key, closed)
@@ -210,17 +205,20 @@ class SessionStore:
         # the future, never before the session's last event).
         stamp = max(session.last, min(expiry, self.clock.watermark)) if evicted else expiry
         derived = []
+        pending: dict[str, Pending] = {}
         mapping = self.options.derive.mapping
         identity = session.identity
         for kind, content in derived_contents(session, self.options.derive):
             outcome = content_signal(key, identity, kind, content, stamp, mapping)
             source = (identity, content, stamp)  # its JSON form, made only if needed
-            derived.append(Derived(key, kind, None, outcome, evicted, source=source))
+            pending[kind] = one = Derived(key, kind, None, outcome, evicted, source=source)
+            derived.append(one)
             self.counters.derived[kind] += 1
         expiry = session.last + self.options.gap_ms
-        self._closed[key] = Closed(expiry, {d.kind: d for d in derived})
-        self._push(self._closed_heap, expiry + self._window, key)
-        self._compact()
+        self._closed[key] = Closed(expiry, pending)
+        self._closed_due.push(expiry + self._window, key)
+        if len(self._closed_due) > 2 * len(self._closed) + 1024:
+            self._compact()
         self._dirty.add(key)
         self.counters.closed += 1
         if len(self._closed) > self.options.max_open:
@@ -228,14 +226,14 @@ class SessionStore:
         return derived
 
     def _evict_oldest(self) -> list[Derived]:
-        heap = self._open_heap
-        while heap:
-            deadline, _, key = heapq.heappop(heap)
+        due = self._open_due
+        while len(due):
+            deadline, _, key = due.pop()
             session = self._open.get(key)
             if session is None:
                 continue
             if session.last + self._window > deadline:
-                self._push(heap, session.last + self._window, key)
+                due.push(session.last + self._window, key)
                 continue
             self.counters.evicted += 1
             return self._close(session, session.last + self.options.gap_ms, evicted=True)
@@ -248,10 +246,10 @@ class SessionStore:
         self._dirty.add(key)  # a tombstone
 
     def _forget_oldest_settled(self) -> None:
-        kept: Heap = []
-        heap = self._closed_heap
-        while heap and len(self._closed) > self.options.max_open:
-            entry = heapq.heappop(heap)
+        kept = []
+        due = self._closed_due
+        while len(due) and len(self._closed) > self.options.max_open:
+            entry = due.pop()
             closed = self._closed.get(entry[2])
             if closed is None or closed.expiry + self._window != entry[0]:
                 continue
@@ -260,13 +258,11 @@ class SessionStore:
             else:
                 self._forget(entry[2], closed)
         for entry in kept:
-            heapq.heappush(heap, entry)
+            due.push_entry(entry)
 
     def _compact(self) -> None:
         """Drop the entries of forgotten markers once they outnumber the live ones."""
-        if len(self._closed_heap) > 2 * len(self._closed) + 1024:
-            self._closed_heap = [(c.expiry + self._window, 0, k) for k, c in self._closed.items()]
-            heapq.heapify(self._closed_heap)
+        self._closed_due.replace((c.expiry + self._window, k) for k, c in self._closed.items())
 
     # --- delivery ---------------------------------------------------------------------
 
@@ -342,12 +338,13 @@ class SessionStore:
         elif isinstance(state, Closed):
             assert key is not None
             self._closed.load(key, state, raw)
-            self._closed_heap.append((state.expiry + self._window, next(self._seq), key))
+            self._loading_closed.append((state.expiry + self._window, key))
         else:
             self._open.load(state.key, state, raw)
-            self._open_heap.append((state.last + self._window, next(self._seq), state.key))
+            self._loading_open.append((state.last + self._window, state.key))
 
     def loaded(self) -> None:
-        """Every state is loaded: the heaps in order."""
-        heapq.heapify(self._open_heap)
-        heapq.heapify(self._closed_heap)
+        """Every state is loaded: their deadlines in order."""
+        self._open_due.replace(self._loading_open)
+        self._closed_due.replace(self._loading_closed)
+        self._loading_open, self._loading_closed = [], []
