@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 from pipeline.sessions.derive import idempotency_key
 from pipeline.sessions.session import timestamp_ms
-from pipeline.signals.mapping import MappedSignal
+from pipeline.signals.mapping import MappedSignal, format_millis
 from tests.unit.sessions.script import (
     APP,
     GAP_S,
@@ -184,3 +186,11 @@ def test_each_session_derives_its_own_signal_with_its_own_key() -> None:
 def test_timestamps_round_trip() -> None:
     assert timestamp_ms(at(12.345)) == ms(12.345)
     assert timestamp_ms("2025-08-31T08:00:00+00:00") == ms(0)
+
+
+def test_event_times_read_from_their_digits_are_exact() -> None:
+    # the minute cached, seconds and milliseconds from the digits: any ms 1970..2100
+    rng = random.Random(3)
+    randoms = [rng.randrange(4 * 10**12) for _ in range(20_000)]
+    for moment in [0, 59_999, 60_000, 4_102_444_799_999, *randoms]:
+        assert timestamp_ms(format_millis(moment)) == moment
