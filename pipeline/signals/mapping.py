@@ -15,7 +15,6 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any, Final
 
 from pipeline.signals import catalog
@@ -50,10 +49,18 @@ class MappedSignal:
     signal: dict[str, Any]
 
 
-@lru_cache(maxsize=4096)
+#: "YYYY-MM-DDTHH:" by epoch hour: a plain dict (a hit costs half an lru_cache's),
+#: emptied when full.
+_HOURS: dict[int, str] = {}
+_HOURS_KEPT: Final = 4096
+
+
 def _utc_hour(epoch_hour: int) -> str:
-    # time's own strftime: under half the cost of a datetime's on a cache miss
-    return time.strftime("%Y-%m-%dT%H:", time.gmtime(epoch_hour * 3600))
+    if len(_HOURS) >= _HOURS_KEPT:
+        _HOURS.clear()
+    # time's own strftime: under half the cost of a datetime's
+    text = _HOURS[epoch_hour] = time.strftime("%Y-%m-%dT%H:", time.gmtime(epoch_hour * 3600))
+    return text
 
 
 #: "MM:SS" of each second of an hour, and ".mmmZ" of each millisecond of a second.
@@ -74,7 +81,8 @@ def format_timestamp(moment: datetime) -> str:
     # timestamp() of an aware datetime is exact to well under a microsecond until
     # 2100 (a double near 4e9 is precise to 5e-7), so int() floors to its second.
     hour, second = divmod(int(moment.timestamp()), 3600)
-    return _utc_hour(hour) + _MINUTES_SECONDS[second] + _MILLISECONDS[moment.microsecond // 1000]
+    text = _HOURS.get(hour) or _utc_hour(hour)
+    return text + _MINUTES_SECONDS[second] + _MILLISECONDS[moment.microsecond // 1000]
 
 
 def format_millis(epoch_ms: int) -> str:
@@ -82,7 +90,7 @@ def format_millis(epoch_ms: int) -> str:
     (not before it: validation keeps event times from 1970 on)."""
     second, ms = divmod(epoch_ms, 1000)
     hour, second = divmod(second, 3600)
-    return _utc_hour(hour) + _MINUTES_SECONDS[second] + _MILLISECONDS[ms]
+    return (_HOURS.get(hour) or _utc_hour(hour)) + _MINUTES_SECONDS[second] + _MILLISECONDS[ms]
 
 
 def default_effect(signal_type: str, content: dict[str, Any]) -> str | None:
