@@ -47,6 +47,8 @@ def _rocksdict() -> Any:
 class RocksTable(Generic[V]):
     """One kind of state (open or closed) in a partition's database, keys prefixed."""
 
+    writes_back = True
+
     def __init__(self, db: Any, prefix: bytes, kind: type[V]) -> None:
         self._db = db
         self._prefix = prefix

@@ -292,13 +292,20 @@ class SessionStore:
     def take_changes(self) -> list[tuple[bytes, bytes | None]]:
         """Changelog records of what changed since the last call (for the transaction)."""
         records: list[tuple[bytes, bytes | None]] = []
-        encoded: dict[SessionKey, bytes | None] = {}
-        for key in self._dirty:  # (sorting them cost more than encoding them)
-            state: Session | Closed | None = self._open.get(key) or self._closed.get(key)
-            value = encoded[key] = None if state is None else encode(state)
-            records.append((session_record_key(self.topic, key), value))
-        self._open.flush(encoded)  # an on-disk table writes back what changed
-        self._closed.flush(encoded)
+        topic, opened, closed = self.topic, self._open.get, self._closed.get
+        if self._open.writes_back or self._closed.writes_back:
+            encoded: dict[SessionKey, bytes | None] = {}
+            for key in self._dirty:  # (sorting them cost more than encoding them)
+                state: Session | Closed | None = opened(key) or closed(key)
+                value = encoded[key] = None if state is None else encode(state)
+                records.append((session_record_key(topic, key), value))
+            self._open.flush(encoded)  # an on-disk table writes back what changed
+            self._closed.flush(encoded)
+        else:
+            for key in self._dirty:
+                state = opened(key) or closed(key)
+                value = None if state is None else encode(state)
+                records.append((session_record_key(topic, key), value))
         if self._clock_dirty:
             clock = ClockState(self.clock.watermark, self.applied_offset)
             records.append((clock_record_key(self.topic), encode(clock)))

@@ -25,6 +25,9 @@ Partition = tuple[str, int]
 
 
 class StateTable(Protocol[V]):
+    #: ``flush`` writes the changed states somewhere (else it need not be called)
+    writes_back: bool
+
     def get(self, key: SessionKey) -> V | None: ...
 
     def __setitem__(self, key: SessionKey, state: V) -> None: ...
@@ -50,6 +53,8 @@ class StateTable(Protocol[V]):
 
 class MemoryTable(dict[SessionKey, V]):
     """States in a dict: nothing to write back."""
+
+    writes_back = False
 
     def items(self) -> Iterator[tuple[SessionKey, V]]:  # type: ignore[override]
         pairs = cast("list[tuple[SessionKey, V]]", list(super().items()))
