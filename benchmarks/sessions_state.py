@@ -1,6 +1,7 @@
 """The session stage's own figures: memory per open session, restore time, cost per event.
 
     python -m benchmarks.sessions_state [--sessions 100000] [--store memory|rocksdb]
+    python -m benchmarks.sessions_state --peer [events]   (the peer workload's path, pure)
 
 Pure (no broker): sessions of a typical shape (a page view, two product views, an
 add-to-cart) are fed to one partition's store; memory is measured with tracemalloc,
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -224,5 +227,117 @@ def clickstream_cost(events: int = 100_000) -> tuple[float, float]:
     return process_s / events * 1e6, observe_s / events * 1e6
 
 
+def peer_cost(events: int = 100_000, rounds: int = 2) -> tuple[float, float, float]:
+    """The peer workload's consumer path without Kafka or HTTP, alternated ``rounds``
+    times: (P CPU µs per source event, PD CPU µs per source event, PD's signals per
+    source event). P: decode, map and the JSON fragment of each event; PD adds the
+    session stage as the consumer drives it (observe with the record's key, a tick
+    and the settles every 500 records, the changelog records every 4,000) and the
+    fragment of each derived signal. Events as the harness's: add-to-carts of their
+    own sessions, 37 ms apart, over 6 partitions, default 30-minute gap."""
+    import random
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from confluent_kafka import Message
+    from devtools.producer import load_schema
+
+    from pipeline.codec.avro import encode_single_object
+    from pipeline.config import DEFAULT_AVRO_DIR, Settings
+    from pipeline.connect.request import encode_signal
+    from pipeline.kafka.runner import build_processor
+    from pipeline.kafka.session_hooks import SessionHooks
+    from pipeline.sessions.options import session_options
+
+    rnd = random.Random(42)
+    schema = load_schema(DEFAULT_AVRO_DIR, 2, "addToCart")
+    start = datetime(2024, 5, 1, tzinfo=UTC)
+    messages = []
+    for n in range(events):
+        product = f"SKU-{rnd.randrange(10**8):08d}"
+        record = {
+            **dict.fromkeys(("appKey", "category", "description", "signalCustomAttributes")),
+            **dict.fromkeys(("imageUrls", "productCategoryId", "productDescription")),
+            **dict.fromkeys(("promotionId", "shoppingCartUrl", "virtualCategory")),
+            "eventId": str(uuid.UUID(int=rnd.getrandbits(128), version=4)),
+            "sessionId": str(uuid.UUID(int=rnd.getrandbits(128), version=4)),
+            "identifiableAttributes": {
+                "contactKey": f"contact-{rnd.randrange(20_000)}@example.com",
+                **dict.fromkeys(("email", "sms", "whatsapp")),
+            },
+            "eventTime": start + timedelta(milliseconds=n * 37),
+            "name": "Add To Cart",
+            "effect": "positive",
+            "currency": "USD",
+            "productId": product,
+            "productName": f"Premium Non-Stick Skillet - Model {rnd.randrange(1000, 9999)}",
+            "itemQuantity": rnd.randint(1, 5),
+            "unitPrice": round(rnd.uniform(3, 500), 2),
+            "discount": None if rnd.random() < 0.5 else round(rnd.uniform(0, 0.3), 2),
+            "productCategory": "Home & Kitchen > Cookware > Frying Pans",
+            "productUrls": [f"https://shop.example.com/products/{product.lower()}"],
+        }
+        value = encode_single_object(schema, record)
+        key = str(record["sessionId"]).encode()
+        messages.append(Message(topic="t", partition=n % 6, offset=n // 6, key=key, value=value))
+    settings = Settings(topics=["t"], default_app_key="app", derive_abandonment="both")
+    processor = build_processor(settings)
+    processor.process(messages[0].value())  # warm (the codec's lazy imports)
+
+    def run(derive: bool) -> tuple[float, int]:
+        options = session_options(settings, MappingOptions("app"))
+        assert options is not None
+        hooks = SessionHooks(settings, options)
+        for partition in range(6):
+            hooks.stage.assign(("t", partition), [])
+        signals = 0
+        settles: list[Callable[[], None]] = []
+
+        def produce(*args: Any, **kwargs: Any) -> None:
+            pass
+
+        gc.collect()
+        began = time.process_time()
+        for n, message in enumerate(messages):
+            outcome = processor.process(message.value())
+            assert isinstance(outcome, MappedSignal)
+            encode_signal(outcome.signal)
+            signals += 1
+            if not derive:
+                continue
+            emits = hooks.observe(message, outcome)
+            if n % 500 == 0:
+                emits += hooks.tick(())
+                for settled in settles:
+                    settled()
+                settles = []
+            for emit in emits:
+                assert isinstance(emit.outcome, MappedSignal)
+                encode_signal(emit.outcome.signal)
+                settles.append(emit.settled)
+            signals += len(emits)
+            if n % 4_000 == 0:
+                hooks.write(produce)
+                hooks.committed()
+        return time.process_time() - began, signals
+
+    p_s, pd_s, pd_signals = 0.0, 0.0, 0
+    for _ in range(rounds):
+        p_s += run(False)[0]
+        seconds, pd_signals = run(True)
+        pd_s += seconds
+    per = rounds * events / 1e6
+    return p_s / per, pd_s / per, pd_signals / events
+
+
 if __name__ == "__main__":
-    main()
+    if "--peer" in sys.argv:  # python -m benchmarks.sessions_state --peer [events]
+        rest = sys.argv[sys.argv.index("--peer") + 1 :]
+        p_us, pd_us, ratio = peer_cost(int(rest[0]) if rest else 100_000)
+        print(f"peer workload, pure   P {p_us:.1f} µs, PD {pd_us:.1f} µs CPU per source event")
+        print(
+            f"per signal (PD: {ratio:.2f} per source event)   P {p_us:.1f} µs, "
+            f"PD {pd_us / ratio:.1f} µs ({pd_us / ratio / p_us:.2f}x)"
+        )
+    else:
+        main()
