@@ -177,6 +177,11 @@ def compile_lane(
 
     def lane(value: bytes, start: int) -> MappedSignal | None:
         record = read(value, start)
-        return None if record is None else mapper(record, mapping)
+        if record is None:
+            return None
+        try:
+            return mapper(record, mapping)
+        except Exception:  # not the lane's to decide: the regular path decides and explains
+            return None
 
     return lane

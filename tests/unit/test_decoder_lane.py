@@ -231,3 +231,26 @@ def test_lanes_are_bounded_like_plans() -> None:
         processor.process(value)  # the second time through the lane
         assert max(decoder.lane_cache_sizes) <= 3
     assert decoder.lane_cache_sizes == [3]
+
+
+def test_a_mapper_that_fails_leaves_the_record_to_the_regular_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever goes wrong in the lane is not the lane's to decide (and never stops the
+    consumer): the regular path gives the signal."""
+
+    def broken(signal_type: str, *, objects: bool = False) -> Any:
+        def mapper(record: Any, options: MappingOptions) -> MappedSignal | None:
+            raise RuntimeError("a bug in the lane")
+
+        return mapper
+
+    monkeypatch.setattr("pipeline.codec.plans.record_mapper", broken)
+    processor = EventProcessor(EventDecoder(STORE, registry()[0]), OPTIONS[0])
+    value = encode(2, "addToCart", sample_records()[(2, "addToCart")], False)
+    want = PAIR.references[0].process(value)
+    assert isinstance(want, MappedSignal)
+    for _ in range(2):  # the second time the lane is compiled and fails
+        outcome = processor.process(value)
+        assert isinstance(outcome, MappedSignal)
+        assert orjson.dumps(outcome.signal) == orjson.dumps(want.signal)
