@@ -170,6 +170,8 @@ def fork_worker(env: Mapping[str, str], target: Callable[[], object]) -> ForkedP
     """``target`` (one ordinary run) in a child of this process, with ``env`` as its
     environment, as if ``connect-pipeline run`` had been started with it. The child
     never returns here: it exits with the run's status."""
+    for stream in (sys.stdout, sys.stderr):  # else the child writes their buffers again
+        stream.flush()
     pid = os.fork()
     if pid:
         return ForkedProcess(pid)
