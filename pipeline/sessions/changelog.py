@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import orjson
-from orjson import Fragment
 
 from pipeline.sessions.session import (
     CartLine,
@@ -100,7 +99,7 @@ def encode(state: State) -> bytes:
             "last": s.last,
             "id": s.identity,
             "id_at": s.identity_at,
-            "adds": {k: [a.at, a.currency, Fragment(a.item_json)] for k, a in s.adds.items()},
+            "adds": {k: [a.at, a.currency, a.item] for k, a in s.adds.items()},
             "orders": {
                 k: [o.at, None if o.products is None else sorted(o.products)]
                 for k, o in s.orders.items()
@@ -132,7 +131,7 @@ def decode(key: SessionKey | None, raw: bytes) -> State:
         last=d["last"],
         identity=d["id"],
         identity_at=d["id_at"],
-        adds={k: CartLine(a[0], a[1], orjson.dumps(a[2])) for k, a in d["adds"].items()},
+        adds={k: CartLine(a[0], a[1], a[2]) for k, a in d["adds"].items()},
         orders={
             k: Order(o[0], None if o[1] is None else frozenset(o[1]))
             for k, o in d["orders"].items()

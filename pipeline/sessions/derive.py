@@ -124,10 +124,10 @@ def cart_content(session: Session) -> dict[str, Any] | None:
         return None
     currency = lines[-1].currency
     if len(lines) == 1:  # most carts
-        items = [lines[0].item]
+        items = [dict(lines[0].item)]
         value = _line_value(items[0])
     else:
-        items = [li.item for li in lines if li.currency == currency]  # item fields only
+        items = [dict(li.item) for li in lines if li.currency == currency]  # item fields only
         if len(items) > 1:
             items = merge_repeated_products(items)
         value = sum((_line_value(i) for i in items), Decimal(0))
