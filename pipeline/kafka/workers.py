@@ -32,6 +32,7 @@ runs ``connect-pipeline run`` afresh (the supervisor has threads by then).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -194,6 +195,8 @@ def fork_worker(env: Mapping[str, str], target: Callable[[], object]) -> ForkedP
 
         traceback.print_exc()
     finally:
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()  # the run's own (a session store's close), as at an exit
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()

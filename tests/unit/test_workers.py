@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -135,6 +136,7 @@ def test_forked_workers_run_with_their_own_environment_and_restart_by_exec(
 def test_sigterm_drains_forked_workers_and_exits_0(tmp_path: Path) -> None:
     def target() -> None:
         signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))  # as runner.run installs
+        atexit.register((tmp_path / f"closed{os.getpid()}").touch)  # run at its exit
         (tmp_path / f"ready{os.getpid()}").touch()
         signal.pause()
 
@@ -150,3 +152,4 @@ def test_sigterm_drains_forked_workers_and_exits_0(tmp_path: Path) -> None:
     assert result == [0]
     assert all(w.process is not None and w.process.returncode == 0 for w in supervisor.workers)
     assert all(w.restarts == 0 for w in supervisor.workers)
+    assert len(list(tmp_path.glob("closed*"))) == 2
