@@ -18,7 +18,9 @@ and, on request only (it wraps the consumer's methods in this process):
 
   breakdown  where the consumer thread's time goes, per accepted signal
   peers      the shared peer harness (../shared/bench-peers): B, C, E1, P, P0 and P with
-             PIPELINE_WORKERS=2 in one run, ratios to C and E1 (--peers to choose)
+             PIPELINE_WORKERS=2 in one run, ratios to C and E1 (--peers to choose);
+             PD/PDq derive abandonment on that workload, PM/PMD run the project without
+             and with derivation on a shop's clickstream (benchmarks.peers_shop)
   ledger     start time with ledgers of 0, 1M, 5M records; replay peak RSS (benchmarks.ledger)
 
 Everything runs on this machine: the embedded Tansu broker (or
