@@ -137,14 +137,15 @@ class LedgerIndex:
             if not chunks or minute > chunks[-1][0]:
                 chunks.append((minute, array("Q")))
             chunk = chunks[-1][1]
-            before = len(chunk)
-            chunk.extend(digests)  # in C; the buckets from the chunk's new tail
-            for digest in chunk[before:]:
+            if not isinstance(digests, list):
+                digests = list(digests)
+            chunk.extend(digests)  # in C
+            for digest in digests:
                 bucket = buckets[digest & mask]
                 if bucket is None:
                     bucket = buckets[digest & mask] = array("Q")
                 bucket.append(digest)
-            added = len(chunk) - before
+            added = len(digests)
             self._count += added
             if self._count > self.max_keys:
                 self._evict(self._count - self.max_keys + self.max_keys // 100)
