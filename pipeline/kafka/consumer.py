@@ -270,11 +270,12 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
         return messages
 
     def _handle(self, messages: list[Message]) -> bool:
-        """The records of one ``consume()``, in two passes: each record decoded, mapped and
-        tracked; then the mapped ones checked against the ledger, claimed and batched.
-        True when any was a record (not an error or an end-of-partition event).
+        """The records of one ``consume()``: each decoded, mapped, tracked, checked against
+        the ledger, claimed and encoded (while its signal is still in the CPU's cache),
+        then the batch's signals batched at once. True when any was a record (not an
+        error or an end-of-partition event).
 
-        The record path runs for every event: the per-record work stays in these loops
+        The record path runs for every event: the per-record work stays in this loop
         (locals, the partition looked up once per run of its records) rather than in a
         method call per record and step."""
         get_state = self._partitions.get
@@ -284,7 +285,12 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
         own = self._own_origin
         process = self._processor.process
         sessions = self._sessions
-        mapped: list[tuple[MappedSignal, Pending]] = []
+        ledger = self.ledger if self._ledger_enabled else None  # off: no skips, no waits
+        in_flight = self._in_flight
+        max_fragment = self._batcher.max_fragment_bytes
+        keys: list[str] = []
+        fragments: list[bytes] = []
+        refs: list[Pending] = []
         derived: list[Emit] = []
         records = consumed = buffered = 0  # records: any but errors; consumed: ours, handled
         topic: str | None = None
@@ -335,13 +341,30 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
                 self._finish(Pending(message, size, "", state, offset))
             elif isinstance(outcome, MappedSignal):
                 ledger_partition = partition if own else self._origin.partition(message)
+                signal_key = outcome.idempotency_key
                 pending = Pending(
-                    message, size, outcome.signal_type, state, offset, outcome.idempotency_key,
+                    message, size, outcome.signal_type, state, offset, signal_key,
                     ledger_partition,
                 )  # fmt: skip
-                mapped.append((outcome, pending))
                 if sessions is not None:  # before the ledger check: a delivered event counts
                     derived.extend(sessions.observe(message, outcome) or ())
+                if ledger is not None and signal_key in ledger:
+                    self._skip(pending)
+                    continue
+                fragment = encode_signal(outcome.signal)
+                if ledger is not None and not in_flight.claim(signal_key):
+                    in_flight.wait(signal_key, (pending, fragment))
+                    continue
+                fragment_size = len(fragment)
+                if fragment_size > max_fragment:
+                    self._add_to_batch(pending, fragment)  # dead-lettered there
+                    continue
+                # the fragment counts against PIPELINE_MAX_BUFFERED_BYTES (``_add_to_batch``)
+                pending.size += fragment_size
+                buffered += fragment_size
+                keys.append(signal_key)
+                fragments.append(fragment)
+                refs.append(pending)
             elif isinstance(outcome, Rejection):
                 rejected = Pending(message, size, outcome.signal_type, state, offset)
                 self._dead_letter(rejected, outcome)
@@ -349,8 +372,8 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
                 self._drop(Pending(message, size, outcome.signal_type, state, offset), outcome)
         self._buffered_bytes += buffered
         self.summary.consumed += consumed
-        if mapped:
-            self._admit_all(mapped)
+        if keys:
+            self._batcher.add_many(keys, fragments, refs)
         if derived:
             self._derived(derived)
         return records > 0
@@ -362,42 +385,6 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
             log.warning("kafka error", error=str(error))
         elif self._bounds is not None:
             self._reached_end((message.topic() or "", message.partition() or 0))
-
-    def _admit_all(self, mapped: list[tuple[MappedSignal, Pending]]) -> None:
-        """``_admit`` for the mapped records of one consume(), in order, in one loop."""
-        ledger = self._ledger_enabled  # off: no skips, and no key waits for another
-        if ledger:
-            known = self.ledger.known([pending.key for _, pending in mapped])
-        else:
-            known = [False] * len(mapped)
-        in_flight = self._in_flight
-        claim = in_flight.claim
-        max_fragment = self._batcher.max_fragment_bytes
-        keys: list[str] = []
-        fragments: list[bytes] = []
-        refs: list[Pending] = []
-        added = 0
-        for (signal, pending), seen in zip(mapped, known, strict=True):
-            if seen:
-                self._skip(pending)
-                continue
-            fragment = encode_signal(signal.signal)
-            key = pending.key
-            if ledger and not claim(key):
-                in_flight.wait(key, (pending, fragment))
-                continue
-            size = len(fragment)
-            if size > max_fragment:
-                self._add_to_batch(pending, fragment)  # dead-lettered there
-                continue
-            # the fragment counts against PIPELINE_MAX_BUFFERED_BYTES (``_add_to_batch``)
-            pending.size += size
-            added += size
-            keys.append(key)
-            fragments.append(fragment)
-            refs.append(pending)
-        self._buffered_bytes += added
-        self._batcher.add_many(keys, fragments, refs)
 
     def _admit(self, signal: MappedSignal, pending: Pending) -> None:
         """Skip it (the ledger), wait for the same key on its way, or batch it."""

@@ -94,18 +94,6 @@ class LedgerIndex:
         bucket = self._buckets[digest & self._mask]
         return bucket is not None and digest in bucket
 
-    def known(self, keys: list[str]) -> list[bool]:
-        """``key in self`` for each of ``keys`` (one consumed batch's), in one call."""
-        buckets, mask = self._buckets, self._mask
-        if not self._count:
-            return [False] * len(keys)
-        found = []
-        for key in keys:
-            digest = hash(key) & _DIGEST_MASK
-            bucket = buckets[digest & mask]
-            found.append(bucket is not None and digest in bucket)
-        return found
-
     def cutoff_ms(self) -> int:
         return int(self._clock() * 1000) - self.retention_ms
 

@@ -198,12 +198,3 @@ def test_a_batch_added_at_once_holds_what_key_by_key_adds_hold() -> None:
     assert batched.expire() == one_by_one.expire()
     assert not batched.add_many(["late"], clock.ms - 25 * HOUR_MS)
     assert "late" not in batched
-
-
-def test_known_answers_membership_for_a_batch_of_keys() -> None:
-    clock = Clock(100 * HOUR_MS)
-    index = LedgerIndex(max_keys=1_000, retention_ms=24 * HOUR_MS, clock=clock)
-    assert index.known(["a", "b"]) == [False, False]  # empty: no lookups at all
-    assert index.add_many(["a", "c"], clock.ms)
-    keys = ["a", "b", "c", "d", "a"]
-    assert index.known(keys) == [key in index for key in keys] == [True, False, True, False, True]

@@ -1,5 +1,6 @@
-"""The consumer's record path for one consume(): two passes (process and track, then
-ledger check, claim and batch), the partition looked up once per run of its records."""
+"""The consumer's record path for one consume(): each record processed, tracked, checked
+against the ledger, claimed and encoded in one loop, the partition looked up once per run
+of its records, the batch's signals batched at once."""
 
 from __future__ import annotations
 
