@@ -89,6 +89,16 @@ def test_librdkafka_prefetch_is_bounded_within_the_memory_budget():
     assert consumer_config(explicit)["queued.min.messages"] == 500
 
 
+def test_a_full_prefetch_queue_delays_the_next_fetch_briefly_unless_configured():
+    from pipeline.config import Settings
+    from pipeline.kafka.consumer import consumer_config
+
+    # librdkafka's 1,000 ms left a backlog's loop waiting for records after each big fetch
+    assert consumer_config(Settings(topics=["a"]))["fetch.queue.backoff.ms"] == 20
+    tuned = Settings(topics=["a"], kafka_config={"fetch.queue.backoff.ms": "5"})
+    assert consumer_config(tuned)["fetch.queue.backoff.ms"] == "5"
+
+
 # --- fail fast: unknown variables, unknown log level -----------------------------------
 
 
