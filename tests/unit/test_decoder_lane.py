@@ -34,7 +34,7 @@ from pipeline.signals.outcomes import Rejection
 from pipeline.signals.processor import EventProcessor
 from tests.fuzz.hostile import CORPUS, avro_schema, editions, encode, registry, sample_records
 from tests.fuzz.test_hostile_input import mutated
-from tests.unit.test_decoder_differential import _variant
+from tests.unit.test_decoder_differential import THIRD_PARTY_CHANGES, _variant
 from tests.unit.test_properties import _breaks, _full_event, _v1_form, event_strategy
 
 STORE: Final = SchemaStore.from_directory(DEFAULT_AVRO_DIR)
@@ -142,19 +142,7 @@ def test_random_catalog_events(key: tuple[int, str], data: st.DataObject) -> Non
         PAIR.check(value)
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        "shuffled",
-        "reversed-identity",
-        "without-identity",
-        "without-optionals",
-        "extra-fields",
-        "long-as-double",
-        "required-optional",
-        "narrower-long",
-    ],
-)
+@pytest.mark.parametrize("change", THIRD_PARTY_CHANGES)
 def test_third_party_writer_schemas(change: str) -> None:
     schema, record = _variant(change)
     client = SchemaRegistryClient.new_client({"url": "mock://"})

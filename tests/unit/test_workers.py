@@ -73,16 +73,7 @@ def test_sigterm_drains_every_worker_and_exits_0(tmp_path: Path) -> None:
         "signal.pause()\n"
     )
     supervisor = Supervisor(SETTINGS, _python(code), environ={})
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(supervisor.run()))
-    thread.start()
-    deadline = time.monotonic() + 30
-    while len(list(tmp_path.glob("ready*"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    supervisor.stop()
-    thread.join(30)
-    assert result == [0]
-    assert all(w.process is not None and w.process.returncode == 0 for w in supervisor.workers)
+    _stop_once_both_ready(supervisor, tmp_path)
 
 
 def test_a_worker_that_keeps_dying_stops_the_supervisor_with_1() -> None:
@@ -141,6 +132,13 @@ def test_sigterm_drains_forked_workers_and_exits_0(tmp_path: Path) -> None:
         signal.pause()
 
     supervisor = Supervisor(SETTINGS, _python("raise SystemExit(9)"), environ={}, fork=target)
+    _stop_once_both_ready(supervisor, tmp_path)
+    assert all(w.restarts == 0 for w in supervisor.workers)
+    assert len(list(tmp_path.glob("closed*"))) == 2
+
+
+def _stop_once_both_ready(supervisor: Supervisor, tmp_path: Path) -> None:
+    """Run it, SIGTERM it once both workers said ready; it drains them and returns 0."""
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(supervisor.run()))
     thread.start()
@@ -151,5 +149,3 @@ def test_sigterm_drains_forked_workers_and_exits_0(tmp_path: Path) -> None:
     thread.join(30)
     assert result == [0]
     assert all(w.process is not None and w.process.returncode == 0 for w in supervisor.workers)
-    assert all(w.restarts == 0 for w in supervisor.workers)
-    assert len(list(tmp_path.glob("closed*"))) == 2
