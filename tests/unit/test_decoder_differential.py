@@ -188,13 +188,18 @@ def _variant(change: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return schema, record
 
 
-@pytest.mark.parametrize("change", THIRD_PARTY_CHANGES)
-def test_third_party_writer_schemas_resolve_alike(change: str) -> None:
-    """Writer schemas a registry may hold: reordered, missing, extra, promoted fields."""
+def _written_by_third_party(change: str) -> tuple[Any, bytes]:
+    """A registry holding ``change``'s writer schema, and a record it wrote (Confluent framing)."""
     schema, record = _variant(change)
     client = SchemaRegistryClient.new_client({"url": "mock://"})
     schema_id = client.register_schema("cart", Schema(json.dumps(schema), "AVRO"))
-    value = encode_confluent(schema_id, schema, record)
+    return client, encode_confluent(schema_id, schema, record)
+
+
+@pytest.mark.parametrize("change", THIRD_PARTY_CHANGES)
+def test_third_party_writer_schemas_resolve_alike(change: str) -> None:
+    """Writer schemas a registry may hold: reordered, missing, extra, promoted fields."""
+    client, value = _written_by_third_party(change)
     accelerated_decoder = EventDecoder(STORE, client)
     fast = accelerated_decoder.decode(value)
     reference = EventDecoder(STORE, client, accelerate=False).decode(value)

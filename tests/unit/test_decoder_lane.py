@@ -13,18 +13,16 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import os
 from typing import Any, Final
 
 import fastavro
 import orjson
 import pytest
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.codec.avro import EventDecoder, SchemaStore, encode_confluent, encode_single_object
+from pipeline.codec.avro import EventDecoder, SchemaStore, encode_single_object
 from pipeline.codec.framing import encode_header_id
 from pipeline.config import DEFAULT_AVRO_DIR
 from pipeline.signals import catalog
@@ -34,7 +32,7 @@ from pipeline.signals.outcomes import Rejection
 from pipeline.signals.processor import EventProcessor
 from tests.fuzz.hostile import CORPUS, avro_schema, editions, encode, registry, sample_records
 from tests.fuzz.test_hostile_input import mutated
-from tests.unit.test_decoder_differential import THIRD_PARTY_CHANGES, _variant
+from tests.unit.test_decoder_differential import THIRD_PARTY_CHANGES, _written_by_third_party
 from tests.unit.test_properties import _breaks, _full_event, _v1_form, event_strategy
 
 STORE: Final = SchemaStore.from_directory(DEFAULT_AVRO_DIR)
@@ -144,10 +142,7 @@ def test_random_catalog_events(key: tuple[int, str], data: st.DataObject) -> Non
 
 @pytest.mark.parametrize("change", THIRD_PARTY_CHANGES)
 def test_third_party_writer_schemas(change: str) -> None:
-    schema, record = _variant(change)
-    client = SchemaRegistryClient.new_client({"url": "mock://"})
-    schema_id = client.register_schema("cart", Schema(json.dumps(schema), "AVRO"))
-    value = encode_confluent(schema_id, schema, record)
+    client, value = _written_by_third_party(change)
     taken = any(Pair(client).check(value))  # without identity: anonymous ones only
     # an int writer field is not among the types cavro is tested on: the regular path
     assert taken == (change != "narrower-long")
