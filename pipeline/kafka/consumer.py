@@ -285,8 +285,7 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
         own = self._own_origin
         process = self._processor.process
         sessions = self._sessions
-        ledger = self.ledger if self._ledger_enabled else None  # off: no skips, no waits
-        in_flight = self._in_flight
+        admission = self._admission
         max_fragment = self._batcher.max_fragment_bytes
         keys: list[str] = []
         fragments: list[bytes] = []
@@ -348,13 +347,9 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
                 )  # fmt: skip
                 if sessions is not None:  # before the ledger check: a delivered event counts
                     derived.extend(sessions.observe(message, outcome) or ())
-                if ledger is not None and signal_key in ledger:
-                    self._skip(pending)
-                    continue
-                fragment = encode_signal(outcome.signal)
-                if ledger is not None and not in_flight.claim(signal_key):
-                    in_flight.wait(signal_key, (pending, fragment))
-                    continue
+                fragment = admission(outcome, pending)
+                if fragment is None:
+                    continue  # skipped (the ledger), or waiting for the same key on its way
                 fragment_size = len(fragment)
                 if fragment_size > max_fragment:
                     self._add_to_batch(pending, fragment)  # dead-lettered there
@@ -388,17 +383,23 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
 
     def _admit(self, signal: MappedSignal, pending: Pending) -> None:
         """Skip it (the ledger), wait for the same key on its way, or batch it."""
-        if self._ledger_enabled:
-            if pending.key in self.ledger:
-                self._skip(pending)
-                return
-            fragment = encode_signal(signal.signal)
-            if not self._in_flight.claim(pending.key):
-                self._in_flight.wait(pending.key, (pending, fragment))
-                return
-        else:
-            fragment = encode_signal(signal.signal)
-        self._add_to_batch(pending, fragment)
+        fragment = self._admission(signal, pending)
+        if fragment is not None:
+            self._add_to_batch(pending, fragment)
+
+    def _admission(self, signal: MappedSignal, pending: Pending) -> bytes | None:
+        """The signal's JSON fragment to batch, or None: skipped (already accepted, the
+        ledger) or waiting for the same key on its way. Ledger off: no skips, no waits."""
+        if not self._ledger_enabled:
+            return encode_signal(signal.signal)
+        if pending.key in self.ledger:
+            self._skip(pending)
+            return None
+        fragment = encode_signal(signal.signal)
+        if not self._in_flight.claim(pending.key):
+            self._in_flight.wait(pending.key, (pending, fragment))
+            return None
+        return fragment
 
     def _derived(self, emits: list[Emit]) -> None:
         """Derived abandonment signals join the record path: ledger, batch, dead letters."""
