@@ -101,4 +101,5 @@ class Counters:
     evicted: int = 0  # closed early at the cap
     late: int = 0  # beyond the grace: ignored
     reused: int = 0  # a session id seen again after its session expired: ignored
+    split: int = 0  # events of a session open on another partition of the consumer
     derived: Counter[str] = field(default_factory=Counter)

@@ -103,7 +103,7 @@ def timestamp_ms(text: str) -> int:
     most events of a shop's stream).
     """
     if len(text) == 24 and text[19] == "." and text[23] == "Z" and text[16] == ":":
-        minute = _MINUTES.get(text[:16])
+        minute = MINUTES.get(text[:16])
         if minute is None:
             minute = _epoch_minute(text[:16])
         return minute + int(text[17:19]) * 1000 + int(text[20:23])
@@ -111,8 +111,8 @@ def timestamp_ms(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-#: The minutes of the latest events: text -> epoch ms.
-_MINUTES: dict[str, int] = {}
+#: The minutes of the latest events: text (``2025-08-31T08:29``, checked) -> epoch ms.
+MINUTES: dict[str, int] = {}
 
 
 def _epoch_minute(text: str) -> int:
@@ -120,9 +120,9 @@ def _epoch_minute(text: str) -> int:
         minute = _epoch_day(text[:10]) + int(text[11:13]) * 3600 + int(text[14:16]) * 60
     else:
         minute = int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
-    if len(_MINUTES) >= 4096:
-        _MINUTES.clear()
-    _MINUTES[text] = minute * 1000
+    if len(MINUTES) >= 4096:
+        MINUTES.clear()
+    MINUTES[text] = minute * 1000
     return minute * 1000
 
 

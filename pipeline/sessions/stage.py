@@ -38,11 +38,11 @@ class SessionStage:
         self.options = options
         self._backend = backend or MemoryBackend()  # where the states live
         self._stores: dict[Partition, SessionStore] = {}
-        #: each store's open sessions, for the split check (one ``in`` per store)
+        #: each store's open sessions, for the split check (one ``in`` per store): one
+        #: list, changed in place, that every store reads (``SessionStore.elsewhere``)
         self._open_tables: list[Container[SessionKey]] = []
         self._retired = Counters()  # counts of revoked partitions' stores
         self.unkeyed = 0
-        self.split = 0
 
     # --- partitions ------------------------------------------------------------------
 
@@ -51,12 +51,13 @@ class SessionStage:
         tables = self._backend.tables(partition)
         store = SessionStore.restore(partition[0], self.options, records, tables)
         self._stores[partition] = store
-        self._open_tables = [s.open_states for s in self._stores.values()]
+        store.elsewhere = self._open_tables
+        self._open_tables[:] = [s.open_states for s in self._stores.values()]
         return store.pending()
 
     def revoke(self, partition: Partition) -> None:
         store = self._stores.pop(partition, None)
-        self._open_tables = [s.open_states for s in self._stores.values()]
+        self._open_tables[:] = [s.open_states for s in self._stores.values()]
         if store is not None:
             _add(self._retired, store.counters)
             self._backend.drop(partition)
@@ -81,19 +82,19 @@ class SessionStage:
         store = self._stores.get(partition)
         if store is None:
             return []
-        body = signal.signal
-        session_id: str = body["sessionId"]
-        if record_key != session_id.encode():
+        if record_key != signal.signal["sessionId"].encode():
             self.unkeyed += 1
-        tables = self._open_tables
-        if len(tables) > 1:
-            key = (body["appKey"], session_id)
-            if key not in store.open_states:  # then ``in`` any table is another's
-                for table in tables:
-                    if key in table:
-                        self.split += 1
-                        break
-        return store.observe(signal, offset=offset, wall_ms=wall_ms)
+        return store.observe(signal, offset, wall_ms)
+
+    @property
+    def stores(self) -> dict[Partition, SessionStore]:
+        """The assigned partitions' stores (the consumer's hooks observe through them)."""
+        return self._stores
+
+    @property
+    def split(self) -> int:
+        """Events of a session open on another partition of this consumer."""
+        return self.counters().split
 
     def tick(
         self, wall_ms: int, held: Collection[Partition] = ()
@@ -155,4 +156,5 @@ def _add(total: Counters, more: Counters) -> None:
     total.evicted += more.evicted
     total.late += more.late
     total.reused += more.reused
+    total.split += more.split
     total.derived.update(more.derived)

@@ -27,7 +27,7 @@ or ``aborted()``. Derived signals stay ``pending`` in the closed marker until
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Sequence
 
 from pipeline.sessions.changelog import (
     ClockState,
@@ -44,6 +44,7 @@ from pipeline.sessions.options import Counters, Derived, SessionOptions, session
 from pipeline.sessions.restore import restore
 from pipeline.sessions.session import (
     CART_OPENING_TYPES,
+    MINUTES,
     OPENING_TYPES,
     Session,
     SessionKey,
@@ -79,6 +80,9 @@ class SessionStore:
         self._window = options.gap_ms + options.grace_ms
         browse = BROWSE in options.derive.kinds
         self._opening = OPENING_TYPES if browse else CART_OPENING_TYPES
+        #: The open tables of every store of the consumer (``SessionStage``: one list,
+        #: shared): an event of no session open here is looked up there (split).
+        self.elsewhere: Sequence[Container[SessionKey]] = ()
 
     # --- reading ----------------------------------------------------------------------
 
@@ -101,7 +105,7 @@ class SessionStore:
     # --- events and time ------------------------------------------------------------
 
     def observe(
-        self, signal: MappedSignal, *, offset: int | None = None, wall_ms: int | None = None
+        self, signal: MappedSignal, offset: int | None = None, wall_ms: int | None = None
     ) -> list[Derived]:
         """Apply one mapped event; the signals of the sessions its time closes.
 
@@ -109,19 +113,55 @@ class SessionStore:
         again after a restart or an abort) the event is in the state already.
         ``wall_ms``: None for replays and the offline check (event time only).
         """
+        # Every event of the stream comes here (the consumer calls it directly): the
+        # common case, an event of an open session, is this one frame plus ``apply``.
         if offset is not None:
             if offset <= self.applied_offset:
                 return []
             self.applied_offset = offset
             self._clock_dirty = True
         body = signal.signal
-        at = timestamp_ms(body["signalContent"]["signalTimestamp"])
+        text = body["signalContent"]["signalTimestamp"]
+        minute = MINUTES.get(text[:16])  # timestamp_ms's common case, without its frame
+        if (
+            minute is not None
+            and len(text) == 24
+            and text[16] == ":"
+            and text[19] == "."
+            and text[23] == "Z"
+        ):
+            at = minute + int(text[17:19]) * 1000 + int(text[20:23])
+        else:
+            at = timestamp_ms(text)
         watermark = self.clock.on_event(at, wall_ms)
         if self._open_due.next <= watermark or self._closed_due.next <= watermark:
             derived = self._expire(watermark)
         else:
             derived = []
         key = (body["appKey"], body["sessionId"])
+        session = self._open.get(key)
+        if session is None:  # (a key is open or closed, never both)
+            return self._unopened(signal, key, at, derived)
+        if at >= session.last + self.options.gap_ms:
+            # The session had expired before this event (its grace still running):
+            # it ends here, and this event of its id opens nothing.
+            derived += self._close(session, session.last + self.options.gap_ms)
+            self.counters.reused += 1
+            return derived
+        apply(session, signal, at)  # its heap entry moves when popped (see _expire)
+        self._dirty.add(key)
+        return derived
+
+    def _unopened(
+        self, signal: MappedSignal, key: SessionKey, at: int, derived: list[Derived]
+    ) -> list[Derived]:
+        """An event of no open session: a closed one's, one that opens, or neither."""
+        elsewhere = self.elsewhere
+        if len(elsewhere) > 1:  # open on another partition of this consumer: split
+            for table in elsewhere:
+                if key in table:
+                    self.counters.split += 1
+                    break
         closed = self._closed.get(key)
         if closed is not None:
             if at < closed.expiry:
@@ -129,26 +169,18 @@ class SessionStore:
             else:
                 self.counters.reused += 1
             return derived
-        session = self._open.get(key)
-        if session is None:
-            if signal.signal_type not in self._opening:
-                return derived  # page views and the like: activity of nothing to derive
-            if at + self._window <= self.clock.watermark:
-                self.counters.late += 1
-                return derived
-            if len(self._open) >= self.options.max_open:
-                derived += self._evict_oldest()
-            session = new_session(key, at)
-            self._open[key] = session
-            self.counters.opened += 1
-            self._open_due.push(at + self._window, key)
-        elif at >= session.last + self.options.gap_ms:
-            # The session had expired before this event (its grace still running):
-            # it ends here, and this event of its id opens nothing.
-            derived += self._close(session, session.last + self.options.gap_ms)
-            self.counters.reused += 1
+        if signal.signal_type not in self._opening:
+            return derived  # page views and the like: activity of nothing to derive
+        if at + self._window <= self.clock.watermark:
+            self.counters.late += 1
             return derived
-        apply(session, signal, at)  # its heap entry moves when popped (see _expire)
+        if len(self._open) >= self.options.max_open:
+            derived += self._evict_oldest()
+        session = new_session(key, at)
+        self._open[key] = session
+        self.counters.opened += 1
+        self._open_due.push(at + self._window, key)
+        apply(session, signal, at)
         self._dirty.add(key)
         return derived
 
