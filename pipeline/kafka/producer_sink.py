@@ -6,6 +6,7 @@ a transaction, a refused produce asks the commit cycle to abort and rewind.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -35,18 +36,42 @@ class ProducerSink:
             except BufferError:
                 self.poll(0.1)
             except KafkaException as exception:
-                error: KafkaError = exception.args[0]
-                code = error.code()
-                if not self.transactional or code == KafkaError.MSG_SIZE_TOO_LARGE:
-                    raise
-                if is_refusal(error):
-                    raise
-                if self.fatal:
-                    return  # stopping after a fatal error: nothing can be recorded
-                self.stop_if_fatal(error)
-                log.warning("produce refused: the transaction is aborted", error=str(error))
-                self.abort_requested = True
+                self._refused(exception)
                 return
+
+    def _refused(self, exception: KafkaException) -> None:
+        """A record refused: raised, or the transaction to be aborted."""
+        error: KafkaError = exception.args[0]
+        code = error.code()
+        if not self.transactional or code == KafkaError.MSG_SIZE_TOO_LARGE:
+            raise exception
+        if is_refusal(error):
+            raise exception
+        if self.fatal:
+            return  # stopping after a fatal error: nothing can be recorded
+        self.stop_if_fatal(error)
+        log.warning("produce refused: the transaction is aborted", error=str(error))
+        self.abort_requested = True
+
+    def produce_records(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]
+    ) -> None:
+        """Many (key, value) records to one partition (the session changelog's, a few
+        per event): the client called with positional arguments, without a keyword
+        dict per call twice over; a full queue and a refused record are handled as
+        ``produce`` handles them."""
+        if not records:
+            return
+        send = self.producer.produce
+        for key, value in records:
+            try:
+                send(topic, value, key, partition)
+            except BufferError:  # the queue is full: room made, then as ``produce``
+                self.poll(0.1)
+                self.produce(topic, partition=partition, key=key, value=value)
+            except KafkaException as exception:
+                self._refused(exception)
+        self.dirty = True
 
     def stop_if_fatal(self, error: KafkaError) -> None:
         """A write refused because a newer instance took over: stop sending at once."""

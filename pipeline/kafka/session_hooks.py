@@ -37,6 +37,7 @@ from confluent_kafka import Message
 
 from pipeline.config import Settings
 from pipeline.kafka.ledger import source_partition_count
+from pipeline.kafka.producer_sink import ProducerSink
 from pipeline.kafka.session_changelog import (
     changelog_partition,
     changelog_topic,
@@ -145,17 +146,22 @@ class SessionHooks:
 
     # --- the transaction -------------------------------------------------------------------
 
-    def write(self, produce: Callable[..., None]) -> int:
+    def write(self, produce: Callable[..., None] | ProducerSink) -> int:
         """The changelog records of what changed, through ``produce`` (the consumer's
-        transactional producer); returns how many."""
+        transactional producer, or its ``produce`` method); returns how many."""
         if not self._changelog:
             return 0
+        sink = produce if isinstance(produce, ProducerSink) else getattr(produce, "__self__", None)
         written = 0
         topic = self.topic
         for (_, source), records in self.stage.changes_by_partition():
             partition = changelog_partition(source, self._partitions)
-            for key, value in records:
-                produce(topic, partition=partition, key=key, value=value)
+            if isinstance(sink, ProducerSink):  # a list per partition, positional calls
+                sink.produce_records(topic, partition, records)
+            else:
+                assert callable(produce)
+                for key, value in records:
+                    produce(topic, partition=partition, key=key, value=value)
             written += len(records)
         return written
 
