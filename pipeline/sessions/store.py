@@ -76,6 +76,9 @@ class SessionStore:
         self._loading_closed: list[tuple[int, SessionKey]] = []
         self._dirty: set[SessionKey] = set()
         self._in_txn: set[SessionKey] = set()
+        #: Opened since the last ``take_changes`` with no record of the key on its way
+        #: or in the changelog but a tombstone: gone again by then, it needs none.
+        self._unwritten: set[SessionKey] = set()
         self._clock_dirty = False
         self._window = options.gap_ms + options.grace_ms
         browse = BROWSE in options.derive.kinds
@@ -178,6 +181,8 @@ class SessionStore:
             derived += self._evict_oldest()
         session = new_session(key, at)
         self._open[key] = session
+        if key not in self._dirty and key not in self._in_txn:
+            self._unwritten.add(key)
         self.counters.opened += 1
         self._open_due.push(at + self._window, key)
         apply(session, signal, at)
@@ -325,19 +330,24 @@ class SessionStore:
         """Changelog records of what changed since the last call (for the transaction)."""
         records: list[tuple[bytes, bytes | None]] = []
         topic, opened, closed = self.topic, self._open.get, self._closed.get
+        unwritten = self._unwritten
         if self._open.writes_back or self._closed.writes_back:
             encoded: dict[SessionKey, bytes | None] = {}
             for key in self._dirty:  # (sorting them cost more than encoding them)
                 state: Session | Closed | None = opened(key) or closed(key)
                 value = encoded[key] = None if state is None else encode(state)
-                records.append((session_record_key(topic, key), value))
+                if value is not None or key not in unwritten:
+                    records.append((session_record_key(topic, key), value))
             self._open.flush(encoded)  # an on-disk table writes back what changed
             self._closed.flush(encoded)
         else:
             for key in self._dirty:
                 state = opened(key) or closed(key)
-                value = None if state is None else encode(state)
-                records.append((session_record_key(topic, key), value))
+                if state is not None:
+                    records.append((session_record_key(topic, key), encode(state)))
+                elif key not in unwritten:  # a tombstone for what the changelog holds
+                    records.append((session_record_key(topic, key), None))
+        self._unwritten = set()
         if self._clock_dirty:
             clock = ClockState(self.clock.watermark, self.applied_offset)
             records.append((clock_record_key(self.topic), encode(clock)))

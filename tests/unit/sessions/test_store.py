@@ -256,6 +256,40 @@ def test_closed_sessions_leave_a_tombstone_once_nothing_can_arrive_in_time() -> 
     assert restored.applied_offset == 2
 
 
+def test_a_session_gone_before_any_commit_wrote_it_needs_no_tombstone() -> None:
+    store = SessionStore("clicks", options())
+    feed(store, [add("old", 0, "A"), page("x", 1)])
+    store.take_changes()  # "old" is in the changelog
+    store.committed()
+    # "new" opens, closes, settles and is forgotten between two commits; "old" too
+    derived = feed(store, [add("new", 2, "B"), page("x", GAP_S + 2 * WINDOW)], first_offset=2)
+    assert kinds(derived) == [("old", "cartAbandonment"), ("new", "cartAbandonment")]
+    for d in derived:
+        store.settled(d.key, d.kind)
+    records = dict(store.take_changes())
+    assert records[session_record_key("clicks", ("app-1", "old"))] is None  # its tombstone
+    assert session_record_key("clicks", ("app-1", "new")) not in records  # nothing at all
+    restored = SessionStore.restore("clicks", options(), list(records.items()))
+    assert restored.open_count == 0 and restored.closed_count == 0
+
+
+def test_a_session_reopened_before_its_tombstone_was_written_still_gets_one() -> None:
+    store = SessionStore("clicks", options())
+    feed(store, [add("s1", 0, "A")])
+    log = store.take_changes()  # s1 open, in the changelog
+    store.committed()
+    (closed,) = feed(store, [page("x", GAP_S + 2 * WINDOW)], first_offset=1)
+    store.settled(closed.key, closed.kind)  # forgotten: a tombstone due
+    # the id comes back as a new session, which ends before the commit too
+    late = GAP_S + 2 * WINDOW
+    feed(store, [add("s1", late, "B"), page("x", late + 2 * WINDOW)], first_offset=2)
+    store.settled(("app-1", "s1"), "cartAbandonment")
+    records = dict(store.take_changes())
+    assert records[session_record_key("clicks", ("app-1", "s1"))] is None
+    restored = SessionStore.restore("clicks", options(), log + list(records.items()))
+    assert restored.open_count == 0 and restored.closed_count == 0
+
+
 def test_an_aborted_transactions_changes_are_written_again() -> None:
     store = SessionStore("clicks", options())
     feed(store, [add("s1", 0, "A")])
