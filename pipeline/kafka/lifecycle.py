@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import structlog
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -35,6 +35,12 @@ if TYPE_CHECKING:
     from pipeline.connect.client import ConnectClient
 
 log = structlog.get_logger("pipeline.kafka.consumer")
+
+#: How long an assignment waits, inside its callback, for its ledger tails' load: a
+#: new or small ledger loads within milliseconds, and a partition started there is read
+#: from its first fetch. One whose load takes longer is held and loads beside the loop:
+#: what it fetched meanwhile is dropped and read again once loaded.
+QUICK_LOAD_S: Final = 0.1
 
 
 class ConsumerLifecycle:
@@ -157,14 +163,41 @@ class ConsumerLifecycle:
             return
         # Their ledger tails load beside the loop: a long load inside this callback would
         # stop the loop (the other partitions' deliveries and commits, revocations, the
-        # group's next rebalance). Their records are held until then (``_ledger_loads``).
-        keys = self._tail.start_loading(consumer, partitions)
-        self._to_hold.extend(keys)
+        # group's next rebalance). A quick one ends here (QUICK_LOAD_S); the others'
+        # records are held until then (``_ledger_loads``).
+        tail = self._tail
+        keys = tail.start_loading(consumer, partitions)
         self.health.joined = True
-        log.info(
-            "partitions assigned, loading their ledger tails",
-            partitions=[f"{t}[{p}]" for t, p in keys],
+        new = set(keys)
+        starts: dict[TopicPartitionKey, int] = {}
+        deadline = time.monotonic() + QUICK_LOAD_S
+        while any(tail.waits(key) for key in keys) and time.monotonic() < deadline:
+            if not tail.ended:
+                time.sleep(0.001)
+                continue
+            ready = tail.loaded(consumer)
+            self._start_loaded([(key, start) for key, start in ready if key not in new])
+            loaded = [(key, start) for key, start in ready if key in new]
+            starts.update(loaded)
+            self._activate([key for key, _ in loaded])
+        # Loaded partitions are fetched from where their reading starts (their committed
+        # offset or auto.offset.reset's, which the load looked up) rather than after
+        # librdkafka's own look-up: without a committed offset it waits 100 ms first.
+        consumer.incremental_assign(
+            [
+                TopicPartition(tp.topic, tp.partition, starts[key])
+                if (key := (tp.topic, tp.partition)) in starts
+                else tp
+                for tp in partitions
+            ]
         )
+        held = [key for key in keys if tail.waits(key)]
+        if held:
+            self._to_hold.extend(held)
+            log.info(
+                "partitions assigned, loading their ledger tails",
+                partitions=[f"{t}[{p}]" for t, p in held],
+            )
 
     def _ledger_loads(self) -> None:
         """Each loop turn: hold newly assigned partitions while their ledger tails load
@@ -180,9 +213,12 @@ class ConsumerLifecycle:
             waiting = [key for key in held if tail.waits(key)]
             if waiting:
                 self._consumer.pause([TopicPartition(*key) for key in waiting])
-        if not tail.ended:
-            return
-        ready = tail.loaded(self._consumer)
+        if tail.ended:
+            self._start_loaded(tail.loaded(self._consumer))
+
+    def _start_loaded(self, ready: list[tuple[TopicPartitionKey, int]]) -> None:
+        """Held partitions whose load ended, each with the offset its reading starts from:
+        read again from there if records were fetched (and dropped) meanwhile, resumed."""
         if not ready:
             return
         for (topic, partition), start in ready:
