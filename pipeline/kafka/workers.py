@@ -48,11 +48,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Final
 
-import structlog
-
 from pipeline.config import Settings
-
-log = structlog.get_logger("pipeline.kafka.workers")
 
 FIRST_BACKOFF_S: Final = 1.0
 MAX_BACKOFF_S: Final = 30.0
@@ -61,6 +57,14 @@ FAILURE_WINDOW_S: Final = 300.0
 #: The exit status of ``connect-pipeline run`` for an invalid configuration.
 CONFIG_ERROR: Final = 2
 PROBE_TIMEOUT_S: Final = 2.0
+
+
+def _log() -> Any:
+    # structlog and the logging set-up come after the first forks: before them, every
+    # import delays both workers' join (the workers import it while the join waits)
+    import structlog
+
+    return structlog.get_logger("pipeline.kafka.workers")
 
 
 # --- pure parts ------------------------------------------------------------------------------
@@ -232,12 +236,14 @@ class Worker:
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         self.restart_at = None
-        log.info("worker started", worker=self.index, pid=self.process.pid, port=self.port)
 
     def fork(self, target: Callable[[], object]) -> None:
         self.process = fork_worker(self.env, target)
         self.restart_at = None
-        log.info("worker forked", worker=self.index, pid=self.process.pid, port=self.port)
+
+    def log_start(self, how: str) -> None:
+        assert self.process is not None
+        _log().info(f"worker {how}", worker=self.index, pid=self.process.pid, port=self.port)
 
     @property
     def running(self) -> bool:
@@ -320,6 +326,7 @@ class Supervisor:
                 elif now >= w.restart_at:
                     w.restarts += 1
                     w.start(self._argv)
+                    w.log_start("started")
                 continue
             assert w.process is not None
             code = w.process.poll()
@@ -328,16 +335,16 @@ class Supervisor:
             if code == 0 or self._stopping:
                 w.done = True
                 status = max(status, 0 if code == 0 else 1)
-                log.info("worker exited", worker=w.index, code=code)
+                _log().info("worker exited", worker=w.index, code=code)
                 continue
             if code == CONFIG_ERROR:
-                log.error("worker exited: invalid configuration; stopping", worker=w.index)
+                _log().error("worker exited: invalid configuration; stopping", worker=w.index)
                 w.done = True
                 self.stop()
                 return CONFIG_ERROR
             delay = w.policy.on_failure(now)
             if delay is None:
-                log.error(
+                _log().error(
                     "worker keeps dying; draining the others and exiting",
                     worker=w.index,
                     code=code,
@@ -347,7 +354,7 @@ class Supervisor:
                 w.done = True
                 self.stop()
                 return 1
-            log.warning("worker died; restarting", worker=w.index, code=code, in_s=delay)
+            _log().warning("worker died; restarting", worker=w.index, code=code, in_s=delay)
             w.restart_at = now + delay
         return status
 
@@ -422,14 +429,18 @@ def supervise(
 ) -> int:
     """Run ``settings.workers`` workers until they are done; the exit status.
     ``run_worker``: one worker's run, forked for first starts (Linux)."""
+    fork = run_worker if sys.platform == "linux" else None
+    argv = [sys.executable, "-m", "pipeline.cli.main", "run", *worker_args]
+    supervisor = Supervisor(settings, argv, fork=fork)
+    # First, from a process of one thread that imported and set up nothing it does not
+    # need for this: the workers join the group while the rest is built.
+    supervisor.start()
     from pipeline.ops.health import HealthServer
     from pipeline.ops.logs import configure_logging
 
     configure_logging(settings)
-    fork = run_worker if sys.platform == "linux" else None
-    argv = [sys.executable, "-m", "pipeline.cli.main", "run", *worker_args]
-    supervisor = Supervisor(settings, argv, fork=fork)
-    supervisor.start()  # before the ops server: forks from a process of one thread
+    for w in supervisor.workers:
+        w.log_start("forked" if fork is not None else "started")
 
     def handle(signum: int, frame: FrameType | None) -> None:
         supervisor.stop(signum)
@@ -444,7 +455,7 @@ def supervise(
             _AggregatedHealth(supervisor),  # type: ignore[arg-type]
             supervisor.metrics_page,
         ).start()
-    log.info("supervisor started", workers=settings.workers)
+    _log().info("supervisor started", workers=settings.workers)
     try:
         return supervisor.run()
     finally:
