@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 if TYPE_CHECKING:
     from pipeline.config.settings import Settings
+
+
+def transactional_id(s: Settings) -> str:
+    """The producer's transactional.id, stable per replica: a restarted replica fences
+    its own previous incarnation."""
+    if s.transactional_id:
+        return s.transactional_id
+    replica = s.group_instance_id or socket.gethostname()
+    return f"{s.group_id}-{replica}"
 
 
 def kafka_common(s: Settings) -> dict[str, Any]:

@@ -143,6 +143,10 @@ class Settings(
         settings (secrets in clear: for a child's environment, never for printing)."""
         return environment_of(self)
 
+    def replica_transactional_id(self) -> str:
+        """PIPELINE_TRANSACTIONAL_ID, or '<group_id>-<group_instance_id|hostname>'."""
+        return client_properties.transactional_id(self)
+
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka settings shared by the consumer and the producers."""
         return client_properties.kafka_common(self)

@@ -23,7 +23,6 @@ from pipeline.config import Settings
 from pipeline.connect.client import ConnectClient, RetryPolicy
 from pipeline.kafka.group_join import JoiningConsumer
 from pipeline.kafka.group_join import consumer_config as consumer_config  # re-exported
-from pipeline.kafka.ledger import transactional_id
 from pipeline.kafka.records import RunSummary
 from pipeline.kafka.stops import ConsumerStopped
 from pipeline.ops import tracing
@@ -45,7 +44,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "linger.ms": 5,  # pipeline.kafka.ledger.PRODUCER_LINGER_MS
     }
     if settings.transactions:
-        conf["transactional.id"] = transactional_id(settings)
+        conf["transactional.id"] = settings.replica_transactional_id()
         conf["transaction.timeout.ms"] = settings.transaction_timeout_ms
         # the commit acknowledges every record of a transaction: report failures only
         conf["delivery.report.only.error"] = True

@@ -271,15 +271,13 @@ class Supervisor:
     ) -> None:
         """``fork``: a worker's run, for first starts forked from this process (restarts
         and, without it, first starts too run ``worker_argv``)."""
-        from pipeline.kafka.ledger import transactional_id
-
         self._argv = worker_argv
         self._fork = fork
         self._clock = clock
         self._wake = threading.Event()
         self._stopping = False
         base = os.environ if environ is None else environ
-        tx_id = transactional_id(settings)
+        tx_id = settings.replica_transactional_id()
         self.workers = []
         for index in range(settings.workers):
             port = free_port() if settings.http_port else 0

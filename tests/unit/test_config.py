@@ -76,6 +76,18 @@ def test_as_environment_configures_a_child_exactly_and_carries_secrets(monkeypat
     assert Settings() == original
 
 
+def test_the_transactional_id_is_the_setting_or_stable_per_replica(monkeypatch):
+    import socket
+
+    monkeypatch.setenv("PIPELINE_TOPICS", "clicks")
+    monkeypatch.setenv("PIPELINE_GROUP_ID", "g")
+    assert load_settings().replica_transactional_id() == f"g-{socket.gethostname()}"
+    monkeypatch.setenv("PIPELINE_GROUP_INSTANCE_ID", "pod-1")
+    assert load_settings().replica_transactional_id() == "g-pod-1"
+    monkeypatch.setenv("PIPELINE_TRANSACTIONAL_ID", "explicit")
+    assert load_settings().replica_transactional_id() == "explicit"
+
+
 def test_librdkafka_prefetch_is_bounded_within_the_memory_budget():
     from pipeline.config import Settings
     from pipeline.kafka.consumer import consumer_config
