@@ -41,6 +41,10 @@ class Closed:
 
     expiry: int
     pending: dict[str, Pending] = field(default_factory=dict)
+    #: The session as it closed, while its signals are pending and no marker has been
+    #: written: its changelog record stays the open session's (``encode``), from which
+    #: a restart derives the same signals again (``SessionStore``, "Closing").
+    session: Session | None = None
 
 
 class HasRecord(Protocol):
@@ -89,6 +93,8 @@ def encode(state: State) -> bytes:
     if isinstance(state, ClockState):
         return orjson.dumps({"v": VERSION, "w": state.watermark, "o": state.applied_offset})
     if isinstance(state, Closed):
+        if state.session is not None:
+            return encode(state.session)
         pending = {kind: pending_record(p) for kind, p in state.pending.items()}
         return orjson.dumps({"v": VERSION, "closed": state.expiry, "pending": pending})
     s = state

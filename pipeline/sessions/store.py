@@ -21,8 +21,23 @@ reports are in ``options.py``, the rebuild from the changelog in ``restore.py``.
 The store never does I/O. The caller feeds it mapped signals with their offsets,
 asks it to ``advance`` with the wall clock, writes ``take_changes()`` to the
 changelog in the transaction that commits the offsets, then says ``committed()``
-or ``aborted()``. Derived signals stay ``pending`` in the closed marker until
-``settled``, so a crash between closing and delivering re-emits them on restore.
+or ``aborted()``. Derived signals stay ``pending`` until ``settled``, so a crash
+between closing and delivering re-emits them on restore.
+
+Closing. A closed session's marker is written once its signals have settled, not
+when it closes: until then the changelog keeps the session's open record, and that
+record plus the clock record derive the same signals again after a restart. The open
+record is the session as it closed (every change to a session marks it for the next
+commit, and a closed session changes no more), and the clock record of any commit
+after the close shows a watermark past the session's deadline (an event's offset
+marks the clock, and so does a close by the wall clock), so a restore (``loaded``)
+closes it again at once: same facts, same expiry, same signals, same idempotency
+keys, which the ledger lets through only if Connect has not accepted them. A crash
+before that commit finds the session open at its previous commit, and the events
+after it are read again and close it as they did. An eviction is not repeatable (it
+depends on the cap and the watermark of that moment), so it writes its marker with
+its pending signals at once, as does a store whose closed table writes back (on
+disk: it keeps what the changelog gets).
 """
 
 from __future__ import annotations
@@ -196,8 +211,12 @@ class SessionStore:
         if watermark == before:
             return []
         # Not a change worth a changelog record by itself (an idle partition would write
-        # one every commit): what it closes is written; a restart waits the idle time again.
-        return self._expire(watermark)
+        # one every commit): a restart waits the idle time again. Unless it closes a
+        # session: the clock record then shows the close was due (see "Closing").
+        derived = self._expire(watermark)
+        if derived:
+            self._clock_dirty = True
+        return derived
 
     def hold(self, wall_ms: int) -> None:
         """The partition is paused or behind, not quiet (see clock.py)."""
@@ -252,11 +271,15 @@ class SessionStore:
             derived.append(one)
             self.counters.derived[kind] += 1
         expiry = session.last + self.options.gap_ms
-        self._closed[key] = Closed(expiry, pending)
+        if pending and not evicted and not self._closed.writes_back:
+            # No marker yet (see "Closing" above): the open record stands for it.
+            self._closed[key] = Closed(expiry, pending, session)
+        else:
+            self._closed[key] = Closed(expiry, pending)
+            self._dirty.add(key)
         self._closed_due.push(expiry + self._window, key)
         if len(self._closed_due) > 2 * len(self._closed) + 1024:
             self._compact()
-        self._dirty.add(key)
         self.counters.closed += 1
         if len(self._closed) > self.options.max_open:
             self._forget_oldest_settled()
@@ -308,8 +331,13 @@ class SessionStore:
         closed = self._closed.get(key)
         if closed is None or closed.pending.pop(kind, None) is None:
             return
+        if closed.pending:
+            if closed.session is None:
+                self._dirty.add(key)  # the marker, with fewer signals
+            return
+        closed.session = None  # the marker is due now, settled
         self._dirty.add(key)
-        if not closed.pending and closed.expiry + self._window <= self.clock.watermark:
+        if closed.expiry + self._window <= self.clock.watermark:
             self._forget(key, closed)
 
     def pending(self) -> list[Derived]:
@@ -397,3 +425,6 @@ class SessionStore:
         self._open_due.replace(self._loading_open)
         self._closed_due.replace(self._loading_closed)
         self._loading_open, self._loading_closed = [], []
+        # Sessions the clock had closed before the restart, their signals not settled:
+        # closed again now, the same signals pending (see "Closing").
+        self._expire(self.clock.watermark)

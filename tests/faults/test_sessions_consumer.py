@@ -30,6 +30,8 @@ from devtools.stack import loopback_http
 from pipeline.config import DEFAULT_AVRO_DIR, Settings
 from pipeline.kafka.consumer import Bounds, SignalConsumer
 from pipeline.kafka.runner import build_processor
+from pipeline.kafka.session_changelog import changelog_topic, read_changelog
+from pipeline.sessions.changelog import parse_key
 from pipeline.sessions.derive import KINDS, DeriveOptions
 from pipeline.sessions.store import SessionOptions, SessionStore
 from pipeline.signals.mapping import MappedSignal, MappingOptions
@@ -41,7 +43,7 @@ from tests.integration.consumer_harness import (
     settings_for,
     wait_for,
 )
-from tests.unit.sessions.script import add, feed, order, page, view
+from tests.unit.sessions.script import APP, add, feed, ms, order, page, view
 
 pytestmark = pytest.mark.integration
 
@@ -278,6 +280,84 @@ def test_sigkill_mid_session_and_mid_expiry_sends_each_signal_once(
     assert all(connect.accepted[k] == 1 for k in want)
     if store == "rocksdb":  # the killed runs' databases are swept, the clean one removed
         assert state.exists() and list(state.iterdir()) == []
+
+
+def _changelog(settings: Settings) -> dict[tuple[str, str] | None, dict[str, Any] | None]:
+    """The session changelog as a restore reads it (read_committed): latest per key."""
+    topic = changelog_topic(settings)
+    latest: dict[tuple[str, str] | None, dict[str, Any] | None] = {}
+    for key, value in read_changelog(settings.kafka_common(), topic, [0])[0]:
+        latest[parse_key(key)[1]] = None if value is None else json.loads(value)
+    return latest
+
+
+def test_sigkill_after_a_close_before_its_marker_sends_each_signal_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The moment the closed marker is not written yet: the signals derived and
+    refused, the commits after the close done (the open records and a clock past
+    their deadline in the changelog, no marker). A restart derives them again from
+    that, sends each once; a kill after they settled sends nothing more."""
+    gap = 4.0
+    events = [(0, add("s1", 0, "A")), (0, view("s2", 0, "B"))]
+    keys = [(APP, "s1"), (APP, "s2")]
+    deadline = ms(gap + 1)  # the sessions close once the watermark passes it
+    topic, dlq = new_topics(kafka_bootstrap, partitions=1)
+    produce_to(kafka_bootstrap, topic, events)
+    want = expected(events, gap, 1)
+    with recorder() as connect:
+        settings = derive_settings(kafka_bootstrap, topic, dlq, connect.url, gap)
+
+        def closed_unsettled() -> bool:
+            log = _changelog(settings)
+            clock = log.get(None)
+            return clock is not None and clock["w"] >= deadline
+
+        # 1. the events delivered, then Connect refuses; killed once the changelog
+        # shows the close (clock past the deadline) and the signals are refused
+        process = _run(settings, tmp_path, "first")
+        try:
+            wait_for(lambda: len(connect.accepted) >= 2, 60, "the events delivered")
+            connect.outage.set()
+            wait_for(
+                lambda: sum(1 for k in connect.refused if k.startswith(DERIVED)) >= 2,
+                60,
+                "the derived signals attempted",
+            )
+            wait_for(closed_unsettled, 30, "a commit after the close")
+        finally:
+            process.kill()
+            process.wait(10)
+        log = _changelog(settings)
+        for key in keys:  # the open records stand for the closed sessions: no marker
+            record = log[key]
+            assert record is not None and "closed" not in record
+        assert connect.derived() == {}
+
+        def settled(key: tuple[str, str]) -> bool:  # a marker without signals, or forgotten
+            log = _changelog(settings)
+            value = log.get(key, {})
+            return value is None or value.get("pending") == {}
+
+        # 2. restarted: derived again from those records, each sent once
+        connect.outage.clear()
+        process = _run(settings, tmp_path, "second")
+        try:
+            wait_for(lambda: len(connect.derived()) >= 2, 60, "the derived signals")
+            wait_for(lambda: all(settled(k) for k in keys), 30, "the settled markers committed")
+        finally:
+            process.kill()
+            process.wait(10)
+
+        # 3. killed after they settled: a restart sends nothing more
+        process = _run(settings, tmp_path, "third")
+        try:
+            time.sleep(8.0)  # the join (~3 s on Tansu), the restore, commit cycles
+        finally:
+            process.terminate()
+            process.wait(30)
+    assert connect.derived() == want
+    assert all(connect.accepted[k] == 1 for k in want)
 
 
 def test_a_replay_derives_the_same_signals_for_the_same_range(kafka_bootstrap: str) -> None:
