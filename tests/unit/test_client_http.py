@@ -1,20 +1,31 @@
 """ConnectClient's HTTP path against a real server on 127.0.0.1: what each call carries,
-one kept-alive connection for successive calls, and a timeout classified as one."""
+one kept-alive connection for successive calls, and a timeout classified as one; the
+lean transport (http.client) where httpx would connect directly, over http and https:
+connections the server closed or left idle too long replaced, an answer cut short a
+network error, a compressed answer decoded."""
 
 from __future__ import annotations
 
+import gzip
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_address
+from pathlib import Path
 
+import pytest
 from devtools.stack import loopback_http
 
 from pipeline.connect.client import (
+    NETWORK_ERROR,
     TIMEOUT,
     Batch,
     ConnectClient,
+    LeanTransport,
     RetryPolicy,
     batch_body,
     batch_key,
@@ -33,8 +44,7 @@ class Seen:
     hold: threading.Event | None = None  # set: answer; unset: keep the caller waiting
 
 
-@contextmanager
-def server(seen: Seen) -> Iterator[str]:
+def _handler(seen: Seen) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -53,7 +63,12 @@ def server(seen: Seen) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    with loopback_http(Handler) as base:
+    return Handler
+
+
+@contextmanager
+def server(seen: Seen) -> Iterator[str]:
+    with loopback_http(_handler(seen)) as base:
         try:
             yield f"{base}/graphql"
         finally:
@@ -111,3 +126,177 @@ def test_a_call_past_the_timeout_is_classified_as_a_timeout() -> None:
         connect.close()
     assert outcomes == [TIMEOUT]
     assert report.abandoned and report.calls == 1
+
+
+@contextmanager
+def scripted(answers: list[bytes], peers: list[tuple[str, int]]) -> Iterator[str]:
+    """A server that writes each call's raw answer (status line on) in turn, then
+    keeps or closes the connection as the answer's headers say (or closes it after an
+    answer cut short)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            peers.append(self.client_address)
+            answer = answers.pop(0)
+            self.wfile.write(answer)
+            self.wfile.flush()
+            if b"connection: close" in answer.lower() or b"short" in answer:
+                self.close_connection = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with loopback_http(Handler) as base:
+        yield f"{base}/graphql"
+
+
+def _answer(body: bytes, *headers: bytes, length: int | None = None) -> bytes:
+    size = len(body) if length is None else length
+    lines = [b"HTTP/1.1 200 OK", b"content-length: %d" % size, *headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def test_the_lean_transport_serves_plain_http_and_stands_aside_for_a_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stop = threading.Event()
+    direct = client("http://127.0.0.1:9/graphql", stop)
+    assert isinstance(direct._transport, LeanTransport)
+    direct.close()
+    tls = client("https://connect.example/graphql", stop)  # httpx's own context: CA bundle
+    assert isinstance(tls._transport, LeanTransport)
+    assert tls._transport._context is tls._pool._pool._ssl_context  # type: ignore[attr-defined]
+    tls.close()
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    proxied = client("http://connect.example/graphql", stop)
+    assert not isinstance(proxied._transport, LeanTransport)  # httpx's proxy transport
+    proxied.close()
+
+
+def test_a_connection_the_server_closed_is_not_reused_and_no_call_is_retried() -> None:
+    peers: list[tuple[str, int]] = []
+    answers = [
+        _answer(ACCEPTED, b"connection: close"),  # said so
+        _answer(ACCEPTED),  # kept ...
+        _answer(ACCEPTED),  # ... and reused
+    ]
+    outcomes: list[str] = []
+    with scripted(answers, peers) as url:
+        connect = client(url, threading.Event(), on_call=lambda k, s, n: outcomes.append(k))
+        reports = [connect.deliver(batch(p)) for p in "abc"]
+        connect.close()
+    assert [(r.calls, r.retries, r.rejected) for r in reports] == [(1, 0, {})] * 3
+    assert outcomes == ["ok"] * 3
+    assert len(set(peers)) == 2 and peers[1] == peers[2]
+
+
+def test_an_idle_connection_past_the_keepalive_expiry_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pipeline.connect.client as module
+
+    peers: list[tuple[str, int]] = []
+    with scripted([_answer(ACCEPTED)] * 3, peers) as url:
+        connect = client(url, threading.Event())
+        connect.deliver(batch("a"))
+        connect.deliver(batch("b"))
+        monkeypatch.setattr(module, "KEEPALIVE_EXPIRY_S", 0.0)
+        connect.deliver(batch("c"))
+        connect.close()
+    assert peers[0] == peers[1] != peers[2]
+
+
+def test_an_answer_cut_short_is_a_network_error_retried_on_a_new_connection() -> None:
+    peers: list[tuple[str, int]] = []
+    answers = [_answer(ACCEPTED[:10] + b" short", length=len(ACCEPTED) + 50), _answer(ACCEPTED)]
+    outcomes: list[str] = []
+    with scripted(answers, peers) as url:
+        connect = client(url, threading.Event(), on_call=lambda k, s, n: outcomes.append(k))
+        report = connect.deliver(batch("a"))
+        connect.close()
+    assert outcomes == [NETWORK_ERROR, "ok"]
+    assert (report.calls, report.retries, report.rejected) == (2, 1, {})
+    assert len(set(peers)) == 2
+
+
+def test_a_compressed_answer_is_decoded_as_httpx_would() -> None:
+    rejected = b'{"data":null,"errors":[{"message":"bad","extensions":{"index":1}}]}'
+    peers: list[tuple[str, int]] = []
+    answers = [_answer(gzip.compress(rejected), b"content-encoding: gzip"), _answer(ACCEPTED)]
+    with scripted(answers, peers) as url:
+        connect = client(url, threading.Event())
+        report = connect.deliver(batch("a"))
+        connect.close()
+    assert report.rejected == {1: "bad"}  # read: index 1 rejected, the rest sent again
+    assert report.calls == 2
+
+
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert, key_file = directory / "cert.pem", directory / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert, key_file
+
+
+def test_https_goes_the_lean_way_with_the_clients_context(tmp_path: Path) -> None:
+    cert, key = _certificate(tmp_path)
+    seen = Seen()
+    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving.load_cert_chain(cert, key)
+    listening = ThreadingHTTPServer(("127.0.0.1", 0), _handler(seen))
+    listening.daemon_threads = True
+    listening.socket = serving.wrap_socket(listening.socket, server_side=True)
+    thread = threading.Thread(target=listening.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{listening.server_address[1]}/graphql"
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        connect = client(url, threading.Event(), verify=trusting)
+        assert isinstance(connect._transport, LeanTransport)
+        reports = [connect.deliver(batch(p)) for p in "ab"]
+        connect.close()
+        untrusting = client(url, threading.Event(), verify=True)
+        outcomes: list[str] = []
+        untrusting._on_call = lambda kind, s, n: outcomes.append(kind)
+        untrusting._stop.set()  # one attempt
+        refused = untrusting.deliver(batch("c"))
+        untrusting.close()
+    finally:
+        listening.shutdown()
+        listening.server_close()
+        thread.join()
+    assert [(r.calls, r.rejected) for r in reports] == [(1, {})] * 2
+    assert len(seen.bodies) == 2 and len(seen.peers) == 1
+    assert outcomes == [NETWORK_ERROR] and refused.abandoned  # the certificate is not trusted
