@@ -7,8 +7,9 @@ the embedded broker and the simulator; its methods and the processor's stages ar
 wrapped with a wall-clock accumulator (two ``perf_counter`` calls each). Times are
 wall time on the consumer thread, so they include waiting for the GIL while the
 delivery threads run, and preemption on a busy machine: read them as shares. Nested
-rows are included in their callers (``process`` holds ``lane``, then, for what the
-lane is not sure of, ``decode``, ``validate``, ``map``). Logging is configured as
+rows are included in their callers (``_handle`` holds ``process`` and ``_admission``;
+``process`` holds ``lane``, then, for what the lane is not sure of, ``decode``,
+``validate``, ``map``; ``_admission`` holds ``encode``). Logging is configured as
 ``connect-pipeline run`` does (JSON, INFO: one line per dead letter), written to a
 file in the benchmark's work directory.
 """
@@ -23,10 +24,16 @@ from typing import Any
 
 from benchmarks.stack import API_KEY, APP_KEY, Stack
 
+#: ``_admission`` (ledger check, JSON fragment, in-flight claim) is the record path's,
+#: once per signal, and derived signals'; ``_admit`` and ``_add_to_batch`` only serve
+#: derived signals and fragments too large to send (the record path batches a consumed
+#: batch's signals at once: ``batcher.add_many``).
 CONSUMER_METHODS = (
     "_step",
+    "_poll",
     "_handle",
-    "_admit",
+    "_admission",
+    "_derived",
     "_dead_letter",
     "_collect_reports",
     "_settle",
@@ -62,6 +69,7 @@ class _Timed:
 
 def run_breakdown(stack: Stack, events: int) -> tuple[float, int, dict[str, float]]:
     """(seconds, signals, label -> seconds) from the first to the last acceptance."""
+    import pipeline.kafka.consumer as consumer_module
     import pipeline.signals.processor as processor_module
     from pipeline.config import Settings
     from pipeline.kafka.consumer import SignalConsumer
@@ -100,6 +108,10 @@ def run_breakdown(stack: Stack, events: int) -> tuple[float, int, dict[str, floa
     originals = {name: getattr(processor_module, name) for name in ("validate_event", "map_event")}
     for name, label in (("validate_event", "validate"), ("map_event", "map")):
         setattr(processor_module, name, _timed(originals[name], f"process > {label}", totals))
+    batcher: Any = consumer._batcher
+    batcher.add_many = _timed(batcher.add_many, "_handle > batcher.add_many", totals)
+    encode = getattr(consumer_module, "encode_signal")  # noqa: B009 (imported, not exported)
+    setattr(consumer_module, "encode_signal", _timed(encode, "_admission > encode", totals))  # noqa: B010
     consumer._consumer = _Timed(consumer._consumer, ("consume",), "consumer", totals)  # type: ignore[assignment]
     consumer._producer = _Timed(consumer._producer, ("poll", "produce"), "producer", totals)  # type: ignore[assignment]
     window: dict[str, Any] = {}
@@ -125,6 +137,7 @@ def run_breakdown(stack: Stack, events: int) -> tuple[float, int, dict[str, floa
     finally:
         for name, original in originals.items():
             setattr(processor_module, name, original)
+        setattr(consumer_module, "encode_signal", encode)  # noqa: B010
         log_file.close()
     watcher.join(5)
     return window["seconds"], window["signals"], window["totals"]
