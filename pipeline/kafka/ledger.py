@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import re
-import socket
 from typing import Any, Final
 
 import structlog
@@ -91,10 +90,7 @@ def ledger_partition(source_partition: int, ledger_partitions: int) -> int:
 
 def transactional_id(settings: Settings) -> str:
     """Stable per replica: a restarted replica fences its own previous incarnation."""
-    if settings.transactional_id:
-        return settings.transactional_id
-    replica = settings.group_instance_id or socket.gethostname()
-    return f"{settings.group_id}-{replica}"
+    return settings.replica_transactional_id()
 
 
 def duplicate_bound(
