@@ -12,6 +12,7 @@ reject a signal, and no exception ever leaves a delivery thread.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import random
 import select
@@ -236,14 +237,16 @@ class LeanTransport:
         connection = self._connection()
         try:
             if connection.sock is None:
-                connection.connect()  # here, so that its timeout is a connect timeout
+                connection.connect()  # inside the try: a failure to connect is classified
             connection.putrequest("POST", self._target, skip_host=True, skip_accept_encoding=True)
             for name, value in self._headers:
                 connection.putheader(name, value)
             for name, value in headers.items():
                 connection.putheader(name, value)
             connection.putheader("Content-Length", str(len(body)))
-            connection.endheaders(body)
+            # as httpcore: the server may have answered before it stopped reading (a 413)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                connection.endheaders(body)
             answer = connection.getresponse()
             content = answer.read()
         except TimeoutError as error:

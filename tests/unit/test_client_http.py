@@ -7,6 +7,7 @@ network error, a compressed answer decoded."""
 from __future__ import annotations
 
 import gzip
+import http.client
 import ssl
 import threading
 from collections.abc import Iterator
@@ -300,3 +301,44 @@ def test_https_goes_the_lean_way_with_the_clients_context(tmp_path: Path) -> Non
     assert [(r.calls, r.rejected) for r in reports] == [(1, {})] * 2
     assert len(seen.bodies) == 2 and len(seen.peers) == 1
     assert outcomes == [NETWORK_ERROR] and refused.abandoned  # the certificate is not trusted
+
+
+def test_an_answer_before_the_server_stopped_reading_is_read_as_httpx_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that answers 413 to a large body without reading it: writing the body
+    fails, the answer is read all the same (the batch split, not retried as is)."""
+    peers: list[tuple[str, int]] = []
+    too_large = _answer(b"", b"connection: close").replace(b"200 OK", b"413 Payload Too Large")
+    answers = [too_large, _answer(ACCEPTED), _answer(ACCEPTED)]
+    send = http.client.HTTPConnection.send
+
+    def refused_body(self: http.client.HTTPConnection, data: bytes) -> None:
+        if len(data) > 20_000 and answers[0] is too_large:
+            raise BrokenPipeError(32, "Broken pipe")  # the server stopped reading
+        send(self, data)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            peers.append(self.client_address)
+            answer = answers.pop(0)
+            if answer is not too_large:
+                self.rfile.read(int(self.headers["content-length"]))
+            else:
+                self.close_connection = True
+            self.wfile.write(answer)
+            self.wfile.flush()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    monkeypatch.setattr(http.client.HTTPConnection, "send", refused_body)
+    big = Batch(["a", "b"], [b'{"k":"%s"}' % (b"x" * 15_000)] * 2, [0, 1])
+    with loopback_http(Handler) as base:
+        connect = client(f"{base}/graphql", threading.Event())
+        report = connect.deliver(big)
+        connect.close()
+    assert (report.calls, report.retries, report.rejected) == (3, 0, {})  # 413: split in two
+    assert not answers
