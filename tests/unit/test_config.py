@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, load_settings
+from tests.certificates import self_signed
 
 
 @pytest.fixture(autouse=True)
@@ -233,44 +234,11 @@ def test_secret_property_names():
 # --- Kafka and registry security as settings ---------------------------------------------------
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pipeline")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "client.crt", tmp_path / "client.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"key-pass"),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_kafka_tls_client_certificate_and_oidc_map_to_librdkafka(monkeypatch, tmp_path):
     import certifi
     from confluent_kafka import Producer
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, "pipeline", b"key-pass")
     env = {
         "PIPELINE_TOPICS": "a",
         "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
@@ -370,7 +338,7 @@ def test_registry_tls_client_certificate_is_loaded_by_the_registry_client(tmp_pa
 
     from pipeline.config import Settings
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, "pipeline", b"key-pass")
     settings = Settings(
         topics=["a"],
         schema_registry_url="https://registry.example",
