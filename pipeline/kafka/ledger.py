@@ -67,7 +67,6 @@ __all__ = [
     "ledger_value",
     "source_partition_count",
     "topic_id",
-    "transactional_id",
 ]
 
 log = structlog.get_logger("pipeline.kafka.ledger")
@@ -86,11 +85,6 @@ def ledger_value(accepted_ms: int) -> bytes:
 def ledger_partition(source_partition: int, ledger_partitions: int) -> int:
     """The ledger partition of a source partition (modulo, should sources grow)."""
     return source_partition % ledger_partitions
-
-
-def transactional_id(settings: Settings) -> str:
-    """Stable per replica: a restarted replica fences its own previous incarnation."""
-    return settings.replica_transactional_id()
 
 
 def duplicate_bound(

@@ -85,7 +85,6 @@ class SessionHooks:
         self._conf = settings.kafka_common()
         self._settings = settings
         self.stage = SessionStage(options, state_backend(settings) if changelog else None)
-        self._stores = self.stage.stores
         self._changelog = changelog
         self.topic = changelog_topic(settings)
         self._partitions = 1
@@ -119,21 +118,14 @@ class SessionHooks:
     # --- events and time -----------------------------------------------------------------
 
     def observe(self, message: Message, signal: MappedSignal) -> list[Emit]:
-        # Every record comes here: straight to its partition's store (the stage's
-        # ``observe`` is the same, one frame more).
         partition = (message.topic() or "", message.partition() or 0)
-        store = self._stores.get(partition)
-        if store is None:
-            return []
-        if message.key() != signal.signal["sessionId"].encode():
-            self.stage.unkeyed += 1
         # The wall clock as the last loop turn's tick read it (one read per poll, not
         # per record): it only caps events far ahead and restarts the idle wait, whose
         # scale is seconds.
         wall = self._wall
         if wall is None and self._changelog:
             wall = _now_ms()
-        derived = store.observe(signal, message.offset() or 0, wall)
+        derived = self.stage.observe(partition, signal, message.offset() or 0, wall, message.key())
         return [self._emit(partition, d) for d in derived] if derived else []
 
     def tick(self, held: Collection[Partition]) -> list[Emit]:

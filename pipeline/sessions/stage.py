@@ -87,11 +87,6 @@ class SessionStage:
         return store.observe(signal, offset, wall_ms)
 
     @property
-    def stores(self) -> dict[Partition, SessionStore]:
-        """The assigned partitions' stores (the consumer's hooks observe through them)."""
-        return self._stores
-
-    @property
     def split(self) -> int:
         """Events of a session open on another partition of this consumer."""
         return self.counters().split

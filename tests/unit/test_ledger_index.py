@@ -15,7 +15,6 @@ from pipeline.kafka.ledger import (
     ledger_partition,
     ledger_value,
     topic_id,
-    transactional_id,
 )
 
 HOUR_MS = 3_600_000
@@ -95,11 +94,11 @@ def test_ledger_records_and_partitions() -> None:
 
 
 def test_transactional_id_is_stable_per_replica() -> None:
-    assert transactional_id(settings(group_id="g", group_instance_id="pod-1")) == "g-pod-1"
-    assert transactional_id(settings(transactional_id="explicit")) == "explicit"
-    host_default = transactional_id(settings(group_id="g"))
-    assert host_default.startswith("g-") and host_default == transactional_id(
-        settings(group_id="g")
+    assert settings(group_id="g", group_instance_id="pod-1").replica_transactional_id() == "g-pod-1"
+    assert settings(transactional_id="explicit").replica_transactional_id() == "explicit"
+    host_default = settings(group_id="g").replica_transactional_id()
+    assert host_default.startswith("g-") and host_default == (
+        settings(group_id="g").replica_transactional_id()
     )
 
 
