@@ -59,7 +59,6 @@ from pipeline.sessions.options import Counters, Derived, SessionOptions, session
 from pipeline.sessions.restore import restore
 from pipeline.sessions.session import (
     CART_OPENING_TYPES,
-    MINUTES,
     OPENING_TYPES,
     Session,
     SessionKey,
@@ -131,26 +130,15 @@ class SessionStore:
         again after a restart or an abort) the event is in the state already.
         ``wall_ms``: None for replays and the offline check (event time only).
         """
-        # Every event of the stream comes here (the consumer calls it directly): the
-        # common case, an event of an open session, is this one frame plus ``apply``.
+        # Every event of the stream comes here: the common case, an event of an open
+        # session, is this frame plus ``apply``.
         if offset is not None:
             if offset <= self.applied_offset:
                 return []
             self.applied_offset = offset
             self._clock_dirty = True
         body = signal.signal
-        text = body["signalContent"]["signalTimestamp"]
-        minute = MINUTES.get(text[:16])  # timestamp_ms's common case, without its frame
-        if (
-            minute is not None
-            and len(text) == 24
-            and text[16] == ":"
-            and text[19] == "."
-            and text[23] == "Z"
-        ):
-            at = minute + int(text[17:19]) * 1000 + int(text[20:23])
-        else:
-            at = timestamp_ms(text)
+        at = timestamp_ms(body["signalContent"]["signalTimestamp"])
         watermark = self.clock.on_event(at, wall_ms)
         if self._open_due.next <= watermark or self._closed_due.next <= watermark:
             derived = self._expire(watermark)
