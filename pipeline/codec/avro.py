@@ -297,11 +297,20 @@ class EventDecoder:
         plans, store = self._plans, self._store
         limit, size = self._max_value_bytes, self._plan_cache_size
 
+        # The last framed header that had a lane, and its lane: consecutive records
+        # mostly share one, and then neither the header's copy nor a lookup is needed.
+        # No value starts with 0xff (neither framing): the first record looks it up.
+        last_header, last_start = b"\xff", 0
+        last_lane: Lane = _no_signal
+
         def lane(value: bytes | None, headers: Any = None) -> MappedSignal | None:
+            nonlocal last_header, last_lane, last_start
             if type(value) is not bytes or not 0 < len(value) <= limit:
                 return None
             raw = schema_id_header(headers) if headers else None
             if raw is None:  # as decode(): the framing names the writer schema
+                if value.startswith(last_header):
+                    return last_lane(value, last_start)
                 start = 5 if value[0] == CONFLUENT_MAGIC else 10
                 header = value[:start]
             elif type(raw) is bytes:  # the header does, and the value is the bare body
@@ -318,6 +327,8 @@ class EventDecoder:
                 read_signal = lanes[header] = compile_lane(plan, store, mapping, types)
                 if read_signal is None:
                     return None
+            if raw is None:
+                last_header, last_lane, last_start = header, read_signal, start
             return read_signal(value, start)
 
         return lane
@@ -372,6 +383,11 @@ class EventDecoder:
 
 
 _ID_HEADER: Final = f"header {VALUE_SCHEMA_ID_HEADER}"
+
+
+def _no_signal(value: bytes, start: int) -> None:
+    """A lane with no answer: the regular path decides."""
+    return None
 
 
 def _refused(value: bytes | None, max_value_bytes: int) -> DecodeFailure | None:
