@@ -4,9 +4,10 @@ A plan is parsed once per writer schema; reading with it is the per-record work,
 first where it applies, fastavro (the reference) for the rest.
 
 A plan of a signal type also gives a lane (``compile_lane``): a body straight to its
-signal, read by cavro to a record object and mapped by the type's generated mapper,
-for the records it is sure of. What it is not sure of goes the regular way (decode
-to fastavro's dict, then the fused or strict path), which decides and explains.
+signal, read by cavro to a record object (strings as UTF-8 bytes) and mapped by the
+type's generated mapper, in one generated function, for the records it is sure of.
+What it is not sure of goes the regular way (decode to fastavro's dict, then the fused
+or strict path), which decides and explains.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import fastavro
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
 
-from pipeline.codec.accelerated import FastRead, compile_object_reader, compile_reader
+from pipeline.codec.accelerated import FastRead, compile_reader, object_body_read
 from pipeline.codec.framing import crc64_fingerprint, full_name
 from pipeline.codec.schemas import EDITIONS, record_schema
 from pipeline.signals import catalog
-from pipeline.signals.fused import record_mapper
+from pipeline.signals.fused import object_lane
 from pipeline.signals.mapping import MappedSignal, MappingOptions
 from pipeline.signals.processor import signal_type_of
 
@@ -170,18 +171,7 @@ def compile_lane(
     own = record_schema(catalog.SIGNALS[signal_type], EDITIONS[-1])
     if reader is None or to_parsing_canonical_form(reader) != to_parsing_canonical_form(own):
         return None
-    read = compile_object_reader(plan.source, None if plan.reader is None else reader)
-    if read is None:
+    body_read = object_body_read(plan.source, None if plan.reader is None else reader)
+    if body_read is None:
         return None
-    mapper = record_mapper(signal_type, objects=True)
-
-    def lane(value: bytes, start: int) -> MappedSignal | None:
-        record = read(value, start)
-        if record is None:
-            return None
-        try:
-            return mapper(record, mapping)
-        except Exception:  # not the lane's to decide: the regular path decides and explains
-            return None
-
-    return lane
+    return object_lane(signal_type, mapping, *body_read)

@@ -11,8 +11,10 @@ One mapper per signal type, generated from the catalog as straight-line code (ev
 field unrolled, as attrs and pydantic-core do), in two shapes: a dict record with
 eventTime an aware UTC datetime (fastavro's output; ``map_avro_record``), and a
 record object of the catalog's schema read by attribute, eventTime as epoch
-milliseconds (cavro's, for the codec's lane: no type checks, since the schema fixes
-the types, and the time stays an integer until the signal's text).
+milliseconds and strings as their UTF-8 bytes (cavro's, for the codec's lane: no type
+checks, since the schema fixes the types; every string decoded here, strictly, as
+fastavro does; the time stays an integer until the signal's text). The lane's shape
+comes as one function with the codec's reading in front (``object_lane``).
 
 It only ever says "this signal" or "not sure": anything unexpected (a rule broken,
 a value of another type, an unknown or missing key) returns None and the record
@@ -123,13 +125,14 @@ def _custom_attributes(value: list[Any]) -> list[Any]:
 
 
 def _custom_attribute_objects(value: list[Any]) -> list[dict[str, str]]:
-    """CustomAttribute records (two strings) to the dicts the signal carries."""
+    """CustomAttribute records (two strings, as UTF-8 bytes) to the dicts the signal
+    carries."""
     pairs = []
     for pair in value:
-        name = pair.name
+        name = pair.name.decode()
         if not name:
             raise _Decline
-        pairs.append({"name": name, "value": pair.value})
+        pairs.append({"name": name, "value": pair.value.decode()})
     return pairs
 
 
@@ -189,7 +192,7 @@ def _rules(fs: FieldSpec, env: dict[str, Any], objects: bool) -> list[str]:
 
     match fs.kind:
         case Kind.STRING:
-            rules = []
+            rules = ["v = v.decode()"] if objects else []
             if fs.required:
                 rules.append("if not v: raise _Decline")
             if fs.max_length is not None:
@@ -206,8 +209,8 @@ def _rules(fs: FieldSpec, env: dict[str, Any], objects: bool) -> list[str]:
         case Kind.INTEGER:
             low = -GRAPHQL_INT_MAX - 1 if fs.minimum is None else fs.minimum
             return [f"if not {low} <= v <= {GRAPHQL_INT_MAX}: raise _Decline"]
-        case Kind.STRING_LIST:
-            return [] if objects else [call(_strings)]  # the schema's array of string
+        case Kind.STRING_LIST:  # the schema's array of string
+            return ["v = [*_map(_decode, v)]"] if objects else [call(_strings)]
         case Kind.CUSTOM_ATTRIBUTES:
             return [call(_custom_attribute_objects if objects else _custom_attributes)]
         case Kind.ITEMS:
@@ -221,7 +224,8 @@ def _content_lines(
 ) -> list[str]:
     """Every field of ``specs``, in catalog order, checked from ``record`` into ``out``
     when the producer sent it (not None). Record objects of the catalog's schema need no
-    type checks: the schema fixes each field's type."""
+    type checks: the schema fixes each field's type (strings read as UTF-8 bytes are
+    decoded here, every one: one that is not UTF-8 raises)."""
     lines = []
     for fs in specs:
         lines.append(f"{indent}v = {_get('record', fs.name, objects)}")
@@ -244,11 +248,22 @@ def _build(lines: list[str], env: dict[str, Any], label: str, name: str) -> Any:
 def _compile_content(specs: tuple[FieldSpec, ...], label: str, objects: bool) -> Content:
     """``content(record, out)`` for an item record: straight-line code from the catalog
     (a loop over the fields cost three times as much: 25 fields, ~6 µs)."""
-    env: dict[str, Any] = {"_Decline": _Decline}
+    env: dict[str, Any] = {"_Decline": _Decline, "_map": map, "_decode": bytes.decode}
     lines = ["def content(record, out):", *_content_lines(specs, env, objects, "    ")]
     lines.append("    return out")
     content: Content = _build(lines, env, f"content of {label}", "content")
     return content
+
+
+def _decoded_envelope(objects: bool) -> list[str]:
+    """Record objects' envelope strings, read as UTF-8 bytes, decoded."""
+    if not objects:
+        return []
+    return [
+        "session = session.decode()",
+        "if app_key is not None: app_key = app_key.decode()",
+        "if event_id is not None: event_id = event_id.decode()",
+    ]
 
 
 def _identity_lines(objects: bool) -> list[str]:
@@ -262,23 +277,13 @@ def _identity_lines(objects: bool) -> list[str]:
         lines.append(f"v = {_get('a', name, objects)}")
         if not objects:  # a record object's are None or str
             lines += ["if v is not None and type(v) is not str: raise _Decline"]
-        lines.append(f"if v: identity[{name!r}] = v")
+        value = "v.decode()" if objects else "v"  # b'' is as false as ''
+        lines.append(f"if v: identity[{name!r}] = {value}")
     return lines
 
 
-@cache
-def record_mapper(signal_type: str, *, objects: bool = False) -> Mapper:
-    """The type's mapper: ``mapper(record, options)`` -> the signal ``validate_event``
-    then ``map_event`` would make, or None (not sure; the strict path decides).
-
-    ``objects``: the record is a record object of the catalog's own current-edition
-    schema (the codec's lane makes sure of that): fields as attributes, exactly the
-    schema's, each of the schema's type, and eventTime as epoch milliseconds (an int,
-    kept one until the signal's text). Otherwise a dict as fastavro reads it (eventTime
-    an aware UTC datetime), whose keys and value types are checked.
-    """
-    spec = catalog.SIGNALS[signal_type]
-    env: dict[str, Any] = {
+def _mapper_env() -> dict[str, Any]:
+    return {
         "_Decline": _Decline,
         "_MappedSignal": MappedSignal,
         "_datetime": datetime,
@@ -290,7 +295,15 @@ def record_mapper(signal_type: str, *, objects: bool = False) -> Mapper:
         "_plain": is_plain_key,
         "_idempotency_key": idempotency_key,
         "_default_effect": default_effect,
+        "_map": map,
+        "_decode": bytes.decode,
     }
+
+
+def _mapper_body(signal_type: str, objects: bool, env: dict[str, Any]) -> list[str]:
+    """The mapper's statements (not indented): ``record`` and ``options`` to a
+    ``return`` of the signal or of None."""
+    spec = catalog.SIGNALS[signal_type]
     missing = "(_Decline, AttributeError)" if objects else "(_Decline, KeyError)"
     body = []
     if not objects:  # unknown or missing keys: the strict path names them
@@ -302,6 +315,7 @@ def record_mapper(signal_type: str, *, objects: bool = False) -> Mapper:
         f"    app_key = {_get('record', 'appKey', objects)}",
         f"    event_id = {_get('record', 'eventId', objects)}",
         f"    a = {_get('record', 'identifiableAttributes', objects)}",
+        *(f"    {line}" for line in _decoded_envelope(objects)),
         *(f"    {line}" for line in _identity_lines(objects)),
         f"    out = {{'signalType': {signal_type!r}}}",
         *_content_lines(spec.fields, env, objects, "    "),
@@ -346,10 +360,55 @@ def record_mapper(signal_type: str, *, objects: bool = False) -> Mapper:
         "else: key = _idempotency_key(event_id, signal)",
         f"return _MappedSignal({signal_type!r}, key, signal)",
     ]
+    return body
+
+
+@cache
+def record_mapper(signal_type: str, *, objects: bool = False) -> Mapper:
+    """The type's mapper: ``mapper(record, options)`` -> the signal ``validate_event``
+    then ``map_event`` would make, or None (not sure; the strict path decides).
+
+    ``objects``: the record is a record object of the catalog's own current-edition
+    schema (the codec's lane makes sure of that): fields as attributes, exactly the
+    schema's, each of the schema's type, but strings as their UTF-8 bytes (decoded
+    here: one that is not UTF-8 raises UnicodeDecodeError) and eventTime as epoch
+    milliseconds (an int, kept one until the signal's text). Otherwise a dict as
+    fastavro reads it (eventTime an aware UTC datetime), whose keys and value types
+    are checked.
+    """
+    env = _mapper_env()
+    body = _mapper_body(signal_type, objects, env)
     lines = ["def mapper(record, options):", *(f"    {line}" for line in body)]
     shape = "record objects" if objects else "dicts"
-    mapper: Mapper = _build(lines, env, f"mapper of {spec.record_name} ({shape})", "mapper")
+    label = f"mapper of {catalog.SIGNALS[signal_type].record_name} ({shape})"
+    mapper: Mapper = _build(lines, env, label, "mapper")
     return mapper
+
+
+#: ``lane(value, start)``: a body to its signal, or None (not sure; see ``object_lane``).
+ObjectLane = Callable[[bytes, int], "MappedSignal | None"]
+
+
+def object_lane(
+    signal_type: str, options: MappingOptions, read: tuple[str, ...], names: dict[str, Any]
+) -> ObjectLane:
+    """``record_mapper(signal_type, objects=True)`` with ``options``, after ``read``, in
+    one generated function ``lane(value, start)``: the codec's statements that leave a
+    record object in ``record`` (or return None), then the mapper's. One Python frame a
+    record instead of three. Any exception, in reading or mapping, returns None (not
+    sure: the regular path decides and explains). ``names``: what ``read`` refers to."""
+    env = {**_mapper_env(), **names, "options": options}
+    body = [*read, *_mapper_body(signal_type, True, env)]
+    lines = [
+        "def lane(value, start):",
+        "    try:",
+        *(f"        {line}" for line in body),
+        "    except Exception:",
+        "        return None",
+    ]
+    label = f"lane of {catalog.SIGNALS[signal_type].record_name}"
+    lane: ObjectLane = _build(lines, env, label, "lane")
+    return lane
 
 
 def map_avro_record(

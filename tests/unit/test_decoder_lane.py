@@ -222,13 +222,11 @@ def test_a_mapper_that_fails_leaves_the_record_to_the_regular_path(
     """Whatever goes wrong in the lane is not the lane's to decide (and never stops the
     consumer): the regular path gives the signal."""
 
-    def broken(signal_type: str, *, objects: bool = False) -> Any:
-        def mapper(record: Any, options: MappingOptions) -> MappedSignal | None:
-            raise RuntimeError("a bug in the lane")
+    def broken(epoch_ms: int) -> str:
+        raise RuntimeError("a bug in the lane")
 
-        return mapper
-
-    monkeypatch.setattr("pipeline.codec.plans.record_mapper", broken)
+    # only the lane's mapping formats epoch milliseconds (the regular path, datetimes)
+    monkeypatch.setattr("pipeline.signals.fused.format_millis", broken)
     processor = EventProcessor(EventDecoder(STORE, registry()[0]), OPTIONS[0])
     value = encode(2, "addToCart", sample_records()[(2, "addToCart")], False)
     want = PAIR.references[0].process(value)
@@ -237,3 +235,58 @@ def test_a_mapper_that_fails_leaves_the_record_to_the_regular_path(
         outcome = processor.process(value)
         assert isinstance(outcome, MappedSignal)
         assert orjson.dumps(outcome.signal) == orjson.dumps(want.signal)
+
+
+def _string_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Where the record holds a string (keys and list indexes)."""
+    if isinstance(value, str):
+        return [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _string_paths(v, (*path, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _string_paths(v, (*path, i))]
+    return []
+
+
+def _as_utf8(value: Any, bad: tuple[Any, ...], path: tuple[Any, ...] = ()) -> Any:
+    """Every string as its UTF-8 bytes, the one at ``bad`` as bytes that are not UTF-8."""
+    if isinstance(value, str):
+        return b"ok\xff" if path == bad else value.encode()
+    if isinstance(value, dict):
+        return {k: _as_utf8(v, bad, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_utf8(v, bad, (*path, i)) for i, v in enumerate(value)]
+    return value
+
+
+@pytest.mark.parametrize(("edition", "signal_type"), editions())
+def test_a_string_that_is_not_utf8_anywhere_leaves_the_lane(edition: int, signal_type: str) -> None:
+    """The lane reads strings as bytes and decodes them itself: every one of them, so a
+    body with any string that is not UTF-8 goes the regular way (fastavro's rejection)."""
+    from pipeline.codec.accelerated import _as_bytes
+
+    event = _full_event(signal_type)
+    event["appKey"] = "app-1"
+    event["identifiableAttributes"] = {n: f"{n}-1" for n in catalog.IDENTIFIABLE_ATTRIBUTES}
+    for fs in catalog.SIGNALS[signal_type].fields:
+        if fs.kind is catalog.Kind.CUSTOM_ATTRIBUTES:
+            event[fs.name] = [{"name": "n", "value": "v"}]
+        elif fs.kind is catalog.Kind.STRING_LIST:
+            event[fs.name] = ["a", "b"]
+    if edition == 1:
+        event = _v1_form(signal_type, event)
+    schema = avro_schema(edition, signal_type)
+    valid = encode_single_object(schema, event)
+    assert PAIR.check(valid)[0] is not None
+    header, parsed = valid[:10], fastavro.parse_schema(schema)
+    event = fastavro.schemaless_reader(io.BytesIO(valid[10:]), parsed, None)  # as written
+    paths = _string_paths(event)
+    assert len(paths) >= 9
+    writer = fastavro.parse_schema(_as_bytes(schema))
+    for bad in paths:
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, writer, _as_utf8(event, bad))
+        value = header + body.getvalue()
+        assert PAIR.check(value) == [None, None, None], bad
+        outcome = PAIR.references[0].process(value)
+        assert isinstance(outcome, Rejection) and "UTF-8" in outcome.message, bad
