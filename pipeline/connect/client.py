@@ -365,9 +365,9 @@ class LeanTransport:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 connection.send(head)
                 connection.send(body)
-            answer = _Answer(connection.sock, method="POST")
-            answer.begin()
-            content = answer.read()
+            with _Answer(connection.sock, method="POST") as answer:  # closed on errors too
+                answer.begin()
+                content = answer.read()
         except TimeoutError as error:
             self._drop(connection)
             raise httpx.ReadTimeout(str(error) or "timed out") from error
