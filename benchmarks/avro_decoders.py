@@ -5,10 +5,11 @@
 The same single-object encoded values through ``EventDecoder`` with
 ``accelerate=False`` (fastavro) and ``accelerate=True`` (cavro where it applies), for
 the current edition (read as is) and the earlier one (resolved to the current),
-plus the bare library calls; then the codec's lane (cavro to record objects, the
-type's generated mapper) against decoding to a dict and mapping it (fused), both to
-the same signal. CPU time of this process (less disturbed than wall time by other
-work on a shared machine), best of ``--repeat`` rounds, interleaved.
+plus the bare library calls; then the codec's lane (cavro to record objects with
+strings as UTF-8 bytes, the type's generated mapper decoding them, one function)
+against decoding to a dict and mapping it (fused), both to the same signal. CPU time
+of this process (less disturbed than wall time by other work on a shared machine),
+best of ``--repeat`` rounds, interleaved.
 """
 
 from __future__ import annotations
