@@ -191,7 +191,7 @@ def _field(name: str, value: str) -> bytes:
     if not _is_field_name(raw_name):
         raise ValueError(f"Invalid header name {raw_name!r}")
     if b"\n" in encoded or b"\r" in encoded or b"\0" in encoded:
-        raise ValueError(f"Invalid header value {encoded[:200]!r}")
+        raise ValueError(f"Invalid header value for {name}")  # not the value: a secret?
     return b"".join((raw_name, b": ", encoded, b"\r\n"))
 
 
@@ -411,15 +411,18 @@ def _lean_transport(
     direct: bool,
 ) -> LeanTransport | None:
     """The lean transport where it sends what httpx would: no proxy, and for https the
-    very SSL context httpx made for its pool (``verify``: a context, or the CA bundle)."""
+    very SSL context httpx made for its pool (``verify``: a context, or the CA bundle).
+    Configured headers it cannot write (a name not a token, a line break in a value)
+    are left to httpx, which refuses them call by call as it always did."""
     if not direct or url.scheme not in ("http", "https"):
         return None
-    if url.scheme == "http":
-        return LeanTransport(url, headers, timeout_s, None)
     context = getattr(getattr(pool, "_pool", None), "_ssl_context", None)
-    if isinstance(context, ssl.SSLContext):
-        return LeanTransport(url, headers, timeout_s, context)
-    return None
+    if url.scheme == "https" and not isinstance(context, ssl.SSLContext):
+        return None
+    try:
+        return LeanTransport(url, headers, timeout_s, context if url.scheme == "https" else None)
+    except ValueError:
+        return None
 
 
 class ConnectClient:

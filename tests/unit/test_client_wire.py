@@ -17,7 +17,9 @@ import pytest
 from pipeline.connect.client import (
     CLIENT_ERROR,
     Batch,
+    ConnectClient,
     LeanTransport,
+    RetryPolicy,
     batch_body,
     batch_key,
     sf_list,
@@ -209,3 +211,26 @@ def test_a_malformed_answer_is_a_transport_error_and_the_connection_replaced(
         assert transport(url, b"{}", {}).content == ACCEPTED
         transport.close()
     assert len(set(peers)) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("X API Key", "secret"), ("X-API-Key", "secret\n"), ("X-Key", "a\r\nb: c")]
+)
+def test_configured_headers_the_lean_way_cannot_write_are_left_to_httpx(
+    name: str, value: str
+) -> None:
+    stop = threading.Event()
+    connect = ConnectClient(
+        "http://127.0.0.1:9/graphql",
+        name,
+        value,
+        timeout_s=1.0,
+        max_connections=1,
+        retry=RetryPolicy(),
+        stop=stop,
+    )
+    assert not isinstance(connect._transport, LeanTransport)
+    connect.close()
+    with pytest.raises(ValueError, match="X-Key") as refused:
+        LeanTransport(httpx.URL("http://127.0.0.1:9/"), {"X-Key": "a\rb"}, 1, None)
+    assert "a\\rb" not in str(refused.value)  # a value may be a secret: never shown
