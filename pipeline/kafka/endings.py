@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 from pipeline.connect.client import DeliveryReport
 from pipeline.kafka.dead_letter_writer import DeadLetterWriter
@@ -20,8 +21,8 @@ from pipeline.ops.metrics import PipelineMetrics
 from pipeline.signals.outcomes import Reason, Rejection
 from pipeline.signals.processor import Dropped
 
-#: one source partition's accepted signals: their source offsets and keys, in order
-Group = tuple[list[int], list[str]]
+#: one partition generation's accepted records, and the records that waited on their keys
+Group = tuple[list[Pending], list[Waiting]]
 
 
 class RecordEndings:
@@ -62,6 +63,18 @@ class RecordEndings:
                 return  # nothing known: the offsets stay uncommitted and are read again
             unknown = frozenset(report.unsettled)  # what Connect answered before counts
         batch = report.batch
+        if unknown or report.rejected:
+            accepted = self._rejected(report, unknown)
+        else:  # the usual answer: all accepted
+            accepted = list(batch.refs)
+        if accepted:
+            self._delivered(accepted, int(time.time() * 1000))
+            self.metrics.observe_delivered(len(accepted), batch.fragments[0])
+
+    def _rejected(self, report: DeliveryReport, unknown: frozenset[int]) -> list[Pending]:
+        """Dead-letter a batch's rejected records (and those that waited on their keys);
+        the accepted ones, in order."""
+        batch = report.batch
         accepted: list[Pending] = []
         for index, pending in enumerate(batch.refs):
             if index in unknown:
@@ -79,9 +92,7 @@ class RecordEndings:
                     self._release(record)  # read again by the partition's owner
                 else:
                     self._dead_letter(record, rejection)
-        if accepted:
-            self._delivered(accepted, int(time.time() * 1000))
-            self.metrics.observe_delivered(len(accepted), batch.fragments[0])
+        return accepted
 
     def _delivered(self, accepted: list[Pending], accepted_ms: int) -> None:
         """Connect accepted these (one batch's): remember them in the ledger, then finish
@@ -91,46 +102,61 @@ class RecordEndings:
         self.summary.delivered.update([pending.signal_type for pending in accepted])
         writer = self._ledger_writer
         if writer is None:
-            self._finish_accepted(accepted, None)
+            self._finish_accepted(accepted)
             return
         self.ledger.add_many([pending.key for pending in accepted], accepted_ms)
-        settle = self._in_flight.settle
-        if self._txn is None:  # each finishes when its batch's ledger record is acked
-            acks = [self._acked(pending, settle(pending.key)) for pending in accepted]
-            rows = [(self._ledger_source(pending), pending.key) for pending in accepted]
-            writer.write_batch(rows, accepted_ms, acks)
+        if not self._own_origin:  # a redrive: each ledger source is in the record's headers
+            settle = self._in_flight.settle
+            rows = [(self._ledger_source(p), p.key) for p in accepted]
+            if self._txn is None:  # each finishes when its batch's ledger record is acked
+                writer.write_batch(
+                    rows, accepted_ms, [self._acked(p, settle(p.key)) for p in accepted]
+                )
+                return
+            writer.write_batch(rows, accepted_ms)
+            self._finish_group(accepted, [w for p in accepted for w in settle(p.key) or ()])
             return
-        if self._own_origin:  # the ledger source is the record itself: the same pass
-            # that finishes the records groups their keys by source partition
-            groups: dict[PartitionState, Group] = {}
-            self._finish_accepted(accepted, settle, groups)
-            writer.write_sources(
-                [(s.key[0], s.key[1], offsets, keys) for s, (offsets, keys) in groups.items()],
-                accepted_ms,
-            )
+        # the ledger source is the record itself (a derived signal's: its generation's
+        # partition): one ledger record per source partition, finished as one
+        groups = self._by_source(accepted)
+        sources = [
+            (state.key[0], state.key[1], [p.offset for p in group], [p.key for p in group])
+            for state, (group, _) in groups.items()
+        ]
+        if self._txn is None:  # each group finishes when its ledger record is acked
+            acks = [partial(self._finish_group, *group) for group in groups.values()]
+            writer.write_sources(sources, accepted_ms, acks)
             return
-        rows = [(self._ledger_source(p), p.key) for p in accepted]
-        writer.write_batch(rows, accepted_ms)
-        self._finish_accepted(accepted, settle)
+        writer.write_sources(sources, accepted_ms)
+        for group, waiting in groups.values():
+            self._finish_group(group, waiting)
 
-    def _finish_accepted(
-        self,
-        accepted: list[Pending],
-        settle: Callable[[str], list[Waiting] | None] | None,
-        groups: dict[PartitionState, Group] | None = None,
-    ) -> None:
-        """``_finish`` for a delivered batch's records in one pass (and ``_skip`` for the
-        records that waited on their keys, when ``settle`` gives them); with ``groups``,
-        each record's source offset and key under its partition generation (its source
-        partition: a derived signal's is the generation's)."""
+    def _by_source(self, accepted: list[Pending]) -> dict[PartitionState, Group]:
+        """A delivered batch's records by partition generation, each with the records that
+        waited on its keys (their flights end here)."""
+        settle = self._in_flight.settle
+        groups: dict[PartitionState, Group] = {}
+        for pending in accepted:
+            group = groups.get(pending.state)
+            if group is None:
+                group = groups[pending.state] = ([], [])
+            group[0].append(pending)
+            waiting = settle(pending.key)
+            if waiting:
+                group[1].extend(waiting)
+        return groups
+
+    def _finish_group(self, accepted: list[Pending], waiting: list[Waiting]) -> None:
+        """Delivered records whose ledger record is written (or in the transaction): each
+        finished, and the records that waited on their keys skipped."""
+        self._finish_accepted(accepted)
+        for waiter, _ in waiting:
+            self._skip(waiter)
+
+    def _finish_accepted(self, accepted: list[Pending]) -> None:
+        """``_finish`` for a delivered batch's records in one pass."""
         released = 0
         for pending in accepted:
-            if groups is not None:
-                group = groups.get(pending.state)
-                if group is None:
-                    group = groups[pending.state] = ([], [])
-                group[0].append(pending.offset)
-                group[1].append(pending.key)
             on_finish = pending.on_finish
             if on_finish is not None:
                 on_finish()  # a derived signal: settled, no offset of its own
@@ -138,9 +164,6 @@ class RecordEndings:
                 pending.state.offsets.finish(pending.offset)
             released += pending.size
             pending.size = 0
-            if settle is not None:
-                for waiter, _ in settle(pending.key) or ():
-                    self._skip(waiter)
         self._buffered_bytes -= released
 
     def _acked(self, pending: Pending, waiting: list[Waiting] | None) -> Callable[[], None]:

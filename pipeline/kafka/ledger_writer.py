@@ -60,21 +60,30 @@ class LedgerWriter:
             self._open.append(lambda: self.write(source, key, accepted_ms, None))
         self._write_one(source, key, accepted_ms, acked)
 
-    def write_sources(self, sources: Sequence[Source], accepted_ms: int) -> None:
+    def write_sources(
+        self,
+        sources: Sequence[Source],
+        accepted_ms: int,
+        acked: Sequence[Acked] | None = None,
+    ) -> None:
         """``write_batch`` for a delivered batch's accepted signals already grouped by
-        source partition (topic, partition, offsets, keys), in a transaction: the
-        commit finishes them."""
+        source partition (topic, partition, offsets, keys). Plain mode: ``acked[i]`` runs
+        once every record of source ``i`` is on the broker (one callback a source, not
+        one a signal); in a transaction the commit finishes them (``acked`` None)."""
         if self._sink.transactional:
             self._open.append(lambda: self.write_sources(sources, accepted_ms))
-        for topic, partition, offsets, keys in sources:
+        for index, (topic, partition, offsets, keys) in enumerate(sources):
+            done = None if acked is None else acked[index]
             if not self._batched:
+                done = _after(len(offsets), done)
                 for offset, key in zip(offsets, keys, strict=True):
-                    self._write_one((topic, partition, offset), key, accepted_ms, None)
+                    self._write_one((topic, partition, offset), key, accepted_ms, done)
                 continue
             items = list(zip(offsets, keys, strict=True))
+            done = _after(-(-len(items) // V3_MAX_ENTRIES), done)
             for at in range(0, len(items), V3_MAX_ENTRIES):
                 chunk = items if len(items) <= V3_MAX_ENTRIES else items[at : at + V3_MAX_ENTRIES]
-                self._write_group(topic, partition, chunk, accepted_ms, None)
+                self._write_group(topic, partition, chunk, accepted_ms, done)
 
     def write_batch(
         self,
@@ -108,7 +117,9 @@ class LedgerWriter:
             for at in range(0, len(indexes), V3_MAX_ENTRIES):
                 chunk = indexes[at : at + V3_MAX_ENTRIES]
                 items = [(rows[i][0][2], rows[i][1]) for i in chunk]
-                self._write_group(topic, partition, items, accepted_ms, [acked[i] for i in chunk])
+                self._write_group(
+                    topic, partition, items, accepted_ms, _each([acked[i] for i in chunk])
+                )
 
     def _write_group(
         self,
@@ -116,17 +127,16 @@ class LedgerWriter:
         partition: int,
         items: list[tuple[int, str]],
         accepted_ms: int,
-        acked: list[Acked] | None,
+        acked: Acked | None,
     ) -> None:
         """One format-3 record for ``items`` (source offset, key) of one source partition
-        (one format-2 record each when the format cannot hold them)."""
+        (one format-2 record each when the format cannot hold them); ``acked`` runs once
+        the broker has all of them."""
         value = self.tail.batch_value(accepted_ms, topic, partition, items, backfill=self._backfill)
         if value is None:  # a key the format cannot hold: one record each
-            for index, (offset, key) in enumerate(items):
-                self._write_one(
-                    (topic, partition, offset), key, accepted_ms,
-                    None if acked is None else acked[index],
-                )  # fmt: skip
+            done = _after(len(items), acked)
+            for offset, key in items:
+                self._write_one((topic, partition, offset), key, accepted_ms, done)
             return
         callback: Callable[[KafkaError | None, Message], None]
         if acked is None:
@@ -135,8 +145,7 @@ class LedgerWriter:
 
             def callback(error: KafkaError | None, _: Message) -> None:
                 if error is None:
-                    for done in acked:
-                        done()
+                    acked()
                 else:  # written again with a fresh horizon (later records may be past it)
                     log.warning("ledger write failed, retrying", error=str(error))
                     self._write_group(topic, partition, items, accepted_ms, acked)
@@ -185,3 +194,28 @@ class LedgerWriter:
         rewritten, self._open = self._open, []
         for write in rewritten:
             write()
+
+
+def _after(records: int, acked: Acked | None) -> Acked | None:
+    """``acked`` once the last of ``records`` records is acknowledged (each record's
+    callback runs once, on success: a failed write is retried with the same one)."""
+    if acked is None or records <= 1:
+        return acked
+    left = [records]
+
+    def one() -> None:
+        left[0] -= 1
+        if not left[0]:
+            acked()
+
+    return one
+
+
+def _each(acked: list[Acked]) -> Acked:
+    """One callback for a record that holds several signals' (``write_batch``'s rows)."""
+
+    def run() -> None:
+        for done in acked:
+            done()
+
+    return run

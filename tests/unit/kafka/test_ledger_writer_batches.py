@@ -6,7 +6,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
-from pipeline.kafka.ledger_records import decode, topic_id
+from pipeline.kafka.ledger_records import V3_MAX_ENTRIES, decode, topic_id
 from pipeline.kafka.ledger_tail import LedgerTail
 from pipeline.kafka.ledger_writer import LedgerWriter
 from pipeline.kafka.producer_sink import ProducerSink
@@ -118,3 +118,27 @@ def test_grouped_sources_in_format_2_write_one_record_a_signal() -> None:
     writer, producer, _ = _writer(transactional=True, record_format=2)
     writer.write_sources([("clicks", 1, [120, 110], ["a", "c"])], 1_000)
     assert [c["key"] for c in producer.calls] == [b"a", b"c"]
+
+
+def test_plain_mode_sources_run_one_callback_a_source_once_all_its_records_are_acked() -> None:
+    writer, producer, _ = _writer(transactional=False)
+    acked: list[int] = []
+    over = list(range(V3_MAX_ENTRIES + 1))  # two records for one source
+    writer.write_sources(
+        [
+            ("clicks", 1, over, [f"k{i}" for i in over]),
+            ("clicks", 5, [7, 8], ["é", "b"]),  # not ASCII: one format-2 record each
+        ],
+        1_000,
+        [lambda: acked.append(1), lambda: acked.append(5)],
+    )
+    assert len(producer.calls) == 4 and not acked
+    producer.calls[0]["on_delivery"](None, None)
+    producer.calls[2]["on_delivery"](KafkaError(KafkaError._MSG_TIMED_OUT), None)
+    assert not acked and len(producer.calls) == 5  # written again, still one callback due
+    producer.calls[1]["on_delivery"](None, None)
+    assert acked == [1]
+    producer.calls[3]["on_delivery"](None, None)
+    assert acked == [1]
+    producer.calls[4]["on_delivery"](None, None)
+    assert acked == [1, 5]
