@@ -392,7 +392,7 @@ class SignalConsumer(RecordEndings, ConsumerLifecycle):
         ledger) or waiting for the same key on its way. Ledger off: no skips, no waits."""
         if not self._ledger_enabled:
             return encode_signal(signal.signal)
-        if pending.key in self.ledger:
+        if self.ledger.has(pending.key):
             self._skip(pending)
             return None
         fragment = encode_signal(signal.signal)
