@@ -24,13 +24,13 @@ from pipeline.connect.client import (
     TIMEOUT,
     Batch,
     ConnectClient,
-    LeanTransport,
     RetryPolicy,
     batch_body,
     batch_key,
     sf_list,
     sf_string,
 )
+from pipeline.connect.wire import LeanTransport
 from tests.certificates import self_signed
 
 ACCEPTED = b'{"data":{"createSignals":{"signalIds":null}}}'
@@ -196,7 +196,7 @@ def test_a_connection_the_server_closed_is_not_reused_and_no_call_is_retried() -
 def test_an_idle_connection_past_the_keepalive_expiry_is_replaced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import pipeline.connect.client as module
+    import pipeline.connect.wire as module
 
     peers: list[tuple[str, int]] = []
     with scripted([_answer(ACCEPTED)] * 3, peers) as url:

@@ -18,13 +18,13 @@ from pipeline.connect.client import (
     CLIENT_ERROR,
     Batch,
     ConnectClient,
-    LeanTransport,
     RetryPolicy,
     batch_body,
     batch_key,
     sf_list,
     sf_string,
 )
+from pipeline.connect.wire import LeanTransport
 from pipeline.signals.mapping import idempotency_key, is_plain_key
 from tests.unit.test_client_http import ACCEPTED, Seen, client, scripted, server
 
