@@ -202,7 +202,12 @@ class DeliverySection(_Section):
         "+1 after a round of good answers, halved on 429/503/timeouts or a latency rise); "
         "false: always the maximum.",
     )
-    request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one call.")
+    request_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest a call may take, from sending to the whole answer (a server "
+        "trickling bytes included); each read is bounded by it too.",
+    )
     split_after_timeouts: int = Field(
         3,
         ge=0,

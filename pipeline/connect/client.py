@@ -44,7 +44,7 @@ from pipeline.connect.responses import (
     classify_response,
     rules_markdown,
 )
-from pipeline.connect.wire import lean_transport
+from pipeline.connect.wire import lean_transport, read_body
 from pipeline.ops import tracing
 
 #: the request and response names stay importable from here
@@ -119,7 +119,8 @@ class DeliveryReport:
 
 #: Called on every attempt: (verdict or error kind, seconds the call took, signals).
 CallObserver = Callable[[str, float, int], None]
-#: What the client sends a request with: (url, body, headers) -> the response.
+#: What the client sends a request with: (url, body, headers) -> the response, its
+#: body not yet read (``read_body`` reads it within the call's deadline).
 Transport = Callable[[str, bytes, dict[str, str]], httpx.Response]
 #: Called on every attempt: (back-pressure or not, seconds the call took); adaptive
 #: concurrency (``pipeline.connect.concurrency``) learns from it.
@@ -216,6 +217,7 @@ class ConnectClient:
         self._stop = stop
         self._on_call = on_call or (lambda outcome, seconds, n: None)
         self._on_failing = on_failing or (lambda failing: None)
+        self._timeout_s = timeout_s
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._split_after_timeouts = split_after_timeouts
@@ -236,12 +238,7 @@ class ConnectClient:
             headers={**self._base_headers, **headers},
             extensions=self._timeouts,
         )
-        response = self._pool.handle_request(request)
-        try:
-            response.read()
-        finally:
-            response.close()
-        return response
+        return self._pool.handle_request(request)
 
     def _post(self, batch: Batch) -> Classified:
         """One call. Never raises: whatever goes wrong is a classified retry."""
@@ -292,17 +289,17 @@ class ConnectClient:
             "Idempotency-Key": sf_string(batch_key(batch.keys)),
             "Signal-Idempotency-Keys": sf_list(batch.keys),
         }
+        deadline = time.monotonic() + self._timeout_s
         try:
             response = self._transport(self._url, batch_body(batch.fragments), headers)
+            content = read_body(response, deadline)
         except httpx.TimeoutException as error:
             message = f"timeout: {type(error).__name__}"
             return Classified(Verdict.RETRY, message=message, slow=True), TIMEOUT, None
         except httpx.HTTPError as error:
             message = f"network error: {type(error).__name__}"
             return Classified(Verdict.RETRY, message=message), NETWORK_ERROR, None
-        outcome = classify_response(
-            response.status_code, response.headers, response.content, len(batch)
-        )
+        outcome = classify_response(response.status_code, response.headers, content, len(batch))
         return outcome, str(outcome.verdict), response.status_code
 
     def _failing(self, report: DeliveryReport, failing: bool) -> None:

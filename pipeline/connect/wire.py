@@ -4,6 +4,11 @@ httpx, httpcore and h11 spend ~1,500 Python calls on a 500-signal call; this sen
 same request (``_field`` writes each header line as http.client's putheader would),
 reads the answer strictly as h11 would (``_Answer``) and raises httpx's exceptions, so
 ``ConnectClient`` classifies a call the same whichever way it went.
+
+A call is bounded as a whole, not only read by read: a socket timeout never trips on a
+server or proxy that trickles a byte at a time, so ``CallWatchdog`` shuts down the
+socket of a call past its deadline, and ``read_body`` refuses an answer over
+``MAX_ANSWER_BYTES`` (an endless body, a compression bomb).
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ import contextlib
 import http.client
 import re
 import select
+import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
@@ -29,6 +37,125 @@ def _readable(sock: Any) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
+
+
+#: The largest answer read, raw and decoded: Connect's answer to 500 signals is tens of
+#: KB; more is a proxy's endless body or a compression bomb.
+MAX_ANSWER_BYTES: Final = 8 * 1024 * 1024
+#: The watchdog's sleep when no call is running: short, so that a call's deadline
+#: (PIPELINE_REQUEST_TIMEOUT_S away) rarely needs to wake it early.
+_IDLE_WAKE_S: Final = 1.0
+#: How much of an answer's body is read at a time.
+_PART_BYTES: Final = 65_536
+
+
+@dataclass(eq=False, slots=True)
+class CallWatch:
+    """One running call, as the watchdog sees it."""
+
+    sock: socket.socket
+    deadline: float
+    expired: bool = False
+
+
+class CallWatchdog:
+    """Shuts down the socket of a call still running at its deadline.
+
+    A socket timeout bounds one read; a server that sends a byte now and then holds a
+    call for ever. Shut down, the socket wakes the blocked thread (an end of file, a
+    broken pipe), which then raises a timeout. One thread, started with the first
+    call, sleeping until the earliest deadline.
+    """
+
+    def __init__(self) -> None:
+        self._watches: set[CallWatch] = set()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._wakes_at = 0.0
+        self._closed = False
+
+    def watch(self, sock: socket.socket, deadline: float) -> CallWatch:
+        watch = CallWatch(sock, deadline)
+        with self._changed:
+            self._watches.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="connect-call-watchdog", daemon=True
+                )
+                self._thread.start()
+            elif deadline < self._wakes_at:
+                self._changed.notify()
+        return watch
+
+    def forget(self, watch: CallWatch) -> None:
+        with self._changed:
+            self._watches.discard(watch)
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+
+    def _run(self) -> None:
+        with self._changed:
+            while not self._closed:
+                now = time.monotonic()
+                for watch in [w for w in self._watches if w.deadline <= now]:
+                    self._watches.discard(watch)
+                    watch.expired = True
+                    # the plain socket's shutdown: an SSLSocket's would drop its TLS
+                    # state under the thread still reading it
+                    with contextlib.suppress(OSError):
+                        socket.socket.shutdown(watch.sock, socket.SHUT_RDWR)
+                deadlines = (w.deadline for w in self._watches)
+                self._wakes_at = min(deadlines, default=now + _IDLE_WAKE_S)
+                self._changed.wait(self._wakes_at - now)
+
+
+class _Parts(httpx.SyncByteStream):
+    """An answer's raw body as it was read, part by part (decoded part by part)."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self._parts = parts
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._parts)
+
+
+def read_body(response: httpx.Response, deadline: float) -> bytes:
+    """The answer's body, decoded as httpx's ``read()`` would; closes the response.
+
+    Refused past ``MAX_ANSWER_BYTES`` decoded (a network error: retried) and, checked
+    between parts, past the call's deadline (a timeout): on httpx's own path (through
+    a proxy) the watchdog cannot reach the socket, so a trickled body ends here.
+    """
+    parts: list[bytes] = []
+    size = 0
+    try:
+        for part in response.iter_bytes():
+            size += len(part)
+            if size > MAX_ANSWER_BYTES:
+                raise httpx.RemoteProtocolError(f"an answer over {MAX_ANSWER_BYTES:,} bytes")
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout("the answer took longer than the call's timeout")
+            parts.append(part)
+    finally:
+        response.close()
+    return b"".join(parts)
+
+
+def _read_parts(answer: http.client.HTTPResponse) -> list[bytes]:
+    """The raw body, refused past ``MAX_ANSWER_BYTES`` or cut short of its length."""
+    parts: list[bytes] = []
+    size = 0
+    while part := answer.read(_PART_BYTES):
+        size += len(part)
+        if size > MAX_ANSWER_BYTES:
+            raise http.client.HTTPException(f"an answer over {MAX_ANSWER_BYTES:,} bytes")
+        parts.append(part)
+    if answer.length:  # read(amt) ends quietly where read() raises: the server hung up
+        raise http.client.IncompleteRead(b"".join(parts), answer.length)
+    return parts
 
 
 #: http.client's limits on an answer's header block
@@ -94,7 +221,9 @@ class _Answer(http.client.HTTPResponse):
 
     def _fields(self) -> list[tuple[bytes, bytes]]:
         fields: list[tuple[bytes, bytes]] = []
-        while (line := self._line("header line")) not in (b"\r\n", b"\n", b""):
+        while (line := self._line("header line")) not in (b"\r\n", b"\n"):
+            if not line.endswith(b"\n"):  # the head cut short: h11's error, not an end
+                raise http.client.IncompleteRead(line)
             if len(fields) >= _MAX_FIELDS:
                 raise http.client.HTTPException(f"got more than {_MAX_FIELDS} headers")
             if line[0] in b" \t" and fields:  # an obsolete folded line: one value (h11)
@@ -155,7 +284,9 @@ class LeanTransport:
     httpx's exceptions, so a call is classified exactly as on the httpx path: a
     timeout is an ``httpx.TimeoutException``, anything else on the wire an
     ``httpx.TransportError``. A connection is reused as httpcore would: not when the
-    server closed it (its socket is readable) or after ``KEEPALIVE_EXPIRY_S`` idle.
+    server closed it (its socket is readable) or after ``KEEPALIVE_EXPIRY_S`` idle. The
+    timeout bounds each read and, through the watchdog, the whole call. The response
+    is returned with its body read but not decoded: ``read_body`` does that.
     """
 
     def __init__(
@@ -164,6 +295,7 @@ class LeanTransport:
         headers: dict[str, str],
         timeout_s: float,
         context: ssl.SSLContext | None,
+        watchdog: CallWatchdog | None = None,
     ) -> None:
         self._host = url.host
         self._port = url.port
@@ -179,6 +311,7 @@ class LeanTransport:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._open: set[http.client.HTTPConnection] = set()
+        self._watchdog = watchdog or CallWatchdog()
 
     def _connection(self) -> http.client.HTTPConnection:
         local = self._local
@@ -218,21 +351,30 @@ class LeanTransport:
             ]
         )
         connection = self._connection()
+        deadline = time.monotonic() + self._timeout_s
+        watch: CallWatch | None = None
         try:
             if connection.sock is None:
                 connection.connect()  # inside the try: a failure to connect is classified
-            # as httpcore: the server may have answered before it stopped reading (a 413)
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                connection.send(head)
-                connection.send(body)
-            with _Answer(connection.sock, method="POST") as answer:  # closed on errors too
-                answer.begin()
-                content = answer.read()
+            watch = self._watchdog.watch(connection.sock, deadline)
+            try:
+                # as httpcore: the server may have answered before it stopped reading (a 413)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    connection.send(head)
+                    connection.send(body)
+                with _Answer(connection.sock, method="POST") as answer:  # closed on errors
+                    answer.begin()
+                    parts = _read_parts(answer)
+            finally:
+                self._watchdog.forget(watch)
         except TimeoutError as error:
             self._drop(connection)
             raise httpx.ReadTimeout(str(error) or "timed out") from error
         except (OSError, http.client.HTTPException) as error:
             self._drop(connection)
+            if watch is not None and watch.expired:
+                message = f"no whole answer within {self._timeout_s:g} s"
+                raise httpx.ReadTimeout(message) from error
             kind = type(error).__name__
             raise httpx.RemoteProtocolError(f"{kind}: {error}") from error
         except BaseException:
@@ -242,17 +384,15 @@ class LeanTransport:
             self._drop(connection)
         else:
             self._local.used = time.monotonic()
-        response = httpx.Response(
-            answer.status, headers=answer.fields, stream=httpx.ByteStream(content)
-        )
-        response.read()  # decoded as httpx would (a server may compress all the same)
-        return response
+        # read (decoded, bounded) by read_body, as httpx's own answers are
+        return httpx.Response(answer.status, headers=answer.fields, stream=_Parts(parts))
 
     def close(self) -> None:
         with self._lock:
             open_, self._open = self._open, set()
         for connection in open_:
             connection.close()
+        self._watchdog.close()
 
 
 def lean_transport(

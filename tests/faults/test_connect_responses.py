@@ -76,6 +76,8 @@ CASES = {
     **{code: coded(code) for code in TRANSIENT_CODES},
     "504": Answer(504, b"<html>504 Gateway Time-out</html>", "text/html"),
     "accepted half + THROTTLED": Answer(200, b"", accept_half=True),
+    "trickled answer": Answer(200, b"", wire="trickle"),
+    "endless body": Answer(200, b"", wire="endless"),
 }
 _seeds = itertools.count(1_000)
 
@@ -116,7 +118,9 @@ class Pipeline:
 def pipeline(kafka_bootstrap: str) -> Iterator[Pipeline]:
     topic, dlq = new_topics(kafka_bootstrap, partitions=PARTITIONS)
     with faulty_connect() as connect:
-        settings = settings_for(kafka_bootstrap, topic, dlq, connect.url, retry_max_backoff_ms=200)
+        settings = settings_for(
+            kafka_bootstrap, topic, dlq, connect.url, retry_max_backoff_ms=200, request_timeout_s=2
+        )
         reader = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": settings.group_id})
         consumer = BackgroundConsumer(settings).start()
         try:
