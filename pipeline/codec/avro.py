@@ -34,6 +34,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Final
 from uuid import UUID
 
@@ -67,6 +68,7 @@ from pipeline.codec.registry_answers import (
     schema_label,
     short_cause,
 )
+from pipeline.codec.registry_lookups import Fetch, LookupPending
 from pipeline.signals.mapping import MappedSignal, MappingOptions
 
 __all__ = [
@@ -104,6 +106,14 @@ NEGATIVE_TTL_S: Final = 60.0
 UNAVAILABLE_HOLD_S: Final = 1.0
 
 
+def fetch_schema(registry: RegistryClient | None, schema_id: int | str) -> Any:
+    """The registry's answer for an id or a GUID (a ``RegisteredSchema``-like object)."""
+    assert registry is not None
+    if isinstance(schema_id, int):
+        return registry.get_schema(schema_id)
+    return registry.get_schema_by_guid(schema_id)  # type: ignore[attr-defined]
+
+
 class EventDecoder:
     """Decodes record values; caches one plan per writer schema (bounded)."""
 
@@ -119,10 +129,15 @@ class EventDecoder:
         unavailable_hold_s: float = UNAVAILABLE_HOLD_S,
         clock: Callable[[], float] = time.monotonic,
         accelerate: bool = True,
+        lookups: Callable[[Fetch], Fetch] | None = None,
     ) -> None:
+        """``lookups`` wraps the registry look-up, e.g. ``BackgroundLookups`` (off the
+        poll loop); None: asked on the caller's thread."""
         self._store = store
         self._accelerate = accelerate
         self._registry = registry
+        fetch = partial(fetch_schema, registry)
+        self._lookup: Fetch = fetch if lookups is None else lookups(fetch)
         self._max_value_bytes = max_value_bytes
         #: Plans by the exact header that names the writer schema (Confluent: magic and
         #: id, 5 bytes, framed or in a header; single-object: marker and fingerprint, 10
@@ -212,18 +227,16 @@ class EventDecoder:
             if self._clock() < held[1]:
                 raise SchemaRegistryUnavailable(schema_id, held[0])
             del self._unavailable[header]
+        if isinstance(schema_id, str) and not hasattr(self._registry, "get_schema_by_guid"):
+            return DecodeFailure(
+                "unknown_schema",
+                f"{schema_label(schema_id)}: this registry client cannot look up GUIDs",
+            )
         try:
-            if isinstance(schema_id, int):
-                registered = self._registry.get_schema(schema_id)
-            else:
-                by_guid = getattr(self._registry, "get_schema_by_guid", None)
-                if by_guid is None:
-                    return DecodeFailure(
-                        "unknown_schema",
-                        f"{schema_label(schema_id)}: this registry client cannot look up GUIDs",
-                    )
-                registered = by_guid(schema_id)
+            registered = self._lookup(schema_id)
             schema_type, text = registered.schema_type, registered.schema_str
+        except LookupPending:  # asked off the loop: the record waits, nothing is remembered
+            raise SchemaRegistryUnavailable(schema_id, "no answer yet") from None
         except Exception as error:
             if is_not_found(error):
                 return self._remember(

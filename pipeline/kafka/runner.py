@@ -132,8 +132,11 @@ def build_clients(
     return Clients(consumer, producer, connect)
 
 
-def build_decoder(settings: Settings) -> object:
+def build_decoder(settings: Settings, *, off_loop: bool = False) -> object:
+    """The event decoder; ``off_loop``: registry look-ups on threads of their own (a
+    record whose schema is not known yet holds its partition, not the loop)."""
     from pipeline.codec.avro import EventDecoder, SchemaStore
+    from pipeline.codec.registry_lookups import BackgroundLookups
 
     registry = None
     if settings.schema_registry_url:
@@ -151,13 +154,14 @@ def build_decoder(settings: Settings) -> object:
         registry,
         max_value_bytes=settings.max_event_bytes,
         accelerate=settings.avro_decoder == "auto",
+        lookups=BackgroundLookups if off_loop else None,
     )
 
 
 def build_processor(settings: Settings, decoder: object | None = None) -> EventProcessor:
     app_key = settings.default_app_key.get_secret_value() if settings.default_app_key else None
     return EventProcessor(
-        decoder or build_decoder(settings),  # type: ignore[arg-type]
+        decoder or build_decoder(settings, off_loop=True),  # type: ignore[arg-type]
         MappingOptions(app_key, settings.allow_anonymous),
         settings.subscription_tier,
         settings.out_of_tier,

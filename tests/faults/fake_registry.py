@@ -4,7 +4,8 @@ request is counted.
 
 Answers are (status, content type, body). Helpers build the ones a registry gives
 (``schema``, ``not_found``) and the ones a misaddressed or broken one gives
-(``html_404``, ``server_error``...). ``hang_s`` makes the server sleep before answering.
+(``html_404``, ``server_error``...). ``hang_s`` makes the server sleep before answering,
+``hangs`` (by id) before answering for that id.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class FakeRegistry:
         self.answers: dict[int | str, Answer] = {}
         self.default: Answer | None = None  # None: not_found(id)
         self.hang_s = 0.0
+        self.hangs: dict[int | str, float] = {}
         self.requests: Counter[int | str] = Counter()
         self._lock = threading.Lock()
 
@@ -74,8 +76,9 @@ class FakeRegistry:
             return html_404()
         with self._lock:
             self.requests[schema_id] += 1
-        if self.hang_s:
-            time.sleep(self.hang_s)
+        hang_s = self.hangs.get(schema_id, self.hang_s)
+        if hang_s:
+            time.sleep(hang_s)
         found = self.answers.get(schema_id, self.default)
         return found if found is not None else not_found(schema_id)
 

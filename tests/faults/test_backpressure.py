@@ -131,3 +131,55 @@ def test_an_unavailable_registry_holds_the_partition_and_never_dead_letters(kafk
     assert summary.dead_lettered_total == 0
     assert set(connect.accepted) == set(expected_signals(events))
     assert connect.duplicates == 0
+
+
+def test_a_registry_hanging_on_one_id_holds_only_that_partition(kafka_bootstrap):
+    """The registry answers one id's look-ups only after 30 s (the client gives up after
+    10): the partition whose records need it waits, the other keeps delivering within
+    seconds, and once the registry answers both are delivered, nothing dead-lettered.
+    A look-up made in the poll loop would stop both partitions for the 10 s."""
+    events = list(clickstream(40, seed=43, invalid_ratio=0, v1_ratio=0))
+    kinds = sorted({e.signal_type for e in events})
+    schemas = {t: load_schema(DEFAULT_AVRO_DIR, 2, t) for t in kinds}
+    hanging = {t: 300 + n for n, t in enumerate(kinds)}  # partition 0's ids
+    answering = {t: 400 + n for n, t in enumerate(kinds)}  # partition 1's ids
+    topic, dlq = new_topics(kafka_bootstrap, partitions=2)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+
+    def produce_to(partition: int, batch: list, ids: dict[str, int]) -> None:
+        for event in batch:
+            kind = event.signal_type
+            value = encode_confluent(ids[kind], schemas[kind], event.record)
+            producer.produce(topic, partition=partition, value=value)
+        assert producer.flush(30) == 0
+
+    first, later = events[:20], events[20:]
+    with fake_registry() as (registry, registry_url), connect_stub() as connect:
+        for kind in kinds:
+            registry.answers[hanging[kind]] = schema(json.dumps(schemas[kind]))
+            registry.answers[answering[kind]] = schema(json.dumps(schemas[kind]))
+            registry.hangs[hanging[kind]] = 30.0
+        produce_to(0, first, hanging)
+        settings = settings_for(
+            kafka_bootstrap,
+            topic,
+            dlq,
+            connect.url,
+            schema_registry_url=registry_url,
+            group_id=f"group-{uuid.uuid4().hex[:8]}",
+        )
+        member = BackgroundConsumer(settings).start()
+        wait_for(lambda: any(registry.requests[i] for i in hanging.values()), 30, "asked")
+        produced_at = time.monotonic()
+        produce_to(1, later, answering)
+        wanted = set(expected_signals(later))
+        wait_for(lambda: wanted <= set(connect.accepted), 30, "partition 1 delivered")
+        waited_s = time.monotonic() - produced_at
+        assert not set(expected_signals(first)) & set(connect.accepted)  # still waiting
+        registry.hangs.clear()
+        wait_for(lambda: len(connect.accepted) == len(events), 40, "all delivered")
+        summary = member.stop()
+    assert waited_s < 5.0, f"partition 1 waited {waited_s:.1f} s behind the hanging look-up"
+    assert summary.dead_lettered_total == 0
+    assert set(connect.accepted) == set(expected_signals(events))
+    assert connect.duplicates == 0

@@ -14,6 +14,7 @@ import json
 import pickle
 import random
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -31,6 +32,7 @@ from pipeline.codec.avro import (
     encode_confluent,
 )
 from pipeline.codec.registry import decoder_registry_client, registry_client
+from pipeline.codec.registry_lookups import BackgroundLookups
 from pipeline.config import DEFAULT_AVRO_DIR
 from pipeline.signals.mapping import MappingOptions
 from pipeline.signals.outcomes import Reason, Rejection
@@ -211,6 +213,23 @@ def test_connection_refused_and_timeout_are_unavailable() -> None:
         state.answers[CART_ID] = schema(avro_schema(2, "addToCart"))
         clock.now += UNAVAILABLE_HOLD_S
         assert isinstance(slow.decode(cart_value()), Decoded)
+
+
+def test_a_look_up_off_the_loop_holds_the_record_then_decodes_without_a_hold() -> None:
+    """With look-ups off the loop, an id whose answer is slow is "no answer yet" at
+    once (not after the client's timeout) and is not remembered as unavailable: the
+    first attempt after the answer decodes, with no one-second hold."""
+    with fake_registry() as (state, url):
+        state.answers[CART_ID] = schema(avro_schema(2, "addToCart"))
+        state.hangs[CART_ID] = 0.5
+        decoder = EventDecoder(STORE, registry_client(url), lookups=BackgroundLookups)
+        started = time.monotonic()
+        with pytest.raises(SchemaRegistryUnavailable, match="no answer yet"):
+            decoder.decode(cart_value())
+        assert time.monotonic() - started < 0.4
+        time.sleep(0.8)
+        assert isinstance(decoder.decode(cart_value()), Decoded)
+        assert state.requests[CART_ID] == 1
 
 
 def test_credentials_in_a_cause_are_masked() -> None:
