@@ -99,6 +99,20 @@ def test_a_partition_assigned_during_an_outage_stays_under_the_memory_bound(kafk
     assert connect.duplicates == 0
 
 
+def _member_in_a_new_group(
+    bootstrap: str, topic: str, dlq: str, graphql_url: str, registry_url: str
+) -> BackgroundConsumer:
+    settings = settings_for(
+        bootstrap,
+        topic,
+        dlq,
+        graphql_url,
+        schema_registry_url=registry_url,
+        group_id=f"group-{uuid.uuid4().hex[:8]}",
+    )
+    return BackgroundConsumer(settings).start()
+
+
 def test_an_unavailable_registry_holds_the_partition_and_never_dead_letters(kafka_bootstrap):
     events = list(clickstream(60, seed=41, invalid_ratio=0, v1_ratio=0))
     ids = {t: n for n, t in enumerate(sorted({e.signal_type for e in events}), start=100)}
@@ -111,15 +125,7 @@ def test_an_unavailable_registry_holds_the_partition_and_never_dead_letters(kafk
     assert producer.flush(30) == 0
     with fake_registry() as (registry, registry_url), connect_stub() as connect:
         registry.default = server_error()
-        settings = settings_for(
-            kafka_bootstrap,
-            topic,
-            dlq,
-            connect.url,
-            schema_registry_url=registry_url,
-            group_id=f"group-{uuid.uuid4().hex[:8]}",
-        )
-        member = BackgroundConsumer(settings).start()
+        member = _member_in_a_new_group(kafka_bootstrap, topic, dlq, connect.url, registry_url)
         wait_for(lambda: sum(registry.requests.values()) >= 3, 30, "retried while down")
         wait_for(lambda: _paused(member.consumer) == 1, 10, "held, and /metrics says so")
         assert member.consumer.health.liveness()[0]  # /healthz stays alive
@@ -160,15 +166,7 @@ def test_a_registry_hanging_on_one_id_holds_only_that_partition(kafka_bootstrap)
             registry.answers[answering[kind]] = schema(json.dumps(schemas[kind]))
             registry.hangs[hanging[kind]] = 30.0
         produce_to(0, first, hanging)
-        settings = settings_for(
-            kafka_bootstrap,
-            topic,
-            dlq,
-            connect.url,
-            schema_registry_url=registry_url,
-            group_id=f"group-{uuid.uuid4().hex[:8]}",
-        )
-        member = BackgroundConsumer(settings).start()
+        member = _member_in_a_new_group(kafka_bootstrap, topic, dlq, connect.url, registry_url)
         wait_for(lambda: any(registry.requests[i] for i in hanging.values()), 30, "asked")
         produced_at = time.monotonic()
         produce_to(1, later, answering)
