@@ -14,9 +14,10 @@ from collections.abc import Callable
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from pipeline.kafka.dead_letters import MAX_LEVEL, dead_letter_record, is_refusal, refused
+from pipeline.kafka.dead_letters import MAX_LEVEL, dead_letter_record, refused
 from pipeline.kafka.producer_sink import ProducerSink
 from pipeline.kafka.records import Pending, RecordOrigin
+from pipeline.kafka.stops import is_refusal
 from pipeline.ops import tracing
 from pipeline.ops.logs import redacted
 from pipeline.signals.outcomes import Rejection

@@ -283,30 +283,6 @@ class DeadLetterUnwritable(ConsumerStopped):
     """The dead-letter topic refused a record, or cannot be written at all."""
 
 
-#: Refusals that no retry fixes: the topic is gone, invalid, or not ours to write.
-REFUSALS: Final = frozenset(
-    {
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._UNKNOWN_TOPIC,
-        KafkaError._UNKNOWN_PARTITION,
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-        KafkaError.TOPIC_EXCEPTION,
-        KafkaError.INVALID_RECORD,
-        KafkaError.POLICY_VIOLATION,
-    }
-)
-
-
-def is_refusal(error: KafkaError) -> bool:
-    """A dead-letter write the topic refused for good (the caller stops uncommitted).
-
-    An explicit list: anything else (timeouts, purges after an abort, transport) is
-    retried, so a transient error never stops the consumer.
-    """
-    return error.code() in REFUSALS
-
-
 def refused(topic: str, error: KafkaError, where: str = "") -> DeadLetterUnwritable:
     at = f" (dead letter of {where})" if where else ""
     return DeadLetterUnwritable(

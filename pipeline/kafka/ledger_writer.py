@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, Message
 from pipeline.kafka.ledger_records import V3_MAX_ENTRIES, batch_key, by_source
 from pipeline.kafka.ledger_tail import LedgerTail
 from pipeline.kafka.producer_sink import ProducerSink
+from pipeline.kafka.stops import ConsumerStopped, is_refusal
 
 log = structlog.get_logger("pipeline.kafka.ledger_writer")
 
@@ -26,6 +27,10 @@ SourceRef = tuple[str, int, int]
 Row = tuple[SourceRef, str]
 #: one source partition's accepted signals: topic, partition, source offsets, keys
 Source = tuple[str, int, list[int], list[str]]
+
+
+class LedgerUnwritable(ConsumerStopped):
+    """The ledger topic refused a record for good (gone, invalid, not ours, too large)."""
 
 
 class LedgerWriter:
@@ -146,8 +151,7 @@ class LedgerWriter:
             def callback(error: KafkaError | None, _: Message) -> None:
                 if error is None:
                     acked()
-                else:  # written again with a fresh horizon (later records may be past it)
-                    log.warning("ledger write failed, retrying", error=str(error))
+                elif self._retry_after(error):  # with a fresh horizon (records may be past it)
                     self._write_group(topic, partition, items, accepted_ms, acked)
 
         self._sink.produce(
@@ -169,8 +173,7 @@ class LedgerWriter:
                 if error is None:
                     if acked is not None:
                         acked()
-                else:
-                    log.warning("ledger write failed, retrying", error=str(error))
+                elif self._retry_after(error):
                     self._write_one(source, key, accepted_ms, acked)
 
         topic, partition, offset = source
@@ -183,8 +186,30 @@ class LedgerWriter:
         )
 
     def _refused(self, error: KafkaError | None, _: Message) -> None:
-        if error is not None:
+        """In a transaction: a failed write fails the commit, which aborts and re-reads;
+        one the topic refuses for good would do so for ever, so it stops the consumer."""
+        if error is not None and not self._sink.fatal:
+            self._stop_if_refused(error)
             self._sink.stop_if_fatal(error)
+
+    def _retry_after(self, error: KafkaError) -> bool:
+        """Outside a transaction: whether to write again after this failure (not when
+        stopping, nor when the topic refused it for good: that stops the consumer)."""
+        if self._sink.fatal:
+            return False
+        self._stop_if_refused(error)
+        log.warning("ledger write failed, retrying", error=str(error))
+        return True
+
+    def _stop_if_refused(self, error: KafkaError) -> None:
+        if is_refusal(error) or error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            self._sink.fatal = True
+            raise LedgerUnwritable(
+                f"ledger topic {self.topic!r} refused a record: {error.str()} "
+                f"[{error.name()}]; stopping uncommitted: the records from the last commit "
+                "on are read again after a restart, and what Connect accepted since is "
+                "sent again with the same keys (PIPELINE_LEDGER_TOPIC)"
+            )
 
     def committed(self) -> None:
         self._open.clear()

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from pipeline.kafka.dead_letters import is_refusal
+from pipeline.kafka.stops import is_refusal
 from pipeline.kafka.transactions import TransactionFatal, is_fatal
 
 log = structlog.get_logger("pipeline.kafka.producer_sink")

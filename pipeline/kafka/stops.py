@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Final
+
+from confluent_kafka import KafkaError
+
 
 class ConsumerStopped(Exception):
     """A condition no retry can fix: stop, commit nothing more, let an operator act.
@@ -9,3 +13,28 @@ class ConsumerStopped(Exception):
     The message names what failed and why; ``connect-pipeline run`` prints it and exits
     non-zero. A restart re-reads from the committed offsets.
     """
+
+
+#: Refusals that no retry fixes: the topic is gone, invalid, or not ours to write.
+REFUSALS: Final = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_EXCEPTION,
+        KafkaError.INVALID_RECORD,
+        KafkaError.POLICY_VIOLATION,
+    }
+)
+
+
+def is_refusal(error: KafkaError) -> bool:
+    """A write (a dead letter, a ledger record) the topic refused for good: the caller
+    stops uncommitted.
+
+    An explicit list: anything else (timeouts, purges after an abort, transport) is
+    retried, so a transient error never stops the consumer.
+    """
+    return error.code() in REFUSALS

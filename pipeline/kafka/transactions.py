@@ -14,7 +14,7 @@ from typing import Final
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from pipeline.kafka.stops import ConsumerStopped
+from pipeline.kafka.stops import ConsumerStopped, is_refusal
 
 log = structlog.get_logger("pipeline.kafka.transactions")
 
@@ -24,6 +24,11 @@ RETRIES: Final = 5
 
 class TransactionFatal(ConsumerStopped):
     """The producer cannot go on (fenced by a newer instance, or a fatal broker error)."""
+
+
+class TransactionRefused(ConsumerStopped):
+    """A topic refused a record of the transaction for good: every retry would abort and
+    re-read the same records again."""
 
 
 #: Fencing, however it surfaces: librdkafka does not always flag it fatal at once (an
@@ -80,6 +85,13 @@ class Transactions:
                 error: KafkaError = exception.args[0]
                 if is_fatal(error):
                     raise TransactionFatal(str(error)) from exception
+                if is_refusal(error) or error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    self.abort(str(error))
+                    raise TransactionRefused(
+                        f"a record of the transaction was refused: {error.str()} "
+                        f"[{error.name()}]; stopping uncommitted: the records from the last "
+                        "commit on are read again after a restart"
+                    ) from exception
                 if error.txn_requires_abort():
                     self.abort(str(error))
                     return False

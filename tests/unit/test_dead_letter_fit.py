@@ -16,9 +16,9 @@ from pipeline.kafka.dead_letters import (
     dead_letter_record,
     header_pairs,
     header_value,
-    is_refusal,
     record_bytes,
 )
+from pipeline.kafka.stops import is_refusal
 from pipeline.signals.outcomes import Reason, Rejection
 
 REJECTION = Rejection.single(Reason.UNDECODABLE, "", "not Avro")

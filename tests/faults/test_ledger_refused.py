@@ -1,0 +1,135 @@
+"""A ledger (or session changelog) topic that refuses every write: stop uncommitted,
+naming the topic.
+
+Before, a transaction aborted and re-read the same records for ever (the refused
+ledger records rewritten into each new transaction), and without transactions the
+writes were retried for ever while the offsets never moved: a run that looked busy
+or idle and committed nothing. A Tansu broker of its own validates every record of
+``strict-ledger`` and ``strict-sessions`` (the changelog of group ``strict``) against
+a JSON schema no record meets (INVALID_RECORD).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from devtools.broker import EmbeddedBroker
+from devtools.clickstream import clickstream
+
+from pipeline.kafka.consumer import SignalConsumer
+from pipeline.kafka.ledger import duplicate_bound
+from pipeline.kafka.ledger_writer import LedgerUnwritable
+from pipeline.kafka.runner import build_processor
+from pipeline.kafka.transactions import TransactionRefused
+from tests.integration.connect_stub import connect_stub
+from tests.integration.consumer_harness import (
+    expected_signals,
+    new_topics,
+    produce,
+    run_until_idle,
+    settings_for,
+)
+
+pytestmark = pytest.mark.integration
+
+STRICT_LEDGER = "strict-ledger"
+STRICT_GROUP = "strict"  # its session changelog: strict-sessions
+STRICT_TOPICS = (STRICT_LEDGER, f"{STRICT_GROUP}-sessions")
+STRICT_SCHEMA = (
+    '{"type": "object", "properties": {"value": {"type": "object", "required": ["never"]}}}'
+)
+#: Long enough for the stop; a run that never stops is stopped here and fails.
+GIVE_UP_S = 45.0
+
+
+@pytest.fixture(scope="module")
+def strict_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    workdir = tmp_path_factory.mktemp("tansu-strict-ledger")
+    (workdir / "schemas").mkdir()
+    for strict in STRICT_TOPICS:
+        (workdir / "schemas" / f"{strict}.json").write_text(STRICT_SCHEMA)
+    schemas = ["--schema-registry", "file://./schemas"]
+    with EmbeddedBroker(log_dir=workdir, extra_args=schemas, cwd=workdir) as broker:
+        yield broker.bootstrap_servers
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        (tp,) = reader.committed([TopicPartition(topic, 0)], timeout=10)
+    finally:
+        reader.close()
+    return tp.offset
+
+
+@pytest.mark.parametrize("transactions", [True, False], ids=["transactions", "plain"])
+def test_a_refused_ledger_write_stops_uncommitted_and_a_restart_delivers_everything(
+    strict_broker: str, transactions: bool
+) -> None:
+    bootstrap = strict_broker
+    events = list(clickstream(60, seed=23, invalid_ratio=0, v1_ratio=0))
+    topic, dlq = new_topics(bootstrap, partitions=1)
+    produce(bootstrap, topic, events)
+    group = f"group-{uuid.uuid4().hex[:8]}"
+    with connect_stub() as connect:
+        settings = settings_for(
+            bootstrap,
+            topic,
+            dlq,
+            connect.url,
+            group_id=group,
+            ledger_topic=STRICT_LEDGER,
+            transactions=transactions,
+            transactional_id=f"txn-{uuid.uuid4().hex[:8]}",
+        )
+        consumer = SignalConsumer(settings, build_processor(settings))
+        give_up = threading.Timer(GIVE_UP_S, consumer.stop)
+        give_up.start()
+        try:
+            with pytest.raises(LedgerUnwritable, match=f"'{STRICT_LEDGER}' refused a record"):
+                consumer.run(stop_after_idle_s=GIVE_UP_S)
+        finally:
+            give_up.cancel()
+        assert _committed(bootstrap, group, topic) <= 0  # nothing past the first record
+
+        again = settings.model_copy(update={"ledger_topic": f"{topic}-ledger"})
+        summary = run_until_idle(again, idle_s=2.0)
+        expected = expected_signals(events)
+        assert set(connect.accepted) == set(expected)
+        # the stopped run's deliveries come again with their keys (Connect keeps them)
+        assert connect.duplicates <= duplicate_bound(settings)
+    assert summary.dead_lettered_total == 0
+    assert _committed(bootstrap, group, topic) == len(events)
+
+
+def test_a_refused_session_changelog_write_stops_the_transaction_loop(strict_broker: str) -> None:
+    """The changelog's records have no callback of their own: the commit fails, and
+    the transaction is not aborted and re-read for ever."""
+    bootstrap = strict_broker
+    events = list(clickstream(60, seed=29, invalid_ratio=0, v1_ratio=0))
+    topic, dlq = new_topics(bootstrap, partitions=1)
+    produce(bootstrap, topic, events)
+    with connect_stub() as connect:
+        settings = settings_for(
+            bootstrap,
+            topic,
+            dlq,
+            connect.url,
+            group_id=STRICT_GROUP,
+            ledger_topic=f"{topic}-ledger",
+            derive_abandonment="both",
+            transactional_id=f"txn-{uuid.uuid4().hex[:8]}",
+        )
+        consumer = SignalConsumer(settings, build_processor(settings))
+        give_up = threading.Timer(GIVE_UP_S, consumer.stop)
+        give_up.start()
+        try:
+            with pytest.raises(TransactionRefused, match=f"{STRICT_GROUP}-sessions"):
+                consumer.run(stop_after_idle_s=GIVE_UP_S)
+        finally:
+            give_up.cancel()
+    assert _committed(bootstrap, STRICT_GROUP, topic) <= 0
