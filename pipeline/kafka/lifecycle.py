@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 import structlog
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from pipeline.config import Settings
 from pipeline.kafka.batcher import Batcher
@@ -41,6 +41,10 @@ log = structlog.get_logger("pipeline.kafka.consumer")
 #: from its first fetch. One whose load takes longer is held and loads beside the loop:
 #: what it fetched meanwhile is dropped and read again once loaded.
 QUICK_LOAD_S: Final = 0.1
+
+
+class ChangelogUnwritable(ConsumerStopped):
+    """Outside a transaction, the session changelog could not be written."""
 
 
 class ConsumerLifecycle:
@@ -304,12 +308,36 @@ class ConsumerLifecycle:
     def _commit_cycle(self, *, asynchronous: bool, only: set[TopicPartitionKey] | None) -> bool:
         """The commit cycle, with the session changelog's changes in its transaction."""
         sessions = self._sessions
-        if sessions is not None and sessions.write(self._sink.produce) and self._txn is None:
-            self._sink.flush(30)  # plain mode: the state on the broker before the offsets
+        if sessions is not None and self._txn is None:
+            self._write_changelog_plain(sessions)
+        elif sessions is not None:
+            sessions.write(self._sink.produce)
         landed = self._cycle.commit(asynchronous=asynchronous, only=only)
         if landed and sessions is not None:
             sessions.committed()
         return landed
+
+    def _write_changelog_plain(self, sessions: SessionHooks) -> None:
+        """Without transactions: the changelog's changes on the broker before the
+        offsets. One that is not (refused, or not acknowledged in 30 s) stops the consumer
+        uncommitted: committing past it would lose the sessions' state on a restart."""
+        failed: list[KafkaError] = []
+
+        def delivered(error: KafkaError | None, _: object) -> None:
+            if error is not None:
+                failed.append(error)
+
+        if not sessions.write(self._sink.produce, delivered):
+            return
+        left = self._sink.flush(30)
+        if failed or left:
+            self._sink.fatal = True  # nothing is committed any more
+            cause = f"{failed[0].str()} [{failed[0].name()}]" if failed else "no answer in 30 s"
+            raise ChangelogUnwritable(
+                f"session changelog {sessions.topic!r}: {len(failed) or left} record(s) not "
+                f"written ({cause}); stopping uncommitted: the records from the last commit "
+                "on are read again after a restart"
+            )
 
     # --- stop ----------------------------------------------------------------------------
 

@@ -6,16 +6,19 @@ a transaction, a refused produce asks the commit cycle to abort and rewind.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from pipeline.kafka.stops import is_refusal
 from pipeline.kafka.transactions import TransactionFatal, is_fatal
 
 log = structlog.get_logger("pipeline.kafka.producer_sink")
+
+#: librdkafka's report of one record: (the error or None, the record).
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 class ProducerSink:
@@ -54,21 +57,28 @@ class ProducerSink:
         self.abort_requested = True
 
     def produce_records(
-        self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[tuple[bytes, bytes | None]],
+        on_delivery: DeliveryCallback | None = None,
     ) -> None:
         """Many (key, value) records to one partition (the session changelog's, a few
         per event): the client called with positional arguments, without a keyword
         dict per call twice over; a full queue and a refused record are handled as
-        ``produce`` handles them."""
+        ``produce`` handles them. ``on_delivery``: told of each record's fate."""
         if not records:
             return
         send = self.producer.produce
+        told = () if on_delivery is None else (on_delivery,)
         for key, value in records:
             try:
-                send(topic, value, key, partition)
+                send(topic, value, key, partition, *told)
             except BufferError:  # the queue is full: room made, then as ``produce``
                 self.poll(0.1)
-                self.produce(topic, partition=partition, key=key, value=value)
+                self.produce(
+                    topic, partition=partition, key=key, value=value, on_delivery=on_delivery
+                )
             except KafkaException as exception:
                 self._refused(exception)
         self.dirty = True

@@ -37,7 +37,7 @@ from confluent_kafka import Message
 
 from pipeline.config import Settings
 from pipeline.kafka.ledger import source_partition_count
-from pipeline.kafka.producer_sink import ProducerSink
+from pipeline.kafka.producer_sink import DeliveryCallback, ProducerSink
 from pipeline.kafka.session_changelog import (
     changelog_partition,
     changelog_topic,
@@ -138,9 +138,14 @@ class SessionHooks:
 
     # --- the transaction -------------------------------------------------------------------
 
-    def write(self, produce: Callable[..., None] | ProducerSink) -> int:
+    def write(
+        self,
+        produce: Callable[..., None] | ProducerSink,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> int:
         """The changelog records of what changed, through ``produce`` (the consumer's
-        transactional producer, or its ``produce`` method); returns how many."""
+        transactional producer, or its ``produce`` method); returns how many.
+        ``on_delivery``: told of each record's fate (outside a transaction)."""
         if not self._changelog:
             return 0
         sink = produce if isinstance(produce, ProducerSink) else getattr(produce, "__self__", None)
@@ -149,11 +154,13 @@ class SessionHooks:
         for (_, source), records in self.stage.changes_by_partition():
             partition = changelog_partition(source, self._partitions)
             if isinstance(sink, ProducerSink):  # a list per partition, positional calls
-                sink.produce_records(topic, partition, records)
+                sink.produce_records(topic, partition, records, on_delivery)
             else:
                 assert callable(produce)
                 for key, value in records:
-                    produce(topic, partition=partition, key=key, value=value)
+                    produce(
+                        topic, partition=partition, key=key, value=value, on_delivery=on_delivery
+                    )
             written += len(records)
         return written
 

@@ -26,7 +26,7 @@ class TransactionFatal(ConsumerStopped):
     """The producer cannot go on (fenced by a newer instance, or a fatal broker error)."""
 
 
-class TransactionRefused(ConsumerStopped):
+class TransactionRefused(TransactionFatal):
     """A topic refused a record of the transaction for good: every retry would abort and
     re-read the same records again."""
 

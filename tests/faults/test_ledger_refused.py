@@ -23,6 +23,7 @@ from devtools.clickstream import clickstream
 from pipeline.kafka.consumer import SignalConsumer
 from pipeline.kafka.ledger import duplicate_bound
 from pipeline.kafka.ledger_writer import LedgerUnwritable
+from pipeline.kafka.lifecycle import ChangelogUnwritable
 from pipeline.kafka.runner import build_processor
 from pipeline.kafka.transactions import TransactionRefused
 from tests.integration.connect_stub import connect_stub
@@ -106,9 +107,17 @@ def test_a_refused_ledger_write_stops_uncommitted_and_a_restart_delivers_everyth
     assert _committed(bootstrap, group, topic) == len(events)
 
 
-def test_a_refused_session_changelog_write_stops_the_transaction_loop(strict_broker: str) -> None:
-    """The changelog's records have no callback of their own: the commit fails, and
-    the transaction is not aborted and re-read for ever."""
+@pytest.mark.parametrize(
+    ("transactions", "stopped"),
+    [(True, TransactionRefused), (False, ChangelogUnwritable)],
+    ids=["transactions", "plain"],
+)
+def test_a_refused_session_changelog_write_stops_uncommitted(
+    strict_broker: str, transactions: bool, stopped: type[Exception]
+) -> None:
+    """In a transaction the commit fails, and is not aborted and re-read for ever;
+    without one the offsets were committed past changelog records that never landed
+    (the sessions' state lost on a restart)."""
     bootstrap = strict_broker
     events = list(clickstream(60, seed=29, invalid_ratio=0, v1_ratio=0))
     topic, dlq = new_topics(bootstrap, partitions=1)
@@ -122,13 +131,14 @@ def test_a_refused_session_changelog_write_stops_the_transaction_loop(strict_bro
             group_id=STRICT_GROUP,
             ledger_topic=f"{topic}-ledger",
             derive_abandonment="both",
+            transactions=transactions,
             transactional_id=f"txn-{uuid.uuid4().hex[:8]}",
         )
         consumer = SignalConsumer(settings, build_processor(settings))
         give_up = threading.Timer(GIVE_UP_S, consumer.stop)
         give_up.start()
         try:
-            with pytest.raises(TransactionRefused, match=f"{STRICT_GROUP}-sessions"):
+            with pytest.raises(stopped, match=f"{STRICT_GROUP}-sessions"):
                 consumer.run(stop_after_idle_s=GIVE_UP_S)
         finally:
             give_up.cancel()

@@ -42,7 +42,7 @@ def sent(producer: FakeProducer) -> list[tuple[str, int, bytes, bytes | None]]:
         if kwargs:
             out.append((args[0], kwargs["partition"], kwargs["key"], kwargs["value"]))
         else:
-            topic, value, key, partition = args
+            topic, value, key, partition, *_ = args
             out.append((topic, partition, key, value))
     return out
 
@@ -59,6 +59,20 @@ def test_records_go_positionally_in_order_and_mark_the_sink_dirty() -> None:
     assert all(not kwargs for _, kwargs in producer.calls)
     assert sent(producer) == [("log", 3, k, v) for k, v in RECORDS]
     assert sink.dirty
+
+
+def test_outside_a_transaction_each_record_carries_the_delivery_callback() -> None:
+    producer = FakeProducer({1: BufferError("queue full")})
+    sink = ProducerSink(producer, transactional=False)  # type: ignore[arg-type]
+
+    def told(error: KafkaError | None, message: Message) -> None:
+        pass
+
+    sink.produce_records("log", 2, RECORDS, told)
+    callbacks = [
+        args[4] if len(args) > 4 else kwargs["on_delivery"] for args, kwargs in producer.calls
+    ]
+    assert callbacks == [told] * len(RECORDS)  # the one sent again after a full queue too
 
 
 def test_a_full_queue_waits_and_the_record_still_goes_once() -> None:
