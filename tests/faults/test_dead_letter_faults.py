@@ -19,8 +19,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
-from devtools.broker import EmbeddedBroker
+from confluent_kafka import Producer
 from devtools.clickstream import clickstream
 from devtools.stack import create_topics
 
@@ -33,6 +32,7 @@ from pipeline.kafka.dead_letters import (
 )
 from pipeline.kafka.ledger import duplicate_bound
 from pipeline.kafka.runner import build_processor
+from tests.faults.strict_topics import committed, strict_broker
 from tests.integration.connect_stub import connect_stub
 from tests.integration.consumer_harness import (
     consumer_process,
@@ -47,31 +47,13 @@ from tests.integration.consumer_harness import (
 pytestmark = pytest.mark.integration
 
 STRICT_DLQ = "strict-dlq"
-#: Tansu validates the value of every record of STRICT_DLQ against this (its JSON schema
-#: files describe ``{"key": ..., "value": ...}``): no dead letter passes.
-STRICT_SCHEMA = (
-    '{"type": "object", "properties": {"value": {"type": "object", "required": ["never"]}}}'
-)
 
 
 @pytest.fixture(scope="module")
-def strict_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def strict_dlq_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Tansu broker of its own that refuses every record written to STRICT_DLQ."""
-    workdir = tmp_path_factory.mktemp("tansu-strict")
-    (workdir / "schemas").mkdir()
-    (workdir / "schemas" / f"{STRICT_DLQ}.json").write_text(STRICT_SCHEMA)
-    schemas = ["--schema-registry", "file://./schemas"]
-    with EmbeddedBroker(log_dir=workdir, extra_args=schemas, cwd=workdir) as broker:
-        yield broker.bootstrap_servers
-
-
-def _committed(bootstrap: str, group: str, topic: str) -> int:
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        (tp,) = reader.committed([TopicPartition(topic, 0)], timeout=10)
-    finally:
-        reader.close()
-    return tp.offset
+    with strict_broker(tmp_path_factory.mktemp("tansu-strict"), (STRICT_DLQ,)) as bootstrap:
+        yield bootstrap
 
 
 def test_an_invalid_dead_letter_topic_stops_run_at_start(kafka_bootstrap, tmp_path):
@@ -90,13 +72,13 @@ def test_an_invalid_dead_letter_topic_stops_run_at_start(kafka_bootstrap, tmp_pa
     assert code != 0
     assert "dead-letter topic 'not a topic!' cannot be written" in output
     assert "Invalid topic" in output or "TOPIC_EXCEPTION" in output
-    assert _committed(kafka_bootstrap, settings.group_id, topic) < 0
+    assert committed(kafka_bootstrap, settings.group_id, topic) < 0
 
 
-def test_a_refused_dead_letter_stops_uncommitted_and_a_restart_delivers_exactly(strict_broker):
+def test_a_refused_dead_letter_stops_uncommitted_and_a_restart_delivers_exactly(strict_dlq_broker):
     """With transactions (the default); the plain path's refusal is the same raise, from
     the acknowledgement (tests/unit/kafka/test_dead_letter_writer.py)."""
-    bootstrap = strict_broker
+    bootstrap = strict_dlq_broker
     events = list(clickstream(120, seed=21, invalid_ratio=0.1, v1_ratio=0))
     invalid_at = [i for i, e in enumerate(events) if e.invalid]
     assert invalid_at
@@ -109,7 +91,7 @@ def test_a_refused_dead_letter_stops_uncommitted_and_a_restart_delivers_exactly(
         consumer = SignalConsumer(settings, build_processor(settings))
         with pytest.raises(DeadLetterUnwritable, match=f"'{STRICT_DLQ}' refused a record"):
             consumer.run(stop_after_idle_s=5)
-        assert _committed(bootstrap, group, topic) <= invalid_at[0]  # never past a pill
+        assert committed(bootstrap, group, topic) <= invalid_at[0]  # never past a pill
 
         again = settings.model_copy(update={"dlq_topic": good_dlq})
         summary = run_until_idle(again, idle_s=2.0)
@@ -122,7 +104,7 @@ def test_a_refused_dead_letter_stops_uncommitted_and_a_restart_delivers_exactly(
     dead = read_topic(bootstrap, good_dlq, len(invalid_at))
     offsets = sorted(int(header_value(m.headers(), "__connect.errors.offset")) for m in dead)
     assert offsets == invalid_at  # exactly the invalid events, once each
-    assert _committed(bootstrap, group, topic) == len(events)
+    assert committed(bootstrap, group, topic) == len(events)
 
 
 def test_a_dead_letter_with_a_huge_key_goes_without_it_and_the_partition_moves_on(
@@ -148,4 +130,4 @@ def test_a_dead_letter_with_a_huge_key_goes_without_it_and_the_partition_moves_o
     assert header_value(second.headers(), "connect.signals.headers.omitted") == (
         "1 of 1 omitted (too large to dead-letter)"
     )
-    assert _committed(kafka_bootstrap, settings.group_id, topic) == 2
+    assert committed(kafka_bootstrap, settings.group_id, topic) == 2

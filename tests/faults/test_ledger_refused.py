@@ -16,16 +16,16 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from devtools.broker import EmbeddedBroker
 from devtools.clickstream import clickstream
 
+from pipeline.config import Settings
 from pipeline.kafka.consumer import SignalConsumer
 from pipeline.kafka.ledger import duplicate_bound
 from pipeline.kafka.ledger_writer import LedgerUnwritable
 from pipeline.kafka.lifecycle import ChangelogUnwritable
 from pipeline.kafka.runner import build_processor
 from pipeline.kafka.transactions import TransactionRefused
+from tests.faults.strict_topics import committed, strict_broker
 from tests.integration.connect_stub import connect_stub
 from tests.integration.consumer_harness import (
     expected_signals,
@@ -40,38 +40,34 @@ pytestmark = pytest.mark.integration
 STRICT_LEDGER = "strict-ledger"
 STRICT_GROUP = "strict"  # its session changelog: strict-sessions
 STRICT_TOPICS = (STRICT_LEDGER, f"{STRICT_GROUP}-sessions")
-STRICT_SCHEMA = (
-    '{"type": "object", "properties": {"value": {"type": "object", "required": ["never"]}}}'
-)
 #: Long enough for the stop; a run that never stops is stopped here and fails.
 GIVE_UP_S = 45.0
 
 
 @pytest.fixture(scope="module")
-def strict_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("tansu-strict-ledger")
-    (workdir / "schemas").mkdir()
-    for strict in STRICT_TOPICS:
-        (workdir / "schemas" / f"{strict}.json").write_text(STRICT_SCHEMA)
-    schemas = ["--schema-registry", "file://./schemas"]
-    with EmbeddedBroker(log_dir=workdir, extra_args=schemas, cwd=workdir) as broker:
-        yield broker.bootstrap_servers
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with strict_broker(tmp_path_factory.mktemp("tansu-strict-ledger"), STRICT_TOPICS) as bootstrap:
+        yield bootstrap
 
 
-def _committed(bootstrap: str, group: str, topic: str) -> int:
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+def run_until_stopped(settings: Settings, stopped: type[Exception], match: str) -> None:
+    """One consumer run that must stop with ``stopped``; one that runs on is stopped
+    after GIVE_UP_S (and fails)."""
+    consumer = SignalConsumer(settings, build_processor(settings))
+    give_up = threading.Timer(GIVE_UP_S, consumer.stop)
+    give_up.start()
     try:
-        (tp,) = reader.committed([TopicPartition(topic, 0)], timeout=10)
+        with pytest.raises(stopped, match=match):
+            consumer.run(stop_after_idle_s=GIVE_UP_S)
     finally:
-        reader.close()
-    return tp.offset
+        give_up.cancel()
 
 
 @pytest.mark.parametrize("transactions", [True, False], ids=["transactions", "plain"])
 def test_a_refused_ledger_write_stops_uncommitted_and_a_restart_delivers_everything(
-    strict_broker: str, transactions: bool
+    strict: str, transactions: bool
 ) -> None:
-    bootstrap = strict_broker
+    bootstrap = strict
     events = list(clickstream(60, seed=23, invalid_ratio=0, v1_ratio=0))
     topic, dlq = new_topics(bootstrap, partitions=1)
     produce(bootstrap, topic, events)
@@ -87,15 +83,8 @@ def test_a_refused_ledger_write_stops_uncommitted_and_a_restart_delivers_everyth
             transactions=transactions,
             transactional_id=f"txn-{uuid.uuid4().hex[:8]}",
         )
-        consumer = SignalConsumer(settings, build_processor(settings))
-        give_up = threading.Timer(GIVE_UP_S, consumer.stop)
-        give_up.start()
-        try:
-            with pytest.raises(LedgerUnwritable, match=f"'{STRICT_LEDGER}' refused a record"):
-                consumer.run(stop_after_idle_s=GIVE_UP_S)
-        finally:
-            give_up.cancel()
-        assert _committed(bootstrap, group, topic) <= 0  # nothing past the first record
+        run_until_stopped(settings, LedgerUnwritable, f"'{STRICT_LEDGER}' refused a record")
+        assert committed(bootstrap, group, topic) <= 0  # nothing past the first record
 
         again = settings.model_copy(update={"ledger_topic": f"{topic}-ledger"})
         summary = run_until_idle(again, idle_s=2.0)
@@ -104,7 +93,7 @@ def test_a_refused_ledger_write_stops_uncommitted_and_a_restart_delivers_everyth
         # the stopped run's deliveries come again with their keys (Connect keeps them)
         assert connect.duplicates <= duplicate_bound(settings)
     assert summary.dead_lettered_total == 0
-    assert _committed(bootstrap, group, topic) == len(events)
+    assert committed(bootstrap, group, topic) == len(events)
 
 
 @pytest.mark.parametrize(
@@ -113,12 +102,12 @@ def test_a_refused_ledger_write_stops_uncommitted_and_a_restart_delivers_everyth
     ids=["transactions", "plain"],
 )
 def test_a_refused_session_changelog_write_stops_uncommitted(
-    strict_broker: str, transactions: bool, stopped: type[Exception]
+    strict: str, transactions: bool, stopped: type[Exception]
 ) -> None:
     """In a transaction the commit fails, and is not aborted and re-read for ever;
     without one the offsets were committed past changelog records that never landed
     (the sessions' state lost on a restart)."""
-    bootstrap = strict_broker
+    bootstrap = strict
     events = list(clickstream(60, seed=29, invalid_ratio=0, v1_ratio=0))
     topic, dlq = new_topics(bootstrap, partitions=1)
     produce(bootstrap, topic, events)
@@ -134,12 +123,5 @@ def test_a_refused_session_changelog_write_stops_uncommitted(
             transactions=transactions,
             transactional_id=f"txn-{uuid.uuid4().hex[:8]}",
         )
-        consumer = SignalConsumer(settings, build_processor(settings))
-        give_up = threading.Timer(GIVE_UP_S, consumer.stop)
-        give_up.start()
-        try:
-            with pytest.raises(stopped, match=f"{STRICT_GROUP}-sessions"):
-                consumer.run(stop_after_idle_s=GIVE_UP_S)
-        finally:
-            give_up.cancel()
-    assert _committed(bootstrap, STRICT_GROUP, topic) <= 0
+        run_until_stopped(settings, stopped, f"{STRICT_GROUP}-sessions")
+    assert committed(bootstrap, STRICT_GROUP, topic) <= 0
