@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from devtools.clickstream import clickstream
@@ -28,6 +29,7 @@ from pipeline.kafka.transactions import TransactionRefused
 from tests.faults.strict_topics import committed, strict_broker
 from tests.integration.connect_stub import connect_stub
 from tests.integration.consumer_harness import (
+    consumer_process,
     expected_signals,
     new_topics,
     produce,
@@ -94,6 +96,35 @@ def test_a_refused_ledger_write_stops_uncommitted_and_a_restart_delivers_everyth
         assert connect.duplicates <= duplicate_bound(settings)
     assert summary.dead_lettered_total == 0
     assert committed(bootstrap, group, topic) == len(events)
+
+
+def test_connect_pipeline_run_exits_non_zero_naming_the_refusing_ledger_topic(
+    strict: str, tmp_path: Path
+) -> None:
+    """The process, as Kubernetes sees it: a non-zero exit and the reason in its log."""
+    events = list(clickstream(30, seed=31, invalid_ratio=0, v1_ratio=0))
+    topic, dlq = new_topics(strict, partitions=1)
+    produce(strict, topic, events)
+    with connect_stub() as connect:
+        settings = settings_for(
+            strict,
+            topic,
+            dlq,
+            connect.url,
+            ledger_topic=STRICT_LEDGER,
+            transactional_id=f"txn-{uuid.uuid4().hex[:8]}",
+        )
+        log_path = tmp_path / "run.log"
+        process = consumer_process(settings, log_path)
+        try:
+            code = process.wait(GIVE_UP_S)
+        finally:
+            process.kill()
+    output = log_path.read_text()
+    assert code != 0
+    assert f"ledger topic '{STRICT_LEDGER}' refused a record" in output
+    assert "INVALID_RECORD" in output
+    assert committed(strict, settings.group_id, topic) <= 0
 
 
 @pytest.mark.parametrize(
