@@ -61,6 +61,7 @@ from pipeline.codec.plans import (
 from pipeline.codec.registry_answers import (
     NOT_FOUND_CODES,
     RegistryClient,
+    SchemaLookupRunning,
     SchemaRegistryUnavailable,
     answer_schema,
     forget,
@@ -236,7 +237,7 @@ class EventDecoder:
             registered = self._lookup(schema_id)
             schema_type, text = registered.schema_type, registered.schema_str
         except LookupPending:  # asked off the loop: the record waits, nothing is remembered
-            raise SchemaRegistryUnavailable(schema_id, "no answer yet") from None
+            raise SchemaLookupRunning(schema_id, "no answer yet") from None
         except Exception as error:
             if is_not_found(error):
                 return self._remember(

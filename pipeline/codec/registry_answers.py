@@ -39,6 +39,11 @@ class SchemaRegistryUnavailable(Exception):
         return type(self), (self.schema_id, self.cause)  # picklable (worker processes)
 
 
+class SchemaLookupRunning(SchemaRegistryUnavailable):
+    """The registry has not answered yet (a look-up off the poll loop still runs): hold
+    the record briefly, without counting a failure."""
+
+
 class RegistryClient(Protocol):
     def get_schema(self, schema_id: int) -> Any: ...
 

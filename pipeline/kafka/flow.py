@@ -10,6 +10,7 @@ from collections.abc import Callable
 import structlog
 from confluent_kafka import Consumer, TopicPartition
 
+from pipeline.codec.registry_answers import SchemaLookupRunning
 from pipeline.kafka.records import TopicPartitionKey
 
 log = structlog.get_logger("pipeline.kafka.flow")
@@ -85,6 +86,13 @@ class FlowControl:
         self.held[key] = time.monotonic() + delay_ms / 1000
         self._consumer.pause([TopicPartition(*key)])
         self._consumer.seek(TopicPartition(key[0], key[1], offset))
+        if isinstance(error, SchemaLookupRunning):  # slow, not failing: no warning
+            log.info(
+                "schema look-up running: partition held, the record is read again",
+                partition=f"{key[0]}[{key[1]}]",
+                retry_in_s=delay_ms / 1000,
+            )
+            return
         log.warning(
             "schema registry unavailable: partition held, the record is read again",
             partition=f"{key[0]}[{key[1]}]",

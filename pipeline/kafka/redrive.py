@@ -14,11 +14,13 @@ import time
 from array import array
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
+from typing import Final
 
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from pipeline.codec.avro import SchemaRegistryUnavailable
+from pipeline.codec.registry_answers import SchemaLookupRunning
 from pipeline.config import Settings
 from pipeline.kafka.dead_letters import (
     DeadLetterInfo,
@@ -191,6 +193,10 @@ def _headers(message: Message) -> Headers:
         return None
 
 
+#: How often a redrive asks again while a registry look-up runs.
+LOOKUP_POLL_S: Final = 0.05
+
+
 def _process_through_outages(
     processor: EventProcessor,
     value: bytes | None,
@@ -205,6 +211,8 @@ def _process_through_outages(
     while True:
         try:
             return processor.process(value, headers)
+        except SchemaLookupRunning:  # slow, not failing: asked again shortly
+            time.sleep(LOOKUP_POLL_S)
         except SchemaRegistryUnavailable as error:
             log.warning("schema registry unavailable: waiting", error=str(error), wait_s=backoff_s)
             time.sleep(backoff_s)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from pipeline.codec.avro import SchemaRegistryUnavailable
+from pipeline.codec.registry_answers import SchemaLookupRunning
 from pipeline.kafka import redrive
 from pipeline.signals.outcomes import Reason, Rejection
 
@@ -14,14 +15,15 @@ from pipeline.signals.outcomes import Reason, Rejection
 class _FlakyProcessor:
     """Unavailable for the first ``outages`` calls, then an answer."""
 
-    def __init__(self, outages: int) -> None:
+    def __init__(self, outages: int, unavailable: type[SchemaRegistryUnavailable]) -> None:
         self.outages = outages
+        self.unavailable = unavailable
         self.calls = 0
 
     def process(self, value: bytes | None, headers: object = None) -> Any:
         self.calls += 1
         if self.calls <= self.outages:
-            raise SchemaRegistryUnavailable(7, "HTTP 502 from an ingress page")
+            raise self.unavailable(7, "HTTP 502 from an ingress page")
         return Rejection.single(Reason.VALIDATION, "url", "required")
 
 
@@ -30,11 +32,22 @@ def test_the_key_pass_waits_with_backoff_and_gets_the_answer(
 ) -> None:
     waits: list[float] = []
     monkeypatch.setattr(redrive.time, "sleep", waits.append)
-    processor = _FlakyProcessor(outages=6)
+    processor = _FlakyProcessor(6, SchemaRegistryUnavailable)
     outcome = redrive._process_through_outages(processor, b"x", max_backoff_s=8.0)  # type: ignore[arg-type]
     assert isinstance(outcome, Rejection) and outcome.field == "url"
     assert processor.calls == 7
     assert waits == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]  # doubling, capped
+
+
+def test_a_look_up_still_running_is_asked_again_shortly_without_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(redrive.time, "sleep", waits.append)
+    processor = _FlakyProcessor(3, SchemaLookupRunning)
+    outcome = redrive._process_through_outages(processor, b"x")  # type: ignore[arg-type]
+    assert isinstance(outcome, Rejection)
+    assert waits == [redrive.LOOKUP_POLL_S] * 3
 
 
 def test_any_other_error_is_not_swallowed() -> None:
