@@ -14,7 +14,7 @@ from typing import Any, Final
 from confluent_kafka import KafkaError
 
 from pipeline import __version__
-from pipeline.kafka.stops import ConsumerStopped
+from pipeline.kafka.stops import UNCOMMITTED, ConsumerStopped
 from pipeline.signals.outcomes import Reason, Rejection
 
 #: Kafka Connect's stage names, by where in the path the event failed.
@@ -287,6 +287,5 @@ def refused(topic: str, error: KafkaError, where: str = "") -> DeadLetterUnwrita
     at = f" (dead letter of {where})" if where else ""
     return DeadLetterUnwritable(
         f"dead-letter topic {topic!r} refused a record{at}: {error.str()} [{error.name()}]; "
-        "stopping uncommitted: the records from the last commit on are read again "
-        "after a restart (PIPELINE_DLQ_TOPIC)"
+        f"{UNCOMMITTED} (PIPELINE_DLQ_TOPIC)"
     )

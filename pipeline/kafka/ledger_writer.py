@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError, Message
 from pipeline.kafka.ledger_records import V3_MAX_ENTRIES, batch_key, by_source
 from pipeline.kafka.ledger_tail import LedgerTail
 from pipeline.kafka.producer_sink import ProducerSink
-from pipeline.kafka.stops import ConsumerStopped, is_refusal
+from pipeline.kafka.stops import UNCOMMITTED, ConsumerStopped, is_refused_for_good
 
 log = structlog.get_logger("pipeline.kafka.ledger_writer")
 
@@ -202,12 +202,11 @@ class LedgerWriter:
         return True
 
     def _stop_if_refused(self, error: KafkaError) -> None:
-        if is_refusal(error) or error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+        if is_refused_for_good(error):
             self._sink.fatal = True
             raise LedgerUnwritable(
                 f"ledger topic {self.topic!r} refused a record: {error.str()} "
-                f"[{error.name()}]; stopping uncommitted: the records from the last commit "
-                "on are read again after a restart, and what Connect accepted since is "
+                f"[{error.name()}]; {UNCOMMITTED}, and what Connect accepted since is "
                 "sent again with the same keys (PIPELINE_LEDGER_TOPIC)"
             )
 

@@ -26,7 +26,7 @@ from pipeline.kafka.partition_state import Partitions
 from pipeline.kafka.producer_sink import ProducerSink
 from pipeline.kafka.records import Bounds, Pending, RunSummary, TopicPartitionKey
 from pipeline.kafka.session_hooks import Emit, SessionHooks
-from pipeline.kafka.stops import ConsumerStopped
+from pipeline.kafka.stops import UNCOMMITTED, ConsumerStopped
 from pipeline.kafka.transactions import TransactionFatal, Transactions
 from pipeline.ops.health import HealthState
 from pipeline.ops.metrics import PipelineMetrics
@@ -335,8 +335,7 @@ class ConsumerLifecycle:
             cause = f"{failed[0].str()} [{failed[0].name()}]" if failed else "no answer in 30 s"
             raise ChangelogUnwritable(
                 f"session changelog {sessions.topic!r}: {len(failed) or left} record(s) not "
-                f"written ({cause}); stopping uncommitted: the records from the last commit "
-                "on are read again after a restart"
+                f"written ({cause}); {UNCOMMITTED}"
             )
 
     # --- stop ----------------------------------------------------------------------------

@@ -6,6 +6,11 @@ from typing import Final
 
 from confluent_kafka import KafkaError
 
+#: How every stop uncommitted ends its message.
+UNCOMMITTED: Final = (
+    "stopping uncommitted: the records from the last commit on are read again after a restart"
+)
+
 
 class ConsumerStopped(Exception):
     """A condition no retry can fix: stop, commit nothing more, let an operator act.
@@ -38,3 +43,8 @@ def is_refusal(error: KafkaError) -> bool:
     retried, so a transient error never stops the consumer.
     """
     return error.code() in REFUSALS
+
+
+def is_refused_for_good(error: KafkaError) -> bool:
+    """A refusal, or a record over the topic's size limit: no retry writes it."""
+    return is_refusal(error) or error.code() == KafkaError.MSG_SIZE_TOO_LARGE

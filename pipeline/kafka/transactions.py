@@ -14,7 +14,7 @@ from typing import Final
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from pipeline.kafka.stops import ConsumerStopped, is_refusal
+from pipeline.kafka.stops import UNCOMMITTED, ConsumerStopped, is_refused_for_good
 
 log = structlog.get_logger("pipeline.kafka.transactions")
 
@@ -85,12 +85,11 @@ class Transactions:
                 error: KafkaError = exception.args[0]
                 if is_fatal(error):
                     raise TransactionFatal(str(error)) from exception
-                if is_refusal(error) or error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                if is_refused_for_good(error):
                     self.abort(str(error))
                     raise TransactionRefused(
                         f"a record of the transaction was refused: {error.str()} "
-                        f"[{error.name()}]; stopping uncommitted: the records from the last "
-                        "commit on are read again after a restart"
+                        f"[{error.name()}]; {UNCOMMITTED}"
                     ) from exception
                 if error.txn_requires_abort():
                     self.abort(str(error))

@@ -27,27 +27,26 @@ class _FlakyProcessor:
         return Rejection.single(Reason.VALIDATION, "url", "required")
 
 
-def test_the_key_pass_waits_with_backoff_and_gets_the_answer(
+@pytest.mark.parametrize(
+    ("unavailable", "waits_s"),
+    [
+        (SchemaRegistryUnavailable, [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]),  # doubling, capped
+        (SchemaLookupRunning, [redrive.LOOKUP_POLL_S] * 6),  # still asking: no backoff
+    ],
+    ids=["outage", "look-up running"],
+)
+def test_the_key_pass_waits_and_gets_the_answer(
+    unavailable: type[SchemaRegistryUnavailable],
+    waits_s: list[float],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     waits: list[float] = []
     monkeypatch.setattr(redrive.time, "sleep", waits.append)
-    processor = _FlakyProcessor(6, SchemaRegistryUnavailable)
+    processor = _FlakyProcessor(6, unavailable)
     outcome = redrive._process_through_outages(processor, b"x", max_backoff_s=8.0)  # type: ignore[arg-type]
     assert isinstance(outcome, Rejection) and outcome.field == "url"
     assert processor.calls == 7
-    assert waits == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]  # doubling, capped
-
-
-def test_a_look_up_still_running_is_asked_again_shortly_without_backoff(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    waits: list[float] = []
-    monkeypatch.setattr(redrive.time, "sleep", waits.append)
-    processor = _FlakyProcessor(3, SchemaLookupRunning)
-    outcome = redrive._process_through_outages(processor, b"x")  # type: ignore[arg-type]
-    assert isinstance(outcome, Rejection)
-    assert waits == [redrive.LOOKUP_POLL_S] * 3
+    assert waits == waits_s
 
 
 def test_any_other_error_is_not_swallowed() -> None:
